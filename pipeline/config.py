@@ -1,0 +1,249 @@
+"""The run config: one frozen, validated object that fully describes a training run.
+
+A run reads nothing but its config (no globals, no argv). The resolved config is saved with every
+run as JSON, so a run can be re-launched exactly. Invalid values raise :class:`ConfigError`, whose
+message names the field, the value given and the allowed range.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Enhancement = Literal["none", "contrast_stretch", "hist_eq", "clahe"]
+ENHANCEMENTS: tuple[str, ...] = ("none", "contrast_stretch", "hist_eq", "clahe")
+
+
+class ConfigError(ValueError):
+    """A run config was refused; ``str(err)`` lists one ``field: problem`` line per error."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid run config:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataConfig(_Section):
+    """Where the images come from and how they are preprocessed before the model sees them."""
+
+    path: str = Field("data/phantoms", description="dataset folder (see pipeline.datasets)")
+    image_size: int = Field(128, ge=32, le=1024, description="square side in pixels")
+    channels: Literal[1, 3] = Field(3, description="1 = gray; 3 = gray copied to RGB")
+    enhancement: Enhancement = "none"
+    clahe_clip: float = Field(2.0, gt=0, le=40, description="CLAHE clip limit")
+    clahe_tile: int = Field(8, ge=1, le=64, description="CLAHE tiles per side")
+    normalisation: Literal["unit", "zscore"] = Field(
+        "unit", description="unit: [0, 1]; zscore: per-image mean 0, std 1"
+    )
+    pca_components: int | None = Field(
+        None, ge=1, le=4096, description="PCA denoising: keep this many components (None = off)"
+    )
+    val_fraction: float = Field(0.1, ge=0.05, le=0.4, description="share of all images")
+    test_fraction: float = Field(0.2, ge=0.05, le=0.5, description="share of all images")
+
+    @model_validator(mode="after")
+    def _enough_training_data(self) -> DataConfig:
+        if self.val_fraction + self.test_fraction > 0.7:
+            raise ValueError(
+                "val_fraction + test_fraction must be at most 0.7 so that at least 30% of the "
+                f"images are left for training (got {self.val_fraction} + {self.test_fraction})"
+            )
+        return self
+
+
+class AugmentConfig(_Section):
+    """Random training-time augmentation (Keras preprocessing layers; off at evaluation)."""
+
+    rotation_deg: float = Field(10.0, ge=0, le=45, description="max rotation, degrees")
+    # Off by default: a mirrored chest puts the heart on the wrong side, a cue a model could use.
+    horizontal_flip: bool = False
+    zoom: float = Field(0.1, ge=0, le=0.5, description="max zoom in/out, fraction")
+    brightness: float = Field(0.1, ge=0, le=0.5, description="max brightness shift, fraction")
+
+
+class ModelConfig(_Section):
+    """The CNN: conv blocks, then dropout and dense layers, then one sigmoid unit."""
+
+    filters: tuple[int, ...] = Field((16, 32, 64, 128), min_length=1, max_length=8)
+    kernel_size: int = Field(3, ge=1, le=11)
+    stride: int = Field(1, ge=1, le=4)
+    padding: Literal["same", "valid"] = "same"
+    pooling: Literal["max", "avg"] = "max"
+    batch_norm: bool = True
+    dropout: float = Field(0.3, ge=0, lt=1)
+    dense_units: tuple[int, ...] = Field((64,), max_length=4)
+
+    @field_validator("filters", "dense_units")
+    @classmethod
+    def _positive_widths(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(not 1 <= n <= 1024 for n in v):
+            raise ValueError(f"every width must be between 1 and 1024 (got {list(v)})")
+        return v
+
+
+class OptimConfig(_Section):
+    """Optimiser and its hyper-parameters."""
+
+    name: Literal["adam", "sgd", "rmsprop"] = "adam"
+    learning_rate: float = Field(1e-3, gt=0, le=1)
+    epsilon: float = Field(1e-7, gt=0, le=1, description="adam/rmsprop numerical epsilon")
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd/rmsprop momentum")
+
+
+class TrainConfig(_Section):
+    """Batching, length of training and class-imbalance handling."""
+
+    batch_size: int = Field(32, ge=1, le=1024)
+    epochs: int = Field(20, ge=1, le=1000)
+    early_stopping_patience: int = Field(
+        5, ge=0, le=100, description="epochs without val AUC gain before stopping (0 = off)"
+    )
+    imbalance: Literal["none", "class_weight", "oversample"] = "class_weight"
+
+
+class EvalConfig(_Section):
+    """How the operating threshold is chosen on validation, and the confidence intervals."""
+
+    threshold_rule: Literal["who", "youden", "max_f1"] = Field(
+        "who", description="who: highest specificity with sensitivity >= min_sensitivity"
+    )
+    min_sensitivity: float = Field(0.9, gt=0, le=1)
+    bootstrap: int = Field(1000, ge=0, le=20000, description="bootstrap resamples for 95% CIs")
+
+
+class RunConfig(_Section):
+    """Everything a run needs. Frozen: derive a changed copy with :func:`override`."""
+
+    name: str = Field("run", min_length=1, max_length=120)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    data: DataConfig = DataConfig()
+    augment: AugmentConfig = AugmentConfig()
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _geometry_fits(self) -> RunConfig:
+        side = final_feature_side(self.data.image_size, self.model)
+        if side < 1:
+            raise ValueError(
+                f"model: {len(self.model.filters)} blocks with kernel_size={self.model.kernel_size}, "
+                f"stride={self.model.stride}, padding={self.model.padding!r} shrink a "
+                f"{self.data.image_size}-px image to nothing; use fewer blocks, padding 'same', "
+                "stride 1 or a larger image_size"
+            )
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+
+def final_feature_side(image_size: int, model: ModelConfig) -> int:
+    """Side of the last conv map: every block is a conv (stride, padding), all but the last are
+    followed by a 2x2 pool; the last conv map feeds global pooling (and Grad-CAM). 0 = vanished."""
+    side = image_size
+    for i in range(len(model.filters)):
+        if model.padding == "valid":
+            side = (side - model.kernel_size) // model.stride + 1
+        else:
+            side = -(-side // model.stride)
+        if i < len(model.filters) - 1:
+            side //= 2
+        if side < 1:
+            return 0
+    return side
+
+
+def _format_errors(err: ValidationError) -> list[str]:
+    problems = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "config"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        given = e.get("input")
+        if loc != "config" and not isinstance(given, dict):
+            msg += f" (got {given!r})"
+        problems.append(f"{loc}: {msg}")
+    return problems
+
+
+def make_config(values: dict[str, Any]) -> RunConfig:
+    """Validate a nested dict into a :class:`RunConfig`, raising :class:`ConfigError`."""
+    try:
+        return RunConfig.model_validate(values)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err)) from None
+
+
+def _deep_merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def dotted_to_nested(changes: dict[str, Any]) -> dict[str, Any]:
+    """``{"model.pooling": "avg"}`` -> ``{"model": {"pooling": "avg"}}``."""
+    nested: dict[str, Any] = {}
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split(".")
+        node = nested
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return nested
+
+
+def override(cfg: RunConfig, changes: dict[str, Any]) -> RunConfig:
+    """A validated copy of ``cfg`` with ``changes`` (nested, or dotted keys) applied."""
+    nested = dotted_to_nested({k: v for k, v in changes.items() if "." in k})
+    nested = _deep_merge(nested, {k: v for k, v in changes.items() if "." not in k})
+    return make_config(_deep_merge(cfg.model_dump(mode="json"), nested))
+
+
+# Presets: each carries a one-line *why*. Values not named keep the RunConfig defaults.
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "smoke": (
+        "finishes in seconds on a laptop CPU: proves the whole path works, not that it learns",
+        {
+            "name": "smoke",
+            "data": {"image_size": 64},
+            "model": {"filters": (8, 16), "dense_units": (16,)},
+            "train": {"epochs": 1, "batch_size": 32, "early_stopping_patience": 0},
+            "eval": {"bootstrap": 200},
+        },
+    ),
+    "baseline": (
+        "the reference CNN: 4 conv blocks (16-128 filters), batch norm, Adam 1e-3, 128 px, "
+        "early stopping on validation AUC; small enough to train on a 2-core CPU in minutes",
+        {"name": "baseline"},
+    ),
+}
+
+
+def preset(name: str, **changes: Any) -> RunConfig:
+    """A preset's config with optional overrides (nested dicts or dotted keys)."""
+    if name not in PRESETS:
+        raise ConfigError([f"preset: unknown preset {name!r}; choose one of {sorted(PRESETS)}"])
+    return override(make_config(PRESETS[name][1]), changes)
+
+
+def load_config_file(path: str | Path) -> RunConfig:
+    """Read a config JSON written with a run (``config.json``) or by hand."""
+    p = Path(path)
+    try:
+        values = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError([f"config file {p}: cannot read it as JSON ({err})"]) from None
+    return make_config(values)
