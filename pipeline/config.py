@@ -133,9 +133,10 @@ class RunConfig(_Section):
     def _geometry_fits(self) -> RunConfig:
         side = final_feature_side(self.data.image_size, self.model)
         if side < 1:
+            m = self.model
             raise ValueError(
-                f"model: {len(self.model.filters)} blocks with kernel_size={self.model.kernel_size}, "
-                f"stride={self.model.stride}, padding={self.model.padding!r} shrink a "
+                f"model: {len(m.filters)} blocks with kernel_size={m.kernel_size}, "
+                f"stride={m.stride}, padding={m.padding!r} shrink a "
                 f"{self.data.image_size}-px image to nothing; use fewer blocks, padding 'same', "
                 "stride 1 or a larger image_size"
             )

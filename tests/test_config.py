@@ -88,5 +88,5 @@ def test_config_json_round_trip(tmp_path):
     path.write_text(cfg.to_json())
     assert load_config_file(path) == cfg
     path.write_text(json.dumps({"data": {"image_size": "big"}}))
-    with pytest.raises(ConfigError, match="data.image_size"):
+    with pytest.raises(ConfigError, match=r"data\.image_size"):
         load_config_file(path)
