@@ -1,0 +1,642 @@
+"""The run store: every run, its live training history, results and external evaluations.
+
+``RunStore`` is the only way in; it returns frozen dataclasses and never hands out ORM rows, so
+the dashboard, the CLI and the worker never hold a session. The default database is the SQLite
+file ``runs/tbxray.db``; ``TBXRAY_DB_URL`` points the whole team at one PostgreSQL database
+instead, unchanged.
+
+Lifecycle: ``queued -> running -> succeeded | failed | cancelled``. Every transition is a single
+conditional ``UPDATE ... WHERE status IN (...)``, so two workers can never both claim a run, and a
+run that is finished (succeeded, failed or cancelled) is never silently rewritten: a late
+``finish_run`` on a run that was cancelled or reaped meanwhile raises :class:`StoreError`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, delete, event, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import RUN_STATUSES, Base, EpochRow, ExternalEvalRow, RunRow, SuiteRow
+
+EPOCH_METRICS: tuple[str, ...] = (
+    "loss",
+    "accuracy",
+    "auc",
+    "val_loss",
+    "val_accuracy",
+    "val_auc",
+    "learning_rate",
+    "seconds",
+)
+# Final metrics copied from the evaluation dict into typed, sortable columns. Metrics with an
+# interval read it from "<name>_ci" as [lo, hi] and fill "<name>_lo" / "<name>_hi".
+_RUN_SCALARS = ("auc", "sensitivity", "specificity", "f1", "accuracy", "precision", "threshold")
+_RUN_INTERVALS = ("auc", "sensitivity", "specificity")
+_EXTERNAL_SCALARS = ("auc", "sensitivity", "specificity", "f1", "accuracy")
+_EXTERNAL_INTERVALS = ("auc",)
+# Run fields parsed from a *_json column rather than copied from one of the same name.
+_RUN_JSON_FIELDS = ("config", "metrics", "versions")
+# How many candidates an ambiguous-prefix error names before it stops listing.
+_MAX_LISTED = 10
+
+
+class StoreError(RuntimeError):
+    """The store refused an operation, e.g. starting a run that is not queued."""
+
+
+class RunNotFound(StoreError):  # noqa: N818 -- the name is part of the public API
+    """No run has this id, or an id prefix matches several runs (listed in ``matches``)."""
+
+    def __init__(self, message: str, run_id: str, matches: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.matches = tuple(matches)
+
+
+@dataclass(frozen=True)
+class Suite:
+    """An experiment suite; ``spec`` is the JSON spec it was created from (base config, factors)."""
+
+    id: str
+    name: str
+    kind: str
+    description: str
+    spec: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Run:
+    """A snapshot of one run. Timestamps are UTC-aware; metric fields are None until finished.
+
+    ``config``, ``metrics`` (the full evaluation dict, curves included) and ``versions`` are
+    parsed JSON, empty when not recorded yet. Non-finite numbers were stored as None.
+    """
+
+    id: str
+    name: str
+    status: str
+    suite_id: str | None
+    config: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+    worker: str | None
+    current_epoch: int | None
+    cancel_requested: bool
+    data_fingerprint: str | None
+    artifacts_dir: str | None
+    error: str | None
+    versions: dict[str, Any]
+    duration_s: float | None
+    auc: float | None
+    auc_lo: float | None
+    auc_hi: float | None
+    sensitivity: float | None
+    sensitivity_lo: float | None
+    sensitivity_hi: float | None
+    specificity: float | None
+    specificity_lo: float | None
+    specificity_hi: float | None
+    f1: float | None
+    accuracy: float | None
+    precision: float | None
+    threshold: float | None
+    who_met: bool | None
+    metrics: dict[str, Any]
+
+    @property
+    def auc_ci(self) -> tuple[float, float] | None:
+        """The 95% interval of the test AUC as (lo, hi), or None when it was not computed."""
+        if self.auc_lo is None or self.auc_hi is None:
+            return None
+        return (self.auc_lo, self.auc_hi)
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """One epoch of training history; a metric the callback did not report is None."""
+
+    run_id: str
+    epoch: int
+    loss: float | None
+    accuracy: float | None
+    auc: float | None
+    val_loss: float | None
+    val_accuracy: float | None
+    val_auc: float | None
+    learning_rate: float | None
+    seconds: float | None
+
+
+@dataclass(frozen=True)
+class ExternalEval:
+    """A run evaluated on another dataset folder; ``metrics`` is the full evaluation dict."""
+
+    id: int
+    run_id: str
+    dataset_path: str
+    data_fingerprint: str
+    n_images: int | None
+    auc: float | None
+    auc_lo: float | None
+    auc_hi: float | None
+    sensitivity: float | None
+    specificity: float | None
+    f1: float | None
+    accuracy: float | None
+    metrics: dict[str, Any]
+    created_at: datetime
+
+    @property
+    def auc_ci(self) -> tuple[float, float] | None:
+        """The 95% interval of the AUC as (lo, hi), or None when it was not computed."""
+        if self.auc_lo is None or self.auc_hi is None:
+            return None
+        return (self.auc_lo, self.auc_hi)
+
+
+def default_url() -> str:
+    """The database URL to use when none is given.
+
+    ``TBXRAY_DB_URL`` if set (any SQLAlchemy URL, e.g. PostgreSQL for a team); otherwise the
+    SQLite file ``<runs_dir>/tbxray.db``, where runs_dir is ``TBXRAY_RUNS_DIR`` or ``runs``
+    relative to the current directory. That folder is created if missing.
+    """
+    url = os.environ.get("TBXRAY_DB_URL")
+    if url:
+        return url
+    runs_dir = Path(os.environ.get("TBXRAY_RUNS_DIR") or "runs")
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{runs_dir / 'tbxray.db'}"
+
+
+class RunStore:
+    """Read and write runs, suites, epochs and external evaluations in one database.
+
+    Creating a store creates any missing tables. Several stores (threads, processes, machines)
+    may share one database; SQLite waits up to 30 s for a lock instead of failing at once.
+    """
+
+    def __init__(self, url: str | None = None) -> None:
+        url = url or default_url()
+        self.engine: Engine = create_engine(url)
+        # For display (dashboard footer, CLI); never leak a password.
+        self.url = self.engine.url.render_as_string(hide_password=True)
+        if self.engine.dialect.name == "sqlite":
+            _prepare_sqlite(self.engine)
+        Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: commits when the block ends, rolls back if it raises, then closes.
+
+        For the store's own methods and for tests; other code should use the methods, which
+        return dataclasses instead of rows bound to this session.
+        """
+        with self._sessions.begin() as session:
+            yield session
+
+    # Suites
+
+    def create_suite(self, name: str, kind: str, description: str, spec: dict[str, Any]) -> Suite:
+        """Record a new experiment suite; ``kind`` is a preset name or ``"custom"``."""
+        row = SuiteRow(
+            id=_new_id(),
+            name=name,
+            kind=kind,
+            description=description,
+            spec_json=_to_json(spec),
+            created_at=_now(),
+        )
+        with self.session() as s:
+            s.add(row)
+            return _suite(row)
+
+    def get_suite(self, suite_id: str) -> Suite:
+        """The suite with this exact id; raises StoreError if there is none."""
+        with self.session() as s:
+            return _suite(_suite_row(s, suite_id))
+
+    def list_suites(self) -> list[Suite]:
+        """All suites, newest first."""
+        query = select(SuiteRow).order_by(SuiteRow.created_at.desc(), SuiteRow.id)
+        with self.session() as s:
+            return [_suite(row) for row in s.scalars(query)]
+
+    # Runs: creation and lookup
+
+    def create_run(self, config: dict[str, Any], name: str, suite_id: str | None = None) -> Run:
+        """Enqueue a run (status ``queued``); a worker picks it up with :meth:`start_run`.
+
+        ``config`` is the resolved run config as a JSON-able dict. Raises StoreError if
+        ``suite_id`` names no suite.
+        """
+        with self.session() as s:
+            if suite_id is not None:
+                _suite_row(s, suite_id)
+            row = RunRow(
+                id=_new_id(),
+                name=name,
+                status="queued",
+                suite_id=suite_id,
+                config_json=_to_json(config),
+                created_at=_now(),
+                cancel_requested=False,
+            )
+            s.add(row)
+            s.flush()
+            return _run(row)
+
+    def get_run(self, run_id: str) -> Run:
+        """The run with this id, or with the only id that starts with this prefix.
+
+        Raises RunNotFound when nothing matches or when the prefix is ambiguous; the message
+        then lists the matching ids and names.
+        """
+        if not run_id:
+            raise RunNotFound("empty run id", run_id)
+        with self.session() as s:
+            row = s.get(RunRow, run_id)
+            if row is not None:
+                return _run(row)
+            query = (
+                select(RunRow)
+                .where(RunRow.id.startswith(run_id, autoescape=True))
+                .order_by(RunRow.created_at.desc())
+                .limit(_MAX_LISTED + 1)
+            )
+            rows = s.scalars(query).all()
+            if not rows:
+                raise RunNotFound(f"no run with id or id prefix {run_id!r}", run_id)
+            if len(rows) > 1:
+                listed = ", ".join(f"{r.id} ({r.name})" for r in rows[:_MAX_LISTED])
+                more = ", and more" if len(rows) > _MAX_LISTED else ""
+                raise RunNotFound(
+                    f"run id prefix {run_id!r} is ambiguous; it matches {listed}{more}",
+                    run_id,
+                    [r.id for r in rows],
+                )
+            return _run(rows[0])
+
+    def list_runs(
+        self, status: str | None = None, suite_id: str | None = None, limit: int | None = None
+    ) -> list[Run]:
+        """Runs newest first, optionally only those with this status and/or in this suite."""
+        query = select(RunRow).order_by(RunRow.created_at.desc(), RunRow.id)
+        if status is not None:
+            if status not in RUN_STATUSES:
+                raise ValueError(f"unknown run status {status!r}; expected one of {RUN_STATUSES}")
+            query = query.where(RunRow.status == status)
+        if suite_id is not None:
+            query = query.where(RunRow.suite_id == suite_id)
+        if limit is not None:
+            if limit < 1:
+                raise ValueError(f"limit must be at least 1, got {limit}")
+            query = query.limit(limit)
+        with self.session() as s:
+            return [_run(row) for row in s.scalars(query)]
+
+    # Runs: lifecycle
+
+    def start_run(self, run_id: str, worker: str) -> Run:
+        """Claim a queued run for ``worker``: status ``running``, started and heartbeat now.
+
+        Atomic: of several workers racing for one run, exactly one succeeds; the others get
+        StoreError (the run is no longer queued) and should try the next one.
+        """
+        now = _now()
+        with self.session() as s:
+            return _run(
+                _transition(
+                    s,
+                    run_id,
+                    "start",
+                    ("queued",),
+                    status="running",
+                    started_at=now,
+                    heartbeat_at=now,
+                    worker=worker,
+                )
+            )
+
+    def heartbeat(self, run_id: str) -> None:
+        """Mark the run's worker as alive now; a stale heartbeat means the worker died."""
+        with self.session() as s:
+            _touch(s, run_id, heartbeat_at=_now())
+
+    def log_epoch(self, run_id: str, epoch: int, metrics: Mapping[str, float]) -> None:
+        """Write (or overwrite) one epoch of history; also a heartbeat.
+
+        Keys other than those in ``EPOCH_METRICS`` (e.g. extra Keras metrics) are ignored;
+        non-finite values are stored as None.
+        """
+        with self.session() as s:
+            _touch(s, run_id, current_epoch=epoch, heartbeat_at=_now())
+            row = s.get(EpochRow, (run_id, epoch))
+            if row is None:
+                row = EpochRow(run_id=run_id, epoch=epoch)
+                s.add(row)
+            for key in EPOCH_METRICS:
+                if key in metrics:
+                    setattr(row, key, _float(metrics[key], key))
+
+    def epochs(self, run_id: str) -> list[Epoch]:
+        """The run's training history, in epoch order (empty before the first epoch)."""
+        query = select(EpochRow).where(EpochRow.run_id == run_id).order_by(EpochRow.epoch)
+        with self.session() as s:
+            return [_epoch(row) for row in s.scalars(query)]
+
+    def finish_run(
+        self,
+        run_id: str,
+        *,
+        metrics: Mapping[str, Any],
+        artifacts_dir: str,
+        data_fingerprint: str,
+        versions: Mapping[str, Any],
+        duration_s: float,
+    ) -> Run:
+        """Record a successful run's results in one transaction: status ``succeeded``.
+
+        The leaderboard columns come from ``metrics`` keys ``auc``, ``auc_ci`` ([lo, hi]),
+        ``sensitivity``, ``sensitivity_ci``, ``specificity``, ``specificity_ci``, ``f1``,
+        ``accuracy``, ``precision``, ``threshold`` and ``who_met``; a missing key leaves its
+        column None. The whole dict (lists, nested dicts, numpy values) is kept as JSON with
+        NaN and infinities stored as null. Raises StoreError unless the run is running.
+        """
+        with self.session() as s:
+            return _run(
+                _transition(
+                    s,
+                    run_id,
+                    "finish",
+                    ("running",),
+                    status="succeeded",
+                    finished_at=_now(),
+                    artifacts_dir=artifacts_dir,
+                    data_fingerprint=data_fingerprint,
+                    versions_json=_to_json(versions),
+                    duration_s=duration_s,
+                    metrics_json=_to_json(metrics),
+                    who_met=None if metrics.get("who_met") is None else bool(metrics["who_met"]),
+                    **_metric_columns(metrics, _RUN_SCALARS, _RUN_INTERVALS),
+                )
+            )
+
+    def fail_run(self, run_id: str, error: str, duration_s: float | None = None) -> Run:
+        """Mark a queued or running run ``failed``, keeping ``error`` (the traceback) for display.
+
+        Raises StoreError if the run already finished (e.g. it was cancelled meanwhile).
+        """
+        with self.session() as s:
+            return _run(
+                _transition(
+                    s,
+                    run_id,
+                    "fail",
+                    ("queued", "running"),
+                    status="failed",
+                    finished_at=_now(),
+                    error=error,
+                    duration_s=duration_s,
+                )
+            )
+
+    def cancel_run(self, run_id: str) -> Run:
+        """Cancel a queued or running run: status ``cancelled`` and ``cancel_requested`` set.
+
+        A queued run is never started. A running run's worker sees ``cancel_requested`` (via
+        :meth:`get_run`) and stops; its later ``finish_run`` / ``fail_run`` raise StoreError.
+        Cancelling a cancelled run returns it unchanged; a succeeded or failed run raises.
+        """
+        with self.session() as s:
+            row = s.get(RunRow, run_id)
+            if row is not None and row.status == "cancelled":
+                return _run(row)
+            return _run(
+                _transition(
+                    s,
+                    run_id,
+                    "cancel",
+                    ("queued", "running"),
+                    status="cancelled",
+                    cancel_requested=True,
+                    finished_at=_now(),
+                )
+            )
+
+    def delete_run(self, run_id: str) -> None:
+        """Delete the run, its epochs and its external evaluations (not its artifact files)."""
+        with self.session() as s:
+            result = s.execute(
+                delete(RunRow).where(RunRow.id == run_id),
+                execution_options={"synchronize_session": False},
+            )
+            if result.rowcount == 0:
+                raise _not_found(run_id)
+
+    # External validation
+
+    def add_external_eval(
+        self, run_id: str, *, dataset_path: str, data_fingerprint: str, metrics: Mapping[str, Any]
+    ) -> ExternalEval:
+        """Store the run's evaluation on another dataset; typed columns as in finish_run.
+
+        ``metrics["n"]`` is the number of images evaluated. Raises RunNotFound for an unknown
+        run.
+        """
+        with self.session() as s:
+            if s.get(RunRow, run_id) is None:
+                raise _not_found(run_id)
+            n = metrics.get("n")
+            row = ExternalEvalRow(
+                run_id=run_id,
+                dataset_path=dataset_path,
+                data_fingerprint=data_fingerprint,
+                n_images=None if n is None else int(n),
+                metrics_json=_to_json(metrics),
+                created_at=_now(),
+                **_metric_columns(metrics, _EXTERNAL_SCALARS, _EXTERNAL_INTERVALS),
+            )
+            s.add(row)
+            s.flush()
+            return _external_eval(row)
+
+    def external_evals(self, run_id: str) -> list[ExternalEval]:
+        """The run's external evaluations, newest first."""
+        query = (
+            select(ExternalEvalRow)
+            .where(ExternalEvalRow.run_id == run_id)
+            .order_by(ExternalEvalRow.created_at.desc(), ExternalEvalRow.id.desc())
+        )
+        with self.session() as s:
+            return [_external_eval(row) for row in s.scalars(query)]
+
+
+def _prepare_sqlite(engine: Engine) -> None:
+    """Create the database's folder and set the pragmas every SQLite connection needs."""
+    database = engine.url.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, connection_record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        # WAL lets the dashboard read while a worker writes; foreign keys are off by default in
+        # SQLite and the cascades depend on them; the busy timeout makes concurrent writers wait.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+
+def _transition(
+    s: Session, run_id: str, action: str, allowed: tuple[str, ...], **values: Any
+) -> RunRow:
+    """Apply ``values`` to the run only if its status is in ``allowed``; return the fresh row.
+
+    The status test is part of the UPDATE itself, so it is atomic across processes.
+    """
+    result = s.execute(
+        update(RunRow)
+        .where(RunRow.id == run_id, RunRow.status.in_(allowed))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount == 0:
+        status = s.scalar(select(RunRow.status).where(RunRow.id == run_id))
+        if status is None:
+            raise _not_found(run_id)
+        raise StoreError(
+            f"cannot {action} run {run_id}: it is {status}, and {action} needs it to be "
+            + " or ".join(allowed)
+        )
+    return s.get_one(RunRow, run_id, populate_existing=True)
+
+
+def _touch(s: Session, run_id: str, **values: Any) -> None:
+    """Update columns of the run whatever its status; RunNotFound if it does not exist."""
+    result = s.execute(
+        update(RunRow)
+        .where(RunRow.id == run_id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount == 0:
+        raise _not_found(run_id)
+
+
+def _suite_row(s: Session, suite_id: str) -> SuiteRow:
+    row = s.get(SuiteRow, suite_id)
+    if row is None:
+        raise StoreError(f"no suite with id {suite_id!r}")
+    return row
+
+
+def _not_found(run_id: str) -> RunNotFound:
+    return RunNotFound(f"no run with id {run_id!r}", run_id)
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _float(value: Any, key: str) -> float | None:
+    """A metric as a float column value: None stays None, and so does NaN or an infinity."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"metric {key!r} must be a number, got {value!r}") from err
+    return number if math.isfinite(number) else None
+
+
+def _metric_columns(
+    metrics: Mapping[str, Any], scalars: tuple[str, ...], intervals: tuple[str, ...]
+) -> dict[str, float | None]:
+    """The typed metric columns: each scalar, and ``<name>_lo/_hi`` from ``<name>_ci``."""
+    columns = {name: _float(metrics.get(name), name) for name in scalars}
+    for name in intervals:
+        ci = metrics.get(f"{name}_ci")
+        if ci is None:
+            columns[f"{name}_lo"] = columns[f"{name}_hi"] = None
+            continue
+        if len(ci) != 2:
+            raise ValueError(f"metric '{name}_ci' must be [lo, hi], got {ci!r}")
+        columns[f"{name}_lo"] = _float(ci[0], f"{name}_ci")
+        columns[f"{name}_hi"] = _float(ci[1], f"{name}_ci")
+    return columns
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as plain JSON types: numpy values become Python ones, non-finite floats None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, str | int):
+        return value
+    if isinstance(value, Mapping):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    # numpy arrays and scalars; duck-typed so that the store does not import numpy.
+    if hasattr(value, "tolist"):
+        return _jsonable(value.tolist())
+    raise TypeError(f"cannot store {type(value).__name__} value {value!r} as JSON")
+
+
+def _to_json(value: Any) -> str:
+    # allow_nan=False: a NaN that slipped through would make the text unreadable elsewhere.
+    return json.dumps(_jsonable(value), allow_nan=False)
+
+
+def _from_json(text: str | None) -> dict[str, Any]:
+    return {} if text is None else json.loads(text)
+
+
+def _run(row: RunRow) -> Run:
+    values = {f.name: getattr(row, f.name) for f in fields(Run) if f.name not in _RUN_JSON_FIELDS}
+    return Run(
+        **values,
+        config=_from_json(row.config_json),
+        metrics=_from_json(row.metrics_json),
+        versions=_from_json(row.versions_json),
+    )
+
+
+def _suite(row: SuiteRow) -> Suite:
+    return Suite(
+        id=row.id,
+        name=row.name,
+        kind=row.kind,
+        description=row.description,
+        spec=_from_json(row.spec_json),
+        created_at=row.created_at,
+    )
+
+
+def _epoch(row: EpochRow) -> Epoch:
+    return Epoch(**{f.name: getattr(row, f.name) for f in fields(Epoch)})
+
+
+def _external_eval(row: ExternalEvalRow) -> ExternalEval:
+    values = {f.name: getattr(row, f.name) for f in fields(ExternalEval) if f.name != "metrics"}
+    return ExternalEval(**values, metrics=_from_json(row.metrics_json))
