@@ -1,0 +1,475 @@
+"""Scan a dataset folder of chest X-rays into an index: labels, near-duplicate groups, bad files.
+
+Accepted layouts, detected automatically (:func:`scan`):
+
+* **TB Chest X-ray Database** (T. Rahman, A. Khandakar, M. A. Kadir et al., "Reliable
+  Tuberculosis Detection using Chest X-ray with Deep Learning, Segmentation and Visualization",
+  IEEE Access 8:191586-191601, 2020, doi:10.1109/ACCESS.2020.3031384): ``Normal/`` and
+  ``Tuberculosis/`` in the folder or one level down (the release unpacks to
+  ``TB_Chest_Radiography_Database/Normal``). 3,500 normal and 700 TB images.
+* **Two class folders** whose names say which is which (``healthy/`` + ``tb/``, ``negative/`` +
+  ``positive/``, ``0/`` + ``1/``...), or any two folders named in an explicit ``label_map``.
+* **NLM file names**, as in the Shenzhen and Montgomery County sets of the U.S. National Library
+  of Medicine (S. Jaeger et al., "Two public chest X-ray datasets for computer-aided screening of
+  pulmonary diseases", Quant. Imaging Med. Surg. 4(6):475-477, 2014): one folder of images
+  (e.g. ``CXR_png/``) named ``*_0.png`` (normal) and ``*_1.png`` (TB).
+
+Public TB collections are re-shared widely and contain the same radiograph more than once
+(resized or re-encoded). Such copies must stay on one side of a train/test split, so the scan
+groups near-duplicates (perceptual hash, confirmed by thumbnail correlation; see DUP_DISTANCE);
+``ImageRecord.group`` is what splitting keeps together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import cv2
+import imagehash
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from pipeline import images
+from pipeline.images import ImageError
+
+NORMAL, TB = 0, 1
+CLASS_NAMES = {NORMAL: "normal", TB: "tb"}
+
+# Folder names (lower case, "-" and " " read as "_") that mean each class.
+NORMAL_FOLDERS = frozenset({"normal", "healthy", "negative", "neg", "no_tb", "0"})
+TB_FOLDERS = frozenset({"tuberculosis", "tb", "positive", "pos", "1"})
+
+# Files at the top of a dataset folder or an NLM folder with these suffixes are taken as images;
+# anything else there (manifest.csv, README.txt, clinical readings) is not data and is ignored.
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+_NLM_NAME = re.compile(r"_([01])$")
+
+# Near-duplicates are found in two steps. Perceptual hashes (pHash, 64 bits) within
+# DUP_DISTANCE bits make a candidate pair; the pair is confirmed when the 32×32 thumbnails of the
+# two images correlate at DUP_MIN_CORRELATION or more. pHash alone cannot separate chest X-rays
+# well: they all look alike at 8×8 DCT resolution, so at 4 bits it merged 3 pairs of different
+# radiographs in tb-cxr and chained 23 different images of nlm-224 into 8 groups (3 of them
+# mixing classes). Measured on tb-cxr + nlm-224 (1,331 images, 885,000 pairs; tb-cxr's
+# manifest.csv marks which files are the same radiograph):
+# - the manifest's one multi-image group (4 copies of a TB image) has pHash distances 0-4 and
+#   thumbnail correlations 0.991-1.000; every other pair within 10 bits correlates <= 0.981;
+# - resizing 200 of the images to 128-1024 px and re-encoding as JPEG (quality 40-75) moved the
+#   hash by at most 4 bits (correlation >= 0.999); a gamma of 0.8 or 1.3 moved it by at most
+#   8 bits (correlation >= 0.991). Crops defeat both measures: a 3% border crop is not found.
+DUP_DISTANCE = 8
+DUP_MIN_CORRELATION = 0.99
+_THUMB = 32
+
+# Rows of the pairwise-distance matrix computed at once: 1024 × 16k images = 16 MB of uint8;
+# and candidate pairs whose thumbnails are compared at once (8192 × 2 × 4 kB = 64 MB).
+_CHUNK = 1024
+_PAIR_CHUNK = 8192
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One usable image: absolute ``path``, ``label`` (0 normal, 1 TB), near-duplicate ``group``
+    id, ``sha1`` of the file bytes, 64-bit perceptual hash ``phash`` (16 hex digits), displayed
+    ``width`` × ``height`` in pixels and the file's PIL ``mode`` (e.g. ``"L"``, ``"I;16"``)."""
+
+    path: str
+    label: int
+    group: str
+    sha1: str
+    phash: str
+    width: int
+    height: int
+    mode: str
+
+
+@dataclass(frozen=True)
+class BadFile:
+    """A file in a class folder that was skipped, and why (the :class:`ImageError` reason)."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DatasetIndex:
+    """The result of :func:`scan`: usable images sorted by relative path, and skipped files.
+
+    ``fingerprint`` (sha256 hex) identifies the data a run used: it depends on each image's path
+    relative to ``root``, label and bytes, not on where the folder lives.
+    """
+
+    root: str
+    layout: str
+    records: tuple[ImageRecord, ...]
+    bad_files: tuple[BadFile, ...]
+    fingerprint: str
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Labels as an (N,) int64 array, 0 normal and 1 TB, in record order."""
+        return np.array([r.label for r in self.records], dtype=np.int64)
+
+    @property
+    def paths(self) -> list[str]:
+        """Absolute image paths in record order."""
+        return [r.path for r in self.records]
+
+    @property
+    def groups(self) -> list[str]:
+        """Near-duplicate group ids in record order; equal ids must share a split."""
+        return [r.group for r in self.records]
+
+    def counts(self) -> dict[str, int]:
+        """Images per class: ``{"normal": n, "tb": n}``."""
+        counts = Counter(r.label for r in self.records)
+        return {name: counts[label] for label, name in CLASS_NAMES.items()}
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per record, one column per :class:`ImageRecord` field."""
+        columns = [f.name for f in fields(ImageRecord)]
+        return pd.DataFrame([astuple(r) for r in self.records], columns=columns)
+
+
+class DatasetLayoutError(ValueError):
+    """The folder is not in a layout :func:`scan` understands; the message says what was found."""
+
+
+_LAYOUT_HELP = (
+    "Accepted layouts:\n"
+    "  1. Normal/ and Tuberculosis/ (TB Chest X-ray Database), in the folder or one level down;\n"
+    "  2. two class folders named like normal/healthy/negative/0 and tuberculosis/tb/positive/1,\n"
+    "     or any two folders with label_map, e.g. label_map={'clear': 0, 'sick': 1}\n"
+    "     (CLI: --label-map clear=0,sick=1);\n"
+    "  3. images named *_0.png (normal) and *_1.png (TB) in one folder (NLM Shenzhen/Montgomery)."
+)
+
+
+def scan(
+    root: str | Path,
+    *,
+    label_map: dict[str, int] | None = None,
+    progress: bool = False,
+    dup_distance: int = DUP_DISTANCE,
+) -> DatasetIndex:
+    """Find, decode, hash and label every image of a dataset folder.
+
+    The layout is detected (see the module docstring); ``label_map`` maps two folder names to
+    0 (normal) and 1 (TB) when the names say nothing. Hidden files are skipped; every other file
+    in a class folder is decoded with :func:`pipeline.images.read_image`, and those that fail
+    become :class:`BadFile` entries instead of stopping the scan. Images whose perceptual hashes
+    differ in at most ``dup_distance`` of 64 bits and whose thumbnails correlate at
+    :data:`DUP_MIN_CORRELATION` or more share a group, transitively (see :data:`DUP_DISTANCE`).
+
+    Decoding runs on a thread pool (PIL releases the GIL while decoding); ``progress`` shows a
+    tqdm bar. Raises :class:`DatasetLayoutError` when the layout is not recognised or a class
+    has no usable image.
+    """
+    if not 0 <= dup_distance <= 64:
+        raise ValueError(f"dup_distance is a number of pHash bits, 0..64; got {dup_distance}")
+    base = Path(root).expanduser().resolve()
+    if not base.is_dir():
+        raise DatasetLayoutError(f"dataset folder {base} does not exist or is not a folder")
+    layout, candidates, bad = _find_files(base, label_map)
+    candidates.sort(key=lambda item: _relative(item[0], base))
+    workers = min(16, (os.cpu_count() or 1) + 4)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(_read_one, candidates)
+        if progress:
+            results = tqdm(results, total=len(candidates), desc=f"scan {base.name}", unit="img")
+        outcomes = list(results)
+
+    found = [o for o in outcomes if not isinstance(o, BadFile)]
+    bad += [o for o in outcomes if isinstance(o, BadFile)]
+    for label, name in CLASS_NAMES.items():
+        if not any(f.label == label for f in found):
+            raise DatasetLayoutError(
+                f"{base}: no usable {name} image found (layout {layout!r}, "
+                f"{len(bad)} bad files); a dataset needs both classes"
+            )
+
+    group_of = _near_duplicate_groups(
+        [f.phash for f in found], np.stack([f.thumb for f in found]), dup_distance
+    )
+    records = tuple(
+        ImageRecord(
+            path=str(f.path),
+            label=f.label,
+            group=found[group_of[i]].sha1,
+            sha1=f.sha1,
+            phash=f.phash,
+            width=f.width,
+            height=f.height,
+            mode=f.mode,
+        )
+        for i, f in enumerate(found)
+    )
+    return DatasetIndex(
+        root=str(base),
+        layout=layout,
+        records=records,
+        bad_files=tuple(sorted(bad, key=lambda b: _relative(Path(b.path), base))),
+        fingerprint=_fingerprint(base, records),
+    )
+
+
+def summarise(index: DatasetIndex) -> dict[str, Any]:
+    """Describe a dataset for the ``inspect`` command and the dashboard (JSON-serialisable).
+
+    Keys: ``root``, ``layout``, ``fingerprint``, ``n_images``, ``counts`` (per class),
+    ``imbalance_ratio`` (majority / minority), ``sizes`` (the five commonest ``[width, height,
+    count]``), ``n_sizes`` (distinct sizes), ``modes`` (PIL mode -> count), ``n_bad_files``,
+    ``bad_files`` (``{"path", "reason"}`` each), ``n_duplicate_groups`` (groups of more than one
+    image), ``n_images_in_duplicate_groups``, ``mixed_label_groups`` (group ids holding both
+    normal and TB images: the same radiograph labelled both ways, a label error to fix).
+    """
+    counts = index.counts()
+    sizes = Counter((r.width, r.height) for r in index.records)
+    members: dict[str, list[ImageRecord]] = {}
+    for r in index.records:
+        members.setdefault(r.group, []).append(r)
+    duplicates = {g: rs for g, rs in members.items() if len(rs) > 1}
+    return {
+        "root": index.root,
+        "layout": index.layout,
+        "fingerprint": index.fingerprint,
+        "n_images": len(index.records),
+        "counts": counts,
+        # None when a class is empty (possible for an index filtered by the caller).
+        "imbalance_ratio": max(counts.values()) / min(counts.values())
+        if min(counts.values())
+        else None,
+        "sizes": [[w, h, n] for (w, h), n in sizes.most_common(5)],
+        "n_sizes": len(sizes),
+        "modes": dict(Counter(r.mode for r in index.records).most_common()),
+        "n_bad_files": len(index.bad_files),
+        "bad_files": [{"path": b.path, "reason": b.reason} for b in index.bad_files],
+        "n_duplicate_groups": len(duplicates),
+        "n_images_in_duplicate_groups": sum(len(rs) for rs in duplicates.values()),
+        "mixed_label_groups": sorted(
+            g for g, rs in duplicates.items() if len({r.label for r in rs}) > 1
+        ),
+    }
+
+
+@dataclass(frozen=True, eq=False)
+class _Found:
+    """A decoded image before grouping; ``thumb`` is its 32×32 uint8 thumbnail."""
+
+    path: Path
+    label: int
+    sha1: str
+    phash: str
+    thumb: np.ndarray
+    width: int
+    height: int
+    mode: str
+
+
+def _read_one(item: tuple[Path, int]) -> _Found | BadFile:
+    """Read, validate and hash one file; a file PIL refuses becomes a BadFile, never a crash."""
+    path, label = item
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        return BadFile(str(path), f"cannot read the file ({err.strerror}); check its permissions")
+    try:
+        gray = images.read_image(data)
+        _, _, mode = images.describe(data)
+    except ImageError as err:
+        return BadFile(str(path), err.reason)
+    height, width = gray.shape
+    return _Found(
+        path=path,
+        label=label,
+        sha1=hashlib.sha1(data).hexdigest(),
+        phash=str(imagehash.phash(Image.fromarray(gray))),
+        thumb=cv2.resize(gray, (_THUMB, _THUMB), interpolation=cv2.INTER_AREA),
+        width=width,
+        height=height,
+        mode=mode,
+    )
+
+
+def _find_files(
+    base: Path, label_map: dict[str, int] | None
+) -> tuple[str, list[tuple[Path, int]], list[BadFile]]:
+    """Detect the layout; return its name, the (file, label) pairs to read and early bad files."""
+    if label_map is not None:
+        folders = _label_map_folders(base, label_map)
+        return "label_map", _class_folder_files(folders), _nested_dirs_as_bad(folders)
+    for folder in [base, *_subdirs(base)]:
+        folders = _class_folders(folder)
+        if folders is not None:
+            names = {p.name.lower() for p in folders}
+            layout = "tb_chest_xray_db" if names == {"normal", "tuberculosis"} else "class_folders"
+            return layout, _class_folder_files(folders), _nested_dirs_as_bad(folders)
+        nlm = _nlm_files(folder)
+        if nlm is not None:
+            return "nlm_names", *nlm
+    raise DatasetLayoutError(_describe_unknown(base))
+
+
+def _class_folders(folder: Path) -> dict[Path, int] | None:
+    """The two class folders directly in ``folder``, or None when the names do not say."""
+    normal = [d for d in _subdirs(folder) if _folder_key(d.name) in NORMAL_FOLDERS]
+    tb = [d for d in _subdirs(folder) if _folder_key(d.name) in TB_FOLDERS]
+    if not normal or not tb:
+        return None
+    if len(normal) > 1 or len(tb) > 1:
+        found = ", ".join(d.name + "/" for d in normal + tb)
+        raise DatasetLayoutError(
+            f"{folder}: more than one folder per class ({found}); keep one normal and one TB "
+            f"folder, or choose two with label_map.\n{_LAYOUT_HELP}"
+        )
+    return {normal[0]: NORMAL, tb[0]: TB}
+
+
+def _label_map_folders(base: Path, label_map: dict[str, int]) -> dict[Path, int]:
+    """Resolve an explicit ``{folder name: label}`` map, in ``base`` or one level down."""
+    if sorted(label_map.values()) != [NORMAL, TB]:
+        raise DatasetLayoutError(
+            f"label_map must name exactly two folders, one labelled 0 (normal) and one 1 (TB), "
+            f"got {label_map}"
+        )
+    for folder in [base, *_subdirs(base)]:
+        by_name = {d.name.lower(): d for d in _subdirs(folder)}
+        if all(name.lower() in by_name for name in label_map):
+            return {by_name[name.lower()]: label for name, label in label_map.items()}
+    raise DatasetLayoutError(
+        f"{base}: label_map names {sorted(label_map)} but the folders there are "
+        f"{_listing(base)}; use the folder names exactly as they appear"
+    )
+
+
+def _class_folder_files(folders: dict[Path, int]) -> list[tuple[Path, int]]:
+    """Every non-hidden file directly in each class folder, with the folder's label."""
+    pairs = []
+    for folder, label in folders.items():
+        files = [p for p in _visible(folder) if p.is_file()]
+        if not files:
+            raise DatasetLayoutError(
+                f"class folder {folder} is empty; put the {CLASS_NAMES[label]} images in it"
+            )
+        pairs += [(p, label) for p in files]
+    return pairs
+
+
+def _nested_dirs_as_bad(folders: dict[Path, int]) -> list[BadFile]:
+    """Folders inside a class folder are not read; say so rather than drop their images quietly."""
+    return [
+        BadFile(str(p), "a folder inside a class folder is not read; move its images up a level")
+        for folder in folders
+        for p in _visible(folder)
+        if p.is_dir()
+    ]
+
+
+def _nlm_files(folder: Path) -> tuple[list[tuple[Path, int]], list[BadFile]] | None:
+    """Images named ``*_0.*`` / ``*_1.*`` directly in ``folder``, or None when there are none."""
+    pictures = [p for p in _visible(folder) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    labelled, bad = [], []
+    for p in pictures:
+        match = _NLM_NAME.search(p.stem)
+        if match:
+            labelled.append((p, int(match.group(1))))
+        else:
+            bad.append(
+                BadFile(
+                    str(p),
+                    "name does not end in _0 (normal) or _1 (TB), so its label is unknown; "
+                    "rename it or move it out of the folder",
+                )
+            )
+    return (labelled, bad) if labelled else None
+
+
+def _near_duplicate_groups(phashes: list[str], thumbs: np.ndarray, dup_distance: int) -> np.ndarray:
+    """For each image, the index of the first image of its near-duplicate group.
+
+    ``thumbs`` is N×32×32 uint8. Candidate pairs (pHash within ``dup_distance`` bits) come from
+    row chunks of the distance matrix (XOR of uint64 hashes, then a popcount), so 16k images
+    take seconds and little memory; confirmed pairs are joined with union-find, so grouping is
+    transitive.
+    """
+    hashes = np.array([int(h, 16) for h in phashes], dtype=np.uint64)
+    flat = thumbs.reshape(len(thumbs), -1)
+    # Mean-centred, unit-length rows: a dot product is then the Pearson correlation, which
+    # ignores brightness and contrast changes between copies.
+    centred = flat.astype(np.float32) - flat.mean(axis=1, keepdims=True, dtype=np.float32)
+    norms = np.linalg.norm(centred, axis=1, keepdims=True)
+    unit = np.divide(centred, norms, out=np.zeros_like(centred), where=norms > 0)
+    parent = np.arange(len(hashes))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for start in range(0, len(hashes), _CHUNK):
+        block = np.bitwise_count(hashes[start : start + _CHUNK, None] ^ hashes[None, :])
+        rows, cols = np.nonzero(block <= dup_distance)
+        rows += start
+        upper = rows < cols  # each pair once, and not an image with itself
+        rows, cols = rows[upper], cols[upper]
+        for k in range(0, len(rows), _PAIR_CHUNK):
+            a, b = rows[k : k + _PAIR_CHUNK], cols[k : k + _PAIR_CHUNK]
+            corr = np.einsum("ij,ij->i", unit[a], unit[b])
+            # Identical thumbnails also count: blank images have no correlation to measure.
+            same = (corr >= DUP_MIN_CORRELATION) | np.all(flat[a] == flat[b], axis=1)
+            for i, j in zip(a[same], b[same], strict=True):
+                ri, rj = find(int(i)), find(int(j))
+                # The smaller index becomes the root, so each group's root is its first record.
+                parent[max(ri, rj)] = min(ri, rj)
+    return np.array([find(i) for i in range(len(hashes))])
+
+
+def _fingerprint(base: Path, records: Iterable[ImageRecord]) -> str:
+    """sha256 over the sorted (relative path, label, sha1) triples of the records."""
+    triples = sorted((_relative(Path(r.path), base), r.label, r.sha1) for r in records)
+    digest = hashlib.sha256()
+    for rel, label, sha1 in triples:
+        digest.update(f"{rel}\t{label}\t{sha1}\n".encode())
+    return digest.hexdigest()
+
+
+def _describe_unknown(base: Path) -> str:
+    return (
+        f"{base}: cannot tell which images are normal and which are TB. Found {_listing(base)}. "
+        f"If two of these folders hold the classes, pass label_map, e.g. "
+        f"label_map={{'<normal folder>': 0, '<TB folder>': 1}}.\n{_LAYOUT_HELP}"
+    )
+
+
+def _listing(folder: Path) -> str:
+    dirs = [d.name + "/" for d in _subdirs(folder)]
+    files = [p for p in _visible(folder) if p.is_file()]
+    shown = ", ".join(dirs) if dirs else "no sub-folders"
+    return f"{shown} and {len(files)} files"
+
+
+def _folder_key(name: str) -> str:
+    return re.sub(r"[-\s]+", "_", name.strip().lower())
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    return [p for p in _visible(folder) if p.is_dir()]
+
+
+def _visible(folder: Path) -> Iterator[Path]:
+    """Entries of ``folder`` in name order, without hidden ones (.DS_Store, ._x.png, .git)."""
+    return (p for p in sorted(folder.iterdir()) if not p.name.startswith("."))
+
+
+def _relative(path: Path, base: Path) -> str:
+    return path.relative_to(base).as_posix()
