@@ -307,16 +307,32 @@ def _find_files(
     if label_map is not None:
         folders = _label_map_folders(base, label_map)
         return "label_map", _class_folder_files(folders), _nested_dirs_as_bad(folders)
-    for folder in [base, *_subdirs(base)]:
-        folders = _class_folders(folder)
-        if folders is not None:
-            names = {p.name.lower() for p in folders}
-            layout = "tb_chest_xray_db" if names == {"normal", "tuberculosis"} else "class_folders"
-            return layout, _class_folder_files(folders), _nested_dirs_as_bad(folders)
-        nlm = _nlm_files(folder)
-        if nlm is not None:
-            return "nlm_names", *nlm
+    found = _layout_in(base)
+    if found is not None:
+        return found
+    nested = {d: f for d in _subdirs(base) if (f := _layout_in(d)) is not None}
+    if len(nested) > 1:
+        names = ", ".join(d.name + "/" for d in nested)
+        raise DatasetLayoutError(
+            f"{base} holds several datasets ({names}); point at one of them, e.g. "
+            f"{next(iter(nested))}"
+        )
+    if nested:
+        return next(iter(nested.values()))
     raise DatasetLayoutError(_describe_unknown(base))
+
+
+def _layout_in(folder: Path) -> tuple[str, list[tuple[Path, int]], list[BadFile]] | None:
+    """The layout found directly in ``folder`` (class folders or NLM names), else None."""
+    folders = _class_folders(folder)
+    if folders is not None:
+        names = {p.name.lower() for p in folders}
+        layout = "tb_chest_xray_db" if names == {"normal", "tuberculosis"} else "class_folders"
+        return layout, _class_folder_files(folders), _nested_dirs_as_bad(folders)
+    nlm = _nlm_files(folder)
+    if nlm is not None:
+        return "nlm_names", *nlm
+    return None
 
 
 def _class_folders(folder: Path) -> dict[Path, int] | None:

@@ -243,3 +243,15 @@ def test_real_nlm_224_maps_healthy_to_0_and_tb_to_1():
     assert index.counts() == {"normal": 201, "tb": 201}
     for path, label in zip(index.paths, index.labels.tolist(), strict=True):
         assert label == (0 if Path(path).parent.name == "healthy" else 1)
+
+
+def test_a_folder_holding_several_datasets_is_refused_with_the_choices(tmp_path):
+    for name, classes in (("first", ("Normal", "Tuberculosis")), ("second", ("healthy", "tb"))):
+        for cls in classes:
+            folder = tmp_path / name / cls
+            folder.mkdir(parents=True)
+            cv2.imwrite(str(folder / "a.png"), np.full((16, 16), 80, np.uint8))
+    with pytest.raises(DatasetLayoutError, match="several datasets") as info:
+        scan(tmp_path)
+    assert "first/" in str(info.value)
+    assert "second/" in str(info.value)
