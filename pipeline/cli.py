@@ -1,0 +1,535 @@
+"""``python -m pipeline``: make data, inspect it, train, list runs, evaluate and predict.
+
+Heavy modules (TensorFlow) are imported inside the commands that need them, so ``--help`` and the
+store commands answer at once. Errors in what the user typed or pointed at are printed as one
+clear line (exit status 2), never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Column, Table
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# soft_wrap: messages stay on one line when piped, so they can be grepped and copied whole.
+# Tables get at least 120 columns when piped (rich would assume 80 and squash them).
+_WIDTH = max(shutil.get_terminal_size((160, 24)).columns, 120)
+console = Console(soft_wrap=True, width=_WIDTH)
+err_console = Console(stderr=True, soft_wrap=True, width=_WIDTH)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return "nan" if value != value else f"{value:.{digits}f}"
+    return str(value)
+
+
+def _ci(point: float | None, ci: Sequence[float] | None) -> str:
+    if point is None:
+        return "—"
+    if not ci or ci[0] is None:
+        return _fmt(point)
+    return f"{point:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _store():
+    from db import RunStore
+
+    return RunStore()
+
+
+# ---------------------------------------------------------------------------------------- synth
+def cmd_synth(args: argparse.Namespace) -> int:
+    from pipeline import synth
+
+    summary = synth.generate(
+        args.out, args.n, tb_ratio=args.tb_ratio, size=args.size, seed=args.seed, progress=True
+    )
+    console.print(
+        f"wrote {summary.n_normal} normal and {summary.n_tb} TB phantoms ({summary.size} px, "
+        f"seed {summary.seed}) to {summary.out}; lesion masks in {Path(summary.out) / 'masks'}"
+    )
+    return 0
+
+
+# -------------------------------------------------------------------------------------- inspect
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from pipeline import datasets, preprocess
+
+    index = preprocess.load_index(args.data, label_map=_label_map(args.label_map), progress=True)
+    summary = datasets.summarise(index)
+    if args.json:
+        print(json.dumps(summary, indent=1, default=str))
+        return 0
+    counts = summary["counts"]
+    ratio = summary["imbalance_ratio"]
+    table = Table("", "", title=f"{index.root}", show_header=False)
+    table.add_row("layout", index.layout)
+    table.add_row("fingerprint", index.fingerprint)
+    table.add_row("images", f"{summary['n_images']}: normal {counts['normal']} · TB {counts['tb']}")
+    table.add_row("imbalance", f"{ratio:.2f} : 1" if ratio else "—")
+    table.add_row(
+        "sizes",
+        ", ".join(f"{w}×{h} ({n})" for w, h, n in summary["sizes"])
+        + (f" … {summary['n_sizes']} distinct" if summary["n_sizes"] > 5 else ""),
+    )
+    table.add_row("modes", ", ".join(f"{m} ({n})" for m, n in summary["modes"].items()))
+    table.add_row("bad files", str(summary["n_bad_files"]))
+    table.add_row(
+        "near-duplicates",
+        f"{summary['n_duplicate_groups']} groups holding "
+        f"{summary['n_images_in_duplicate_groups']} images (kept on one side of every split)",
+    )
+    if summary["mixed_label_groups"]:
+        table.add_row(
+            "[red]label conflicts[/red]",
+            f"{len(summary['mixed_label_groups'])} groups hold the same radiograph as normal "
+            "and TB: fix these labels",
+        )
+    console.print(table)
+    if index.bad_files:
+        bad = Table("file", "reason", title=f"{len(index.bad_files)} bad files (skipped)")
+        for b in index.bad_files:
+            bad.add_row(os.path.relpath(b.path, index.root), b.reason)
+        console.print(bad)
+    return 0
+
+
+def _label_map(text: str | None) -> dict[str, int] | None:
+    """``"healthy=0,tb=1"`` -> ``{"healthy": 0, "tb": 1}``."""
+    if not text:
+        return None
+    out = {}
+    for item in text.split(","):
+        name, _, label = item.partition("=")
+        if label not in ("0", "1"):
+            raise ValueError(f"--label-map item {item!r}: write FOLDER=0 or FOLDER=1")
+        out[name.strip()] = int(label)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- train
+def _parse_set(items: list[str]) -> dict[str, Any]:
+    """``["model.pooling=avg", "model.filters=[8,16]"]`` -> dotted overrides (JSON values)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: write FIELD=VALUE, e.g. --set model.pooling=avg")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config changes the user typed: named flags, then --set FIELD=VALUE."""
+    flags = {
+        "data.path": args.data,
+        "data.image_size": args.size,
+        "data.enhancement": args.enhancement,
+        "train.epochs": args.epochs,
+        "train.batch_size": args.batch_size,
+        "seed": args.seed,
+        "name": args.name,
+    }
+    changes = {k: v for k, v in flags.items() if v is not None}
+    changes.update(_parse_set(args.set or []))
+    return changes
+
+
+def build_config(args: argparse.Namespace):  # noqa: ANN201 - RunConfig
+    """The run config from --config or --preset, then the flags, then --set overrides."""
+    from pipeline.config import load_config_file, override, preset
+
+    cfg = load_config_file(args.config) if args.config else preset(args.preset)
+    return override(cfg, _overrides(args))
+
+
+def _metrics_table(run: Any) -> Table:
+    table = Table("metric", "test (95% CI)", title=f"run {run.id} · {run.name} · {run.status}")
+    m = run.metrics
+    table.add_row("AUC", _ci(run.auc, m.get("auc_ci")))
+    table.add_row("sensitivity", _ci(run.sensitivity, m.get("sensitivity_ci")))
+    table.add_row("specificity", _ci(run.specificity, m.get("specificity_ci")))
+    table.add_row("F1", _fmt(run.f1))
+    table.add_row("accuracy", _fmt(run.accuracy))
+    table.add_row(
+        "threshold (chosen on validation)", f"{_fmt(run.threshold, 4)} ({m.get('threshold_rule')})"
+    )
+    table.add_row("WHO target (sens ≥ 0.90, spec ≥ 0.70)", "met" if run.who_met else "not met")
+    confusion = m.get("confusion", {})
+    table.add_row(
+        "confusion (tn fp / fn tp)",
+        "{tn} {fp} / {fn} {tp}".format(**confusion) if confusion else "—",
+    )
+    table.add_row("epochs trained", _fmt(m.get("epochs_trained")))
+    table.add_row("duration", f"{run.duration_s:.1f} s" if run.duration_s else "—")
+    table.add_row("artifacts", run.artifacts_dir or "—")
+    return table
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pipeline import train
+
+    cfg = build_config(args)
+    store = _store()
+    console.print(f"training [bold]{cfg.name}[/bold] on {cfg.data.path} ({cfg.data.image_size} px)")
+    run = train.run(cfg, store, progress=True)
+    console.print(_metrics_table(run))
+    return 0
+
+
+# ------------------------------------------------------------------ queue: enqueue, worker, cancel
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    from pipeline import experiments
+
+    store = _store()
+    if not (args.suite or args.suite_file):
+        cfg = build_config(args)
+        run = store.create_run(json.loads(cfg.to_json()), name=cfg.name)
+        console.print(
+            f"queued run {run.id} ({run.name}); start a worker: python -m pipeline worker"
+        )
+        return 0
+    if args.suite_file:
+        spec = experiments.load_suite_file(args.suite_file)
+    elif args.suite in experiments.SUITES:
+        spec = experiments.SUITES[args.suite]
+    else:
+        raise ValueError(
+            f"unknown suite {args.suite!r}; choose one of {', '.join(experiments.SUITES)} "
+            "or pass --suite-file"
+        )
+    overrides = _overrides(args)
+    data_path = overrides.pop("data.path", "data/phantoms")
+    planned = experiments.expand(
+        spec,
+        data_path=data_path,
+        seeds=args.seeds,
+        max_runs=args.max_runs,
+        mode="grid" if args.grid else None,
+        overrides=overrides,
+    )
+    suite, runs = experiments.enqueue(store, spec, planned)
+    console.print(
+        f"queued suite {suite.id} ({spec.name}: {spec.question}) with {len(runs)} runs; start "
+        f"workers with `python -m pipeline worker`, then `python -m pipeline suite {suite.id}`"
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from pipeline.worker import WorkerOptions, work
+
+    options = WorkerOptions(
+        once=args.once,
+        max_runs=args.max_runs,
+        heartbeat_s=args.heartbeat,
+        stale_after_s=args.stale_after,
+        requeue=args.requeue,
+        poll_s=args.poll,
+        **({"name": args.name} if args.name else {}),
+    )
+    console.print(f"worker {options.name} on {_store().url}")
+    executed = work(_store(), options)
+    console.print(f"worker {options.name}: {len(executed)} runs executed")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from db import RunNotFound
+
+    store = _store()
+    try:
+        run = store.get_run(args.id)
+    except RunNotFound:
+        cancelled = store.cancel_suite(args.id)
+        console.print(f"suite {args.id}: {len(cancelled)} queued or running runs cancelled")
+        return 0
+    run = store.cancel_run(run.id)
+    console.print(
+        f"run {run.id} cancelled; a running run stops at its next batch and keeps its epochs"
+    )
+    return 0
+
+
+# ------------------------------------------------------------------------------- suites, suite
+def cmd_suites(args: argparse.Namespace) -> int:
+    from pipeline import experiments
+
+    table = Table("suite", "runs", "question", title="preset suites (enqueue --suite NAME)")
+    for name, spec in experiments.SUITES.items():
+        table.add_row(name, str(len(experiments.expand(spec, data_path="."))), spec.question)
+    console.print(table)
+    store = _store()
+    launched = store.list_suites()
+    if launched:
+        table = Table(
+            Column("id", no_wrap=True), "name", "created", "runs", "done", title="launched suites"
+        )
+        for suite in launched:
+            runs = store.list_runs(suite_id=suite.id)
+            done = sum(r.status in ("succeeded", "failed", "cancelled") for r in runs)
+            table.add_row(
+                suite.id,
+                suite.name,
+                f"{suite.created_at:%Y-%m-%d %H:%M}",
+                str(len(runs)),
+                str(done),
+            )
+        console.print(table)
+    return 0
+
+
+def cmd_suite(args: argparse.Namespace) -> int:
+    from pipeline import experiments
+
+    store = _store()
+    suite = store.get_suite(args.suite_id)
+    console.print(experiments.format_summary(experiments.summary(store, suite.id)), markup=False)
+    return 0
+
+
+# ----------------------------------------------------------------------------------- runs, show
+def cmd_runs(args: argparse.Namespace) -> int:
+    runs = _store().list_runs(status=args.status, limit=args.limit)
+    if not runs:
+        console.print("no runs yet: train one with `python -m pipeline train --preset smoke`")
+        return 0
+    table = Table(
+        Column("id", no_wrap=True, min_width=10),
+        "name",
+        "status",
+        "created",
+        "size",
+        "AUC",
+        "sens",
+        "spec",
+        "F1",
+        "WHO",
+        "ext AUC",
+        "time",
+    )
+    store = _store()
+    for r in runs:
+        ext = store.external_evals(r.id)
+        table.add_row(
+            r.id,
+            r.name,
+            r.status,
+            r.created_at.strftime("%Y-%m-%d %H:%M"),
+            _fmt(r.config.get("data", {}).get("image_size")),
+            _fmt(r.auc),
+            _fmt(r.sensitivity),
+            _fmt(r.specificity),
+            _fmt(r.f1),
+            _fmt(r.who_met),
+            _fmt(ext[0].auc) if ext else "—",
+            f"{r.duration_s:.0f} s" if r.duration_s else "—",
+        )
+    console.print(table)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    store = _store()
+    run = store.get_run(args.run_id)
+    console.print(_metrics_table(run))
+    epochs = store.epochs(run.id)
+    if epochs:
+        table = Table(
+            "epoch", "loss", "val loss", "acc", "val acc", "AUC", "val AUC", "s", title="epochs"
+        )
+        for e in epochs:
+            table.add_row(
+                str(e.epoch),
+                *(
+                    _fmt(v)
+                    for v in (e.loss, e.val_loss, e.accuracy, e.val_accuracy, e.auc, e.val_auc)
+                ),
+                _fmt(e.seconds, 1),
+            )
+        console.print(table)
+    for ev in store.external_evals(run.id):
+        console.print(
+            f"external: {ev.dataset_path} · n={ev.n_images} · "
+            f"AUC {_ci(ev.auc, [ev.auc_lo, ev.auc_hi])} · "
+            f"sens {_fmt(ev.sensitivity)} · spec {_fmt(ev.specificity)}"
+        )
+    if run.error:
+        console.print("[red]failed:[/red]\n" + run.error)
+    if args.config:
+        console.print_json(json.dumps(run.config))
+    return 0
+
+
+# ----------------------------------------------------------------------------- evaluate, predict
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pipeline.external import evaluate_external
+
+    store = _store()
+    ev = evaluate_external(store, args.run_id, args.data, progress=True)
+    run = store.get_run(args.run_id)
+    table = Table("", "internal test", "external", title=f"run {run.id} on {ev.dataset_path}")
+    table.add_row("images", _fmt(run.metrics.get("n")), _fmt(ev.n_images))
+    table.add_row(
+        "AUC", _ci(run.auc, run.metrics.get("auc_ci")), _ci(ev.auc, [ev.auc_lo, ev.auc_hi])
+    )
+    table.add_row("sensitivity", _fmt(run.sensitivity), _fmt(ev.sensitivity))
+    table.add_row("specificity", _fmt(run.specificity), _fmt(ev.specificity))
+    table.add_row("F1", _fmt(run.f1), _fmt(ev.f1))
+    table.add_row("accuracy", _fmt(run.accuracy), _fmt(ev.accuracy))
+    console.print(table)
+    console.print(
+        f"threshold {run.threshold:.4f} from the run's validation split, applied unchanged"
+    )
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pipeline.predictor import Predictor
+
+    predictor = Predictor.from_store(_store(), args.run_id)
+    table = Table("image", "P(TB)", "verdict", title=f"threshold {predictor.threshold:.4f}")
+    for path in args.images:
+        p = predictor.predict(path)
+        table.add_row(str(path), f"{p.probability:.3f}", p.verdict)
+    console.print(table)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- main
+def _config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="baseline", help="smoke | baseline (default baseline)")
+    p.add_argument("--config", help="a config.json (e.g. from an earlier run) instead of a preset")
+    p.add_argument("--data", help="dataset folder (default: the preset's, data/phantoms)")
+    p.add_argument("--size", type=int, help="image side in pixels")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--enhancement", help="none | contrast_stretch | hist_eq | clahe")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--name", help="run name")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="FIELD=VALUE",
+        help="any config field, e.g. model.pooling=avg (repeatable)",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline",
+        description="TB X-ray Lab: train and compare chest X-ray TB classifiers.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(
+        name: str, fn: Callable[[argparse.Namespace], int], help_: str
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(fn=fn)
+        return p
+
+    p = add(
+        "synth", cmd_synth, "make the phantom dataset (chest-like images, TB lesions with masks)"
+    )
+    p.add_argument("--out", default="data/phantoms", help="output folder (default: data/phantoms)")
+    p.add_argument("--n", type=int, default=600, help="number of images (default 600)")
+    p.add_argument("--tb-ratio", type=float, default=5.0, help="normal : TB ratio (default 5)")
+    p.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = add(
+        "inspect", cmd_inspect, "counts, sizes, modes, bad files and near-duplicates of a dataset"
+    )
+    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument("--label-map", help="class folders to labels, e.g. healthy=0,tb=1")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    p = add("train", cmd_train, "train and evaluate one run now, in this process")
+    _config_flags(p)
+
+    p = add("enqueue", cmd_enqueue, "queue one run, or a whole experiment suite, for the workers")
+    _config_flags(p)
+    p.add_argument("--suite", help="a preset suite (see `suites`), e.g. pooling")
+    p.add_argument("--suite-file", help="a custom suite in YAML or JSON")
+    p.add_argument("--seeds", type=int, default=1, help="repeat each setting over N seeds")
+    p.add_argument("--max-runs", type=int, help="at most N settings (random search cap)")
+    p.add_argument("--grid", action="store_true", help="all combinations of the suite's factors")
+
+    p = add("worker", cmd_worker, "claim queued runs and train them (several may run at once)")
+    p.add_argument("--once", action="store_true", help="drain the queue, then exit")
+    p.add_argument("--max-runs", type=int, help="exit after N runs")
+    p.add_argument("--name", help="worker name (default host:pid)")
+    p.add_argument("--heartbeat", type=float, default=10.0, help="seconds between heartbeats")
+    p.add_argument(
+        "--stale-after", type=float, default=120.0, help="a run silent this long has a dead worker"
+    )
+    p.add_argument(
+        "--requeue", action="store_true", help="re-queue dead runs instead of failing them"
+    )
+    p.add_argument(
+        "--poll", type=float, default=5.0, help="seconds between looks at an empty queue"
+    )
+
+    p = add("cancel", cmd_cancel, "cancel a run, or every unfinished run of a suite")
+    p.add_argument("id", help="run id (or prefix) or suite id")
+
+    add("suites", cmd_suites, "the preset experiment suites and the suites launched")
+    p = add("suite", cmd_suite, "per-setting summary of a suite: mean ± std, best marked")
+    p.add_argument("suite_id")
+
+    p = add("runs", cmd_runs, "table of runs in the store")
+    p.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
+    p.add_argument("--limit", type=int, default=50)
+
+    p = add("show", cmd_show, "one run: metrics, epochs, external evaluations, error")
+    p.add_argument("run_id")
+    p.add_argument("--config", action="store_true", help="also print the run's config")
+
+    p = add("evaluate", cmd_evaluate, "external validation of a run on another dataset folder")
+    p.add_argument("run_id")
+    p.add_argument("--data", required=True, help="dataset folder")
+
+    p = add("predict", cmd_predict, "TB probability and verdict for images, with a run's model")
+    p.add_argument("run_id")
+    p.add_argument("images", nargs="+", help="PNG or JPEG files")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (2 for a user error, printed as one line)."""
+    from db import StoreError
+    from pipeline.config import ConfigError
+    from pipeline.datasets import DatasetLayoutError
+    from pipeline.images import ImageError
+
+    args = _parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (
+        ConfigError,
+        DatasetLayoutError,
+        ImageError,
+        StoreError,
+        FileNotFoundError,
+        ValueError,
+    ) as err:
+        err_console.print(f"[red]error:[/red] {err}")
+    return 2

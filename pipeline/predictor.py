@@ -1,0 +1,93 @@
+"""Serving a trained run: load its model and preprocessing, score images, give a verdict.
+
+A predictor is built from a run's artifacts folder alone. The preprocessing (size, enhancement,
+PCA) and the operating threshold come from the run, never from the caller, so the dashboard, the
+CLI and the public app all score an image exactly as the run was evaluated. The model is loaded
+with Keras safe mode (no arbitrary code from the file).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from db import RunStore
+from pipeline import images
+from pipeline.config import RunConfig, load_config_file
+from pipeline.enhance import PCADenoiser
+from pipeline.preprocess import preprocess_image
+
+POSITIVE = "Possible TB — refer for testing"
+NEGATIVE = "No signs of TB"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One scored image: P(TB) in [0, 1], the verdict at the run's threshold, the model input."""
+
+    probability: float
+    verdict: str
+    threshold: float
+    image: np.ndarray
+
+
+class Predictor:
+    """Scores images with a trained run (see module docstring)."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        import keras
+
+        import pipeline.model  # noqa: F401 - registers the custom layers for safe-mode loading
+
+        self.run_dir = Path(run_dir)
+        missing = [
+            f
+            for f in ("model.keras", "config.json", "metrics.json")
+            if not (self.run_dir / f).exists()
+        ]
+        if missing:
+            raise FileNotFoundError(
+                f"{self.run_dir} is not a finished run folder (missing {', '.join(missing)}); "
+                "pick a run whose status is 'succeeded'"
+            )
+        self.config: RunConfig = load_config_file(self.run_dir / "config.json")
+        self.metrics: dict = json.loads((self.run_dir / "metrics.json").read_text())
+        self.threshold = float(self.metrics["threshold"])
+        self.model = keras.saving.load_model(self.run_dir / "model.keras", safe_mode=True)
+        pca_file = self.run_dir / "pca.npz"
+        self.pca = PCADenoiser.load(pca_file) if pca_file.exists() else None
+
+    @classmethod
+    def from_store(cls, store: RunStore, run_id: str) -> Predictor:
+        """The predictor of a succeeded run of ``store`` (id or unique prefix)."""
+        run = store.get_run(run_id)
+        if run.status != "succeeded" or not run.artifacts_dir:
+            raise ValueError(f"run {run.id} is {run.status}; only a succeeded run can predict")
+        return cls(run.artifacts_dir)
+
+    def prepare(self, img: np.ndarray) -> np.ndarray:
+        """Grayscale uint8 H×W (any size) -> the uint8 S×S the model was trained on."""
+        out = preprocess_image(img, self.config.data)
+        if self.pca is not None:
+            out = self.pca.transform(out[np.newaxis])[0]
+        return out
+
+    def predict_prepared(self, batch: np.ndarray) -> np.ndarray:
+        """P(TB) for uint8 (N, S, S) model inputs, as float64 (N,)."""
+        x = np.asarray(batch, dtype=np.float32)[..., np.newaxis]
+        return self.model.predict_on_batch(x).reshape(-1).astype(np.float64)
+
+    def verdict(self, probability: float) -> str:
+        return POSITIVE if probability >= self.threshold else NEGATIVE
+
+    def predict(self, src: str | Path | bytes | np.ndarray) -> Prediction:
+        """Score one image given as a path, encoded bytes, or a grayscale uint8 array."""
+        img = src if isinstance(src, np.ndarray) else images.read_image(src)
+        prepared = self.prepare(img)
+        p = float(self.predict_prepared(prepared[np.newaxis])[0])
+        return Prediction(
+            probability=p, verdict=self.verdict(p), threshold=self.threshold, image=prepared
+        )

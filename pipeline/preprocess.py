@@ -1,0 +1,131 @@
+"""Preprocessing, done once per (dataset, size, enhancement) and cached on disk as uint8.
+
+Every run of a sweep over one dataset and preprocessing reads the same cache file, memory-mapped,
+so a second run decodes nothing. The same :func:`preprocess_image` serves single images at
+prediction time, so serving applies exactly the preprocessing a run trained with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline import datasets, enhance, images
+from pipeline.config import DataConfig
+
+# Bump when the preprocessing code changes what it writes, so old caches are not reused.
+CACHE_VERSION = 2
+
+
+def runs_dir() -> Path:
+    """Root of run artifacts (and of the default SQLite store): ``$TBXRAY_RUNS_DIR`` or ./runs."""
+    return Path(os.environ.get("TBXRAY_RUNS_DIR", "runs"))
+
+
+def cache_dir() -> Path:
+    """Root of preprocessing caches: ``$TBXRAY_CACHE_DIR`` or <runs_dir>/cache."""
+    return Path(os.environ.get("TBXRAY_CACHE_DIR", runs_dir() / "cache"))
+
+
+def preprocess_image(img: np.ndarray, data: DataConfig) -> np.ndarray:
+    """Grayscale uint8 H×W of any size -> uint8 S×S resized (area) and enhanced per ``data``."""
+    small = images.resize(img, data.image_size)
+    return enhance.enhance(
+        small, data.enhancement, clahe_clip=data.clahe_clip, clahe_tile=data.clahe_tile
+    )
+
+
+def _listing_key(root: Path, label_map: dict[str, int] | None) -> str:
+    """Cheap identity of a folder's contents: every file's relative path, size and mtime."""
+    h = hashlib.sha256(
+        f"v{CACHE_VERSION}|{root.resolve()}|{sorted((label_map or {}).items())}".encode()
+    )
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            st = os.stat(os.path.join(dirpath, name))
+            rel = os.path.relpath(os.path.join(dirpath, name), root)
+            h.update(f"{rel}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:24]
+
+
+def load_index(
+    root: str | Path,
+    *,
+    label_map: dict[str, int] | None = None,
+    progress: bool = False,
+    cache: Path | None = None,
+) -> datasets.DatasetIndex:
+    """:func:`datasets.scan` with the result cached while no file under ``root`` changes."""
+    root = Path(root)
+    if not root.is_dir():
+        raise datasets.DatasetLayoutError(
+            f"dataset folder {root} does not exist or is not a folder; pass the folder that "
+            "holds the class folders (e.g. Normal/ and Tuberculosis/)"
+        )
+    folder = (cache or cache_dir()) / "index"
+    path = folder / f"{_listing_key(root, label_map)}.pkl"
+    if path.exists():
+        with path.open("rb") as f:
+            return pickle.load(f)
+    index = datasets.scan(root, label_map=label_map, progress=progress)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    with tmp.open("wb") as f:
+        pickle.dump(index, f)
+    tmp.replace(path)
+    return index
+
+
+def array_key(fingerprint: str, data: DataConfig) -> str:
+    """Cache key of the preprocessed array: data fingerprint + every parameter that shapes it."""
+    params = {
+        "v": CACHE_VERSION,
+        "fingerprint": fingerprint,
+        "size": data.image_size,
+        "enhancement": data.enhancement,
+        "clahe": [data.clahe_clip, data.clahe_tile] if data.enhancement == "clahe" else None,
+    }
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def cached_arrays(
+    index: datasets.DatasetIndex,
+    data: DataConfig,
+    *,
+    progress: bool = False,
+    cache: Path | None = None,
+) -> np.ndarray:
+    """All images of ``index`` preprocessed: uint8 (N, S, S), memory-mapped read-only from disk.
+
+    Built on the first call (decode → gray → resize → enhance, two threads) and written
+    atomically, so an interrupted build never leaves a cache that later runs would trust.
+    """
+    folder = (cache or cache_dir()) / "arrays"
+    path = folder / f"{array_key(index.fingerprint, data)}.npy"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        size = data.image_size
+        tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+        out = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=np.uint8, shape=(len(index.records), size, size)
+        )
+
+        def work(i: int) -> None:
+            out[i] = preprocess_image(images.read_image(index.records[i].path), data)
+
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            jobs = pool.map(work, range(len(index.records)))
+            for _ in tqdm(jobs, total=len(index.records), desc="preprocess", disable=not progress):
+                pass
+        out.flush()
+        del out
+        tmp.replace(path)
+    return np.load(path, mmap_mode="r")

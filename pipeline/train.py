@@ -1,0 +1,268 @@
+"""Train one run end to end: data → cache → split → tf.data → model → evaluate → artifacts.
+
+``run(cfg, store)`` is the only entry point. Artifacts are written to a hidden partial folder and
+renamed into ``runs/<run_id>/`` only once complete, and the run row becomes ``succeeded`` in the
+same step, so a crash never leaves a half-written run: it is stored as ``failed`` with its
+traceback and the partial folder is removed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import shutil
+import time
+import traceback
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import keras
+import numpy as np
+from tqdm import tqdm
+
+from db import Run, RunStore
+from pipeline import evaluate, inputs, preprocess
+from pipeline.config import RunConfig
+from pipeline.datasets import DatasetIndex
+from pipeline.enhance import PCADenoiser
+from pipeline.model import build_model
+from pipeline.splits import Split, stratified_group_split
+
+ARTIFACTS = ("model.keras", "config.json", "split.json", "predictions.csv", "history.json")
+_VERSIONED = ("tensorflow", "keras", "numpy", "scikit-learn", "opencv-python-headless", "pillow")
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shape a run's numbers, recorded with the run."""
+    out = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        out[name] = metadata.version(name)
+    return out
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """A dataset ready for training: index, uint8 arrays (N, S, S) and the split."""
+
+    index: DatasetIndex
+    arrays: np.ndarray
+    split: Split
+    pca: PCADenoiser | None
+
+
+def prepare_data(cfg: RunConfig, *, progress: bool = False) -> PreparedData:
+    """Scan (cached), preprocess (cached), split; fit PCA on the training split if configured."""
+    index = preprocess.load_index(cfg.data.path, progress=progress)
+    counts = index.counts()
+    if min(counts.values()) < 5:
+        raise ValueError(
+            f"dataset {cfg.data.path} has {counts} images per class; training needs at least 5 "
+            "of each class to fill the train, validation and test splits"
+        )
+    arrays = preprocess.cached_arrays(index, cfg.data, progress=progress)
+    split = stratified_group_split(
+        index.labels,
+        index.groups,
+        val_fraction=cfg.data.val_fraction,
+        test_fraction=cfg.data.test_fraction,
+        seed=cfg.seed,
+    )
+    pca = None
+    if cfg.data.pca_components is not None:
+        pca = PCADenoiser().fit(
+            np.asarray(arrays[split.train]), cfg.data.pca_components, seed=cfg.seed
+        )
+        arrays = pca.transform(np.asarray(arrays))
+    return PreparedData(index=index, arrays=arrays, split=split, pca=pca)
+
+
+class _StoreLogger(keras.callbacks.Callback):
+    """Writes every epoch's train/val metrics to the run store and shows an epoch progress bar."""
+
+    def __init__(self, store: RunStore, run_id: str, epochs: int, progress: bool) -> None:
+        super().__init__()
+        self.store, self.run_id = store, run_id
+        self.bar = tqdm(total=epochs, desc="train", unit="epoch", disable=not progress)
+        self.t0 = time.perf_counter()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = dict(logs or {})
+        logs["seconds"] = time.perf_counter() - self.t0
+        logs["learning_rate"] = float(
+            keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        )
+        self.store.log_epoch(self.run_id, epoch + 1, {k: float(v) for k, v in logs.items()})
+        self.bar.update(1)
+        self.bar.set_postfix(
+            loss=f"{logs.get('loss', float('nan')):.3f}",
+            val_auc=f"{logs.get('val_auc', float('nan')):.3f}",
+        )
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.bar.close()
+
+
+class _CancelWatch(keras.callbacks.Callback):
+    """Stops training at the first batch boundary after the run is cancelled in the store.
+
+    The store is asked at most every ``every_s`` seconds, not on every batch.
+    """
+
+    def __init__(self, store: RunStore, run_id: str, every_s: float = 2.0) -> None:
+        super().__init__()
+        self.store, self.run_id, self.every_s = store, run_id, every_s
+        self.last = time.monotonic()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if time.monotonic() - self.last < self.every_s:
+            return
+        self.last = time.monotonic()
+        if self.store.get_run(self.run_id).status == "cancelled":
+            raise RunCancelled(self.run_id)
+
+
+def _fit(cfg: RunConfig, data: PreparedData, store: RunStore, run_id: str, progress: bool):
+    labels = data.index.labels
+    train_ds = inputs.make_dataset(
+        data.arrays,
+        labels,
+        data.split.train,
+        batch_size=cfg.train.batch_size,
+        training=True,
+        oversample=cfg.train.imbalance == "oversample",
+        seed=cfg.seed,
+    )
+    val_ds = inputs.make_dataset(
+        data.arrays, labels, data.split.val, batch_size=cfg.train.batch_size
+    )
+    model = build_model(cfg)
+    callbacks: list[keras.callbacks.Callback] = [
+        _StoreLogger(store, run_id, cfg.train.epochs, progress),
+        _CancelWatch(store, run_id),
+    ]
+    if cfg.train.early_stopping_patience > 0:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_auc",
+                mode="max",
+                patience=cfg.train.early_stopping_patience,
+                restore_best_weights=True,
+            )
+        )
+    weights = (
+        inputs.class_weights(labels[data.split.train])
+        if cfg.train.imbalance == "class_weight"
+        else None
+    )
+    history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=cfg.train.epochs,
+        class_weight=weights,
+        callbacks=callbacks,
+        shuffle=False,  # the dataset reshuffles itself every epoch
+        verbose=0,
+    )
+    return model, history.history
+
+
+def _scores(model: keras.Model, data: PreparedData, part: np.ndarray, batch: int) -> np.ndarray:
+    ds = inputs.make_dataset(data.arrays, data.index.labels, part, batch_size=batch)
+    return model.predict(ds, verbose=0).reshape(-1).astype(np.float64)
+
+
+def _write_artifacts(
+    folder: Path,
+    cfg: RunConfig,
+    data: PreparedData,
+    model: keras.Model,
+    history: dict,
+    scores: dict[str, np.ndarray],
+    result: dict,
+) -> None:
+    folder.mkdir(parents=True)
+    relpaths = [os.path.relpath(p, data.index.root) for p in data.index.paths]
+    model.save(folder / "model.keras")
+    (folder / "config.json").write_text(cfg.to_json())
+    (folder / "split.json").write_text(data.split.to_json(relpaths, data.index.fingerprint))
+    (folder / "history.json").write_text(json.dumps(history, indent=1))
+    (folder / "metrics.json").write_text(json.dumps(result, indent=1))
+    if data.pca is not None:
+        data.pca.save(folder / "pca.npz")
+    with (folder / "predictions.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["split", "path", "label", "score"])
+        for part in ("val", "test"):
+            for i, score in zip(data.split.part(part), scores[part], strict=True):
+                writer.writerow([part, relpaths[i], int(data.index.labels[i]), repr(float(score))])
+
+
+class RunCancelled(Exception):  # noqa: N818 - a signal, not an error
+    """The run was cancelled while it trained; it stays ``cancelled`` with its epochs kept."""
+
+
+def run(
+    cfg: RunConfig,
+    store: RunStore,
+    *,
+    run_id: str | None = None,
+    progress: bool = False,
+) -> Run:
+    """Train and evaluate ``cfg``, recording everything in ``store``; returns the finished run.
+
+    ``run_id``: a run already claimed by a worker (status running) to execute; without it a new
+    run is created and started here. Raises :class:`RunCancelled` when the run is cancelled
+    meanwhile (checked at batch boundaries), and any other error after the run has been stored
+    as failed with its traceback.
+    """
+    if run_id is None:
+        run_id = store.create_run(json.loads(cfg.to_json()), name=cfg.name).id
+        store.start_run(run_id, worker=f"cli:{os.getpid()}")
+    started = time.perf_counter()
+    final = preprocess.runs_dir() / run_id
+    partial = preprocess.runs_dir() / f".partial-{run_id}"
+    try:
+        keras.utils.set_random_seed(cfg.seed)
+        data = prepare_data(cfg, progress=progress)
+        model, history = _fit(cfg, data, store, run_id, progress)
+        batch = cfg.train.batch_size
+        scores = {
+            part: _scores(model, data, data.split.part(part), batch) for part in ("val", "test")
+        }
+        labels = data.index.labels
+        result = evaluate.evaluate(
+            labels[data.split.val],
+            scores["val"],
+            labels[data.split.test],
+            scores["test"],
+            rule=cfg.eval.threshold_rule,
+            min_sensitivity=cfg.eval.min_sensitivity,
+            n_boot=cfg.eval.bootstrap,
+            seed=cfg.seed,
+        )
+        result["epochs_trained"] = len(history.get("loss", []))
+        _write_artifacts(partial, cfg, data, model, history, scores, result)
+        partial.replace(final)
+        return store.finish_run(
+            run_id,
+            metrics=result,
+            artifacts_dir=str(final.resolve()),
+            data_fingerprint=data.index.fingerprint,
+            versions=package_versions(),
+            duration_s=time.perf_counter() - started,
+        )
+    except BaseException as err:
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(final, ignore_errors=True)
+        if store.get_run(run_id).status == "cancelled":
+            raise RunCancelled(run_id) from err
+        store.fail_run(run_id, traceback.format_exc(), duration_s=time.perf_counter() - started)
+        raise
+    finally:
+        keras.backend.clear_session()
