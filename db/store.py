@@ -333,6 +333,82 @@ class RunStore:
                 )
             )
 
+    def claim_next(self, worker: str) -> Run | None:
+        """Start the oldest queued run for ``worker``; None when the queue is empty.
+
+        Safe with many workers on one database: each candidate is claimed with the atomic
+        :meth:`start_run`, and a worker that loses a race simply tries the next candidate.
+        """
+        while True:
+            query = (
+                select(RunRow.id)
+                .where(RunRow.status == "queued")
+                .order_by(RunRow.created_at, RunRow.id)
+                .limit(8)
+            )
+            with self.session() as s:
+                candidates = list(s.scalars(query))
+            if not candidates:
+                return None
+            for run_id in candidates:
+                try:
+                    return self.start_run(run_id, worker)
+                except StoreError:
+                    continue
+
+    def reap_stale(self, older_than_s: float, *, requeue: bool = False) -> list[Run]:
+        """Runs whose worker stopped heart-beating ``older_than_s`` ago: failed, or re-queued.
+
+        A failed run records why in ``error``. A re-queued run starts over: its epochs are
+        deleted and it waits for the next worker. Returns the runs as they are afterwards.
+        """
+        cutoff = datetime.fromtimestamp(_now().timestamp() - older_than_s, UTC)
+        stale_query = select(RunRow).where(RunRow.status == "running", RunRow.heartbeat_at < cutoff)
+        reaped = []
+        with self.session() as s:
+            for row in s.scalars(stale_query).all():
+                if requeue:
+                    values: dict[str, Any] = {
+                        "status": "queued",
+                        "started_at": None,
+                        "heartbeat_at": None,
+                        "worker": None,
+                        "current_epoch": None,
+                    }
+                else:
+                    values = {
+                        "status": "failed",
+                        "finished_at": _now(),
+                        "error": (
+                            f"worker {row.worker!r} stopped sending heartbeats (last at "
+                            f"{row.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC, more than "
+                            f"{older_than_s:.0f} s ago): it was killed or its machine was lost. "
+                            "Re-queue the run to train it again."
+                        ),
+                    }
+                result = s.execute(
+                    update(RunRow)
+                    .where(
+                        RunRow.id == row.id,
+                        RunRow.status == "running",
+                        RunRow.heartbeat_at < cutoff,
+                    )
+                    .values(**values)
+                    .execution_options(synchronize_session=False)
+                )
+                if result.rowcount and requeue:
+                    s.execute(delete(EpochRow).where(EpochRow.run_id == row.id))
+                if result.rowcount:
+                    reaped.append(row.id)
+        return [self.get_run(run_id) for run_id in reaped]
+
+    def cancel_suite(self, suite_id: str) -> list[Run]:
+        """Cancel every queued or running run of the suite; returns those cancelled."""
+        with self.session() as s:
+            _suite_row(s, suite_id)
+        active = [r for r in self.list_runs(suite_id=suite_id) if r.status in ("queued", "running")]
+        return [self.cancel_run(r.id) for r in active]
+
     def heartbeat(self, run_id: str) -> None:
         """Mark the run's worker as alive now; a stale heartbeat means the worker died."""
         with self.session() as s:

@@ -1,0 +1,429 @@
+"""Experiment suites: expansion into validated runs, custom suite files, enqueue and the summary.
+
+Nothing trains here: finished runs are faked through the store's lifecycle methods.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from db import RunStore
+from pipeline.config import ConfigError, make_config
+from pipeline.experiments import (
+    SUITES,
+    SuiteSpec,
+    enqueue,
+    expand,
+    format_summary,
+    load_suite_file,
+    summary,
+)
+
+DATA = "data/test-set"
+
+# Settings each preset expands to with its defaults.
+EXPECTED_SETTINGS = {
+    "baseline": 1,
+    "optimizers": 3,
+    "pooling": 2,
+    "conv-geometry": 5,  # base + kernel 5, kernel 7, padding valid, stride 2
+    "hyperparams": 12,  # max_runs of the random search
+    "enhancement": 4,
+    "width": 3,
+    "input-size": 3,
+}
+
+
+def labels(plan) -> list[str]:
+    return [p.label for p in plan]
+
+
+@pytest.mark.parametrize("name", sorted(SUITES))
+def test_every_preset_expands_to_valid_configs_and_seeds_multiply(name):
+    assert set(SUITES) == set(EXPECTED_SETTINGS)
+    n = EXPECTED_SETTINGS[name]
+    plan = expand(SUITES[name], data_path=DATA, seeds=3, seed=7)
+
+    assert len(plan) == 3 * n
+    assert len(set(labels(plan))) == n
+    assert sorted({p.seed for p in plan}) == [7, 8, 9]
+    assert len({p.config.name for p in plan}) == 3 * n
+    for p in plan:
+        assert p.config.seed == p.seed
+        assert p.config.data.path == DATA
+        # Every suite runs at 128 px unless size is what it varies.
+        if name != "input-size":
+            assert p.config.data.image_size == 128
+        # The stored JSON is a valid config again, unchanged.
+        assert make_config(p.config.model_dump(mode="json")) == p.config
+    # Seed by seed: the first pass through the queue gives one result per setting.
+    assert [p.seed for p in plan[:n]] == [7] * n
+
+
+def test_run_names_say_suite_setting_and_seed():
+    plan = expand(SUITES["pooling"], data_path=DATA, seeds=2)
+    assert [p.config.name for p in plan] == [
+        "pooling · model.pooling=max · seed 0",
+        "pooling · model.pooling=avg · seed 0",
+        "pooling · model.pooling=max · seed 1",
+        "pooling · model.pooling=avg · seed 1",
+    ]
+
+
+def test_optimizers_run_each_at_its_customary_learning_rate():
+    plan = expand(SUITES["optimizers"], data_path=DATA)
+    optim = {p.config.optim.name: p.config.optim for p in plan}
+    assert (optim["sgd"].learning_rate, optim["sgd"].momentum) == (1e-2, 0.9)
+    assert optim["adam"].learning_rate == 1e-3
+    assert optim["rmsprop"].learning_rate == 1e-3
+
+
+def test_conv_geometry_one_at_a_time_changes_one_field_from_the_base():
+    plan = expand(SUITES["conv-geometry"], data_path=DATA)
+    assert labels(plan) == [
+        "base",
+        "model.kernel_size=5",
+        "model.kernel_size=7",
+        "model.padding=valid",
+        "model.stride=2",
+    ]
+    stride2 = plan[4].config.model
+    assert (stride2.kernel_size, stride2.padding, stride2.stride) == (3, "same", 2)
+
+
+def test_conv_geometry_grid_skips_the_cells_that_cannot_fit_the_image():
+    plan = expand(SUITES["conv-geometry"], data_path=DATA, mode="grid")
+    # 3 kernels x 2 paddings x 2 strides = 12 cells; valid padding with stride 2 shrinks 128 px
+    # to nothing through 4 blocks, for every kernel size.
+    assert len(plan) == 9
+    assert len(plan.skipped) == 3
+    for s in plan.skipped:
+        assert (s.setting["model.padding"], s.setting["model.stride"]) == ("valid", 2)
+        assert "shrink a 128-px image to nothing" in s.reason
+    # At 1024 px every cell fits.
+    big = expand(
+        SUITES["conv-geometry"], data_path=DATA, mode="grid", overrides={"data.image_size": 1024}
+    )
+    assert (len(big), big.skipped) == (12, ())
+
+
+def test_a_grid_with_no_buildable_cell_is_refused():
+    spec = SuiteSpec(
+        name="hopeless",
+        question="q",
+        factors={"model.padding": ["valid"], "model.stride": [2], "model.kernel_size": [7]},
+    )
+    with pytest.raises(ConfigError, match="suite 'hopeless': no setting can be built"):
+        expand(spec, data_path=DATA)
+
+
+def test_an_explicit_setting_that_cannot_be_built_is_refused_not_skipped():
+    spec = SuiteSpec(
+        name="deep",
+        question="q",
+        settings=[{}, {"model.padding": "valid", "model.stride": 2}],
+    )
+    with pytest.raises(ConfigError) as info:
+        expand(spec, data_path=DATA)
+    msg = str(info.value)
+    assert "suite 'deep', setting model.padding=valid, model.stride=2" in msg
+    assert "shrink a 128-px image to nothing" in msg
+
+
+def test_hyperparams_random_search_is_seeded_capped_and_without_repeats():
+    spec = SUITES["hyperparams"]
+    plan = expand(spec, data_path=DATA)
+    assert len(plan) == 12
+    assert len(set(labels(plan))) == 12
+    assert labels(expand(spec, data_path=DATA)) == labels(plan)
+    assert labels(expand(spec, data_path=DATA, seed=1)) != labels(plan)
+
+    assert len(expand(spec, data_path=DATA, max_runs=5)) == 5
+    # The cap applies before seeds multiply: the same 12 settings, twice.
+    twice = expand(spec, data_path=DATA, seeds=2)
+    assert len(twice) == 24
+    assert labels(twice)[:12] == labels(twice)[12:] == labels(plan)
+    # Asking for the grid means the whole grid: 4 x 5 x 3 x 3.
+    assert len(expand(spec, data_path=DATA, mode="grid")) == 180
+
+
+def test_a_cap_on_one_at_a_time_keeps_the_base_setting():
+    for seed in range(5):
+        plan = expand(SUITES["conv-geometry"], data_path=DATA, max_runs=3, seed=seed)
+        assert len(plan) == 3
+        assert plan[0].label == "base"
+
+
+def test_overrides_apply_to_every_run():
+    plan = expand(
+        SUITES["enhancement"],
+        data_path=DATA,
+        overrides={"train.epochs": 5, "data": {"image_size": 64}},
+    )
+    assert {(p.config.train.epochs, p.config.data.image_size) for p in plan} == {(5, 64)}
+    assert [p.config.data.enhancement for p in plan] == [
+        "none",
+        "contrast_stretch",
+        "hist_eq",
+        "clahe",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"model.pooling": "avg"}, "overrides: model.pooling is what suite 'pooling' varies"),
+        ({"seed": 3}, "overrides: seed is set for every run"),
+        ({"model.pool": "avg"}, "model.pool: unknown field"),
+        ({"train.epochs": 0}, "train.epochs: Input should be greater than or equal to 1"),
+    ],
+)
+def test_bad_overrides_are_refused_naming_the_field(overrides, expected):
+    with pytest.raises(ConfigError, match="suite 'pooling'") as info:
+        expand(SUITES["pooling"], data_path=DATA, overrides=overrides)
+    assert expected in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"mode": "sweep"}, "mode: unknown mode 'sweep'"),
+        ({"mode": "random"}, "max_runs: required when mode is 'random'"),
+        ({"seeds": 0}, "seeds: must be at least 1 (got 0)"),
+    ],
+)
+def test_bad_expand_arguments_are_refused(kwargs, expected):
+    with pytest.raises(ConfigError) as info:
+        expand(SUITES["pooling"], data_path=DATA, **kwargs)
+    assert expected in str(info.value)
+
+
+def test_one_at_a_time_is_refused_for_a_suite_of_explicit_settings():
+    with pytest.raises(ConfigError, match="one_at_a_time needs factors"):
+        expand(SUITES["optimizers"], data_path=DATA, mode="one_at_a_time")
+
+
+def test_the_same_value_twice_is_refused():
+    spec = SuiteSpec(name="lr", question="q", factors={"optim.learning_rate": [1e-3, 0.001]})
+    with pytest.raises(ConfigError) as info:
+        expand(spec, data_path=DATA)
+    assert "the same run as setting optim.learning_rate=0.001" in str(info.value)
+
+
+# ----------------------------------------------------------------------------- custom files
+
+YAML_SUITE = """\
+name: dropout
+question: does more dropout help the baseline generalise to unseen patients?
+base: {train.epochs: 20}
+factors:
+  model.dropout: [0.1, 0.3, 0.5]
+"""
+
+
+def test_a_yaml_suite_file_loads_and_expands(tmp_path: Path):
+    path = tmp_path / "dropout.yaml"
+    path.write_text(YAML_SUITE)
+    spec = load_suite_file(path)
+    plan = expand(spec, data_path=DATA, seeds=2)
+    assert len(plan) == 6
+    assert [p.config.model.dropout for p in plan[:3]] == [0.1, 0.3, 0.5]
+    assert {p.config.train.epochs for p in plan} == {20}
+
+
+def test_a_json_suite_file_with_settings_loads_and_expands(tmp_path: Path):
+    path = tmp_path / "sgd.json"
+    path.write_text(
+        json.dumps(
+            {
+                "name": "sgd-momentum",
+                "question": "is plain SGD enough, or does it need momentum?",
+                "settings": [
+                    {"optim.name": "sgd", "optim.learning_rate": 0.01, "optim.momentum": 0.0},
+                    {"optim": {"name": "sgd", "learning_rate": 0.01, "momentum": 0.9}},
+                ],
+            }
+        )
+    )
+    plan = expand(load_suite_file(path), data_path=DATA)
+    assert [(p.config.optim.name, p.config.optim.momentum) for p in plan] == [
+        ("sgd", 0.0),
+        ("sgd", 0.9),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            "factors: {model.pooling: [max, median]}",
+            "model.pooling: Input should be 'max' or 'avg' (got 'median')",
+        ),
+        (
+            "factors: {data.image_size: [16]}",
+            "data.image_size: Input should be greater than or equal to 32 (got 16)",
+        ),
+        ("factors: {model.pool: [max]}", "model.pool: unknown field"),
+        ("factor: {model.pooling: [max]}", "factor: unknown key"),
+        ("factors: {model.dropout: [0.1]}\nmode: random", "max_runs: required"),
+        ("settings: [{}]\nfactors: {model.dropout: [0.1]}", "give either factors"),
+    ],
+)
+def test_a_bad_suite_file_is_refused_naming_file_and_field(tmp_path: Path, body, expected):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"name: bad\nquestion: q\n{body}\n")
+    with pytest.raises(ConfigError) as info:
+        load_suite_file(path)
+    msg = str(info.value)
+    assert f"suite file {path}" in msg
+    assert expected in msg
+
+
+def test_a_suite_file_of_the_wrong_kind_is_refused(tmp_path: Path):
+    path = tmp_path / "suite.txt"
+    path.write_text(YAML_SUITE)
+    with pytest.raises(ConfigError, match=r"unknown extension '\.txt'"):
+        load_suite_file(path)
+    with pytest.raises(ConfigError, match="cannot read it"):
+        load_suite_file(tmp_path / "missing.yaml")
+
+
+# ------------------------------------------------------------------------- enqueue, summary
+
+
+def test_enqueue_records_the_suite_and_queues_every_run():
+    store = RunStore()
+    plan = expand(SUITES["pooling"], data_path=DATA, seeds=2)
+    suite, runs = enqueue(store, SUITES["pooling"], plan)
+
+    stored = store.get_suite(suite.id)
+    assert (stored.name, stored.kind) == ("pooling", "pooling")
+    assert stored.description == SUITES["pooling"].question
+    assert stored.spec["varied_fields"] == ["model.pooling"]
+    assert [s["label"] for s in stored.spec["settings"]] == [
+        "model.pooling=max",
+        "model.pooling=avg",
+    ]
+    assert stored.spec["expanded_with"]["seeds"] == 2
+    queued = store.list_runs(status="queued", suite_id=suite.id)
+    assert len(queued) == len(runs) == 4
+    by_name = {r.name: r for r in queued}
+    for p in plan:
+        assert make_config(by_name[p.config.name].config) == p.config
+
+
+def test_enqueue_marks_a_changed_preset_as_custom_and_records_skipped_cells():
+    store = RunStore()
+    spec = SUITES["conv-geometry"].model_copy(update={"mode": "grid"})
+    suite, runs = enqueue(store, spec, expand(spec, data_path=DATA))
+    assert suite.kind == "custom"
+    assert len(runs) == 9
+    assert len(suite.spec["skipped"]) == 3
+
+
+FILTERS = {"narrow": [8, 16, 32, 64], "base": [16, 32, 64, 128], "wide": [32, 64, 128, 256]}
+
+
+def finish(store: RunStore, run_id: str, auc: float, ci: tuple[float, float], **extra) -> None:
+    store.start_run(run_id, "w")
+    metrics = {
+        "auc": auc,
+        "auc_ci": list(ci),
+        "sensitivity": extra.get("sensitivity", 0.9),
+        "specificity": extra.get("specificity", 0.7),
+        "f1": extra.get("f1", 0.8),
+        "epochs_trained": extra.get("epochs", 10),
+    }
+    store.finish_run(
+        run_id,
+        metrics=metrics,
+        artifacts_dir="runs/x",
+        data_fingerprint="x",
+        versions={},
+        duration_s=extra.get("duration", 60.0),
+    )
+
+
+@pytest.fixture
+def width_suite():
+    """The width suite over 3 seeds with hand-made results.
+
+    setting  AUC (95% CI) per seed                               mean  std    mean CI
+    base     .90 [.85,.95]  .92 [.87,.97]  .94 [.89,.99]         .92   .020   [.87,.97]  best
+    narrow   .80 [.70,.88]  .84 [.74,.92]  (failed)              .82   .0283  [.72,.90]  overlaps
+    wide     .60 [.50,.70]  .64 [.54,.74]  (still queued)        .62   .0283  [.52,.72]  apart
+    """
+    store = RunStore()
+    suite, runs = enqueue(store, SUITES["width"], expand(SUITES["width"], data_path=DATA, seeds=3))
+    results = {
+        "base": [(0.90, (0.85, 0.95)), (0.92, (0.87, 0.97)), (0.94, (0.89, 0.99))],
+        "narrow": [(0.80, (0.70, 0.88)), (0.84, (0.74, 0.92)), "failed"],
+        "wide": [(0.60, (0.50, 0.70)), (0.64, (0.54, 0.74)), "queued"],
+    }
+    width = {tuple(f): name for name, f in FILTERS.items()}
+    for run in runs:
+        outcome = results[width[tuple(run.config["model"]["filters"])]][run.config["seed"]]
+        if outcome == "failed":
+            store.start_run(run.id, "w")
+            store.fail_run(run.id, "Traceback: out of memory", duration_s=30.0)
+        elif outcome != "queued":
+            auc, ci = outcome
+            finish(store, run.id, auc, ci, sensitivity=auc, epochs=10 + run.config["seed"])
+    return store, suite
+
+
+def test_summary_groups_by_setting_and_averages_the_succeeded_runs(width_suite):
+    store, suite = width_suite
+    df = summary(store, suite.id)
+
+    assert list(df["setting"]) == [
+        "model.filters=[16,32,64,128]",
+        "model.filters=[8,16,32,64]",
+        "model.filters=[32,64,128,256]",
+    ]
+    assert list(df["runs"]) == [3, 3, 3]
+    assert list(df["succeeded"]) == [3, 2, 2]
+    base, narrow, wide = (df.iloc[i] for i in range(3))
+    assert base["auc_mean"] == pytest.approx(0.92)
+    assert base["auc_std"] == pytest.approx(0.02)
+    assert narrow["auc_std"] == pytest.approx(math.sqrt(2) * 0.02)
+    assert wide["auc_mean"] == pytest.approx(0.62)
+    assert (base["auc_lo"], base["auc_hi"]) == pytest.approx((0.87, 0.97))
+    assert (narrow["auc_lo"], narrow["auc_hi"]) == pytest.approx((0.72, 0.90))
+    assert narrow["sensitivity_mean"] == pytest.approx(0.82)
+    assert base["specificity_mean"] == pytest.approx(0.7)
+    assert base["specificity_std"] == pytest.approx(0.0)
+    assert base["epochs_mean"] == pytest.approx(11.0)  # seeds 0, 1, 2 trained 10, 11, 12
+    # Wall time counts the failed run too: it is what the setting cost.
+    assert narrow["wall_time_s"] == pytest.approx(60 + 60 + 30)
+    assert list(df["best"]) == [True, False, False]
+    assert list(df["indistinguishable"]) == [False, True, False]
+
+
+def test_format_summary_marks_the_best_and_the_indistinguishable(width_suite):
+    store, suite = width_suite
+    lines = format_summary(summary(store, suite.id)).splitlines()
+    assert lines[1].startswith("★")
+    assert "model.filters=[16,32,64,128]" in lines[1]
+    assert "0.920 ± 0.020" in lines[1]
+    assert "[0.870, 0.970]" in lines[1]
+    assert "3/3" in lines[1]
+    assert lines[2].startswith("≈")
+    assert "2/3" in lines[2]
+    assert "2m 30s" in lines[2]
+    assert not lines[3].startswith(("★", "≈"))
+
+
+def test_summary_of_a_suite_still_in_the_queue_has_no_best():
+    store = RunStore()
+    suite, _ = enqueue(store, SUITES["pooling"], expand(SUITES["pooling"], data_path=DATA))
+    df = summary(store, suite.id)
+    assert list(df["runs"]) == [1, 1]
+    assert list(df["succeeded"]) == [0, 0]
+    assert df["auc_mean"].isna().all()
+    assert not df["best"].any()
+    assert "—" in format_summary(df)
