@@ -138,8 +138,11 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The config changes the user typed: named flags, then --set FIELD=VALUE."""
+    if args.data is not None and not Path(args.data).is_dir():
+        raise ValueError(f"--data {args.data}: no such folder; pass the dataset folder")
     flags = {
-        "data.path": args.data,
+        # Absolute, so a worker started in another directory finds the same folder.
+        "data.path": str(Path(args.data).resolve()) if args.data is not None else None,
         "data.image_size": args.size,
         "data.enhancement": args.enhancement,
         "train.epochs": args.epochs,
@@ -189,7 +192,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     store = _store()
     console.print(f"training [bold]{cfg.name}[/bold] on {cfg.data.path} ({cfg.data.image_size} px)")
-    run = train.run(cfg, store, progress=True)
+    try:
+        run = train.run(cfg, store, progress=True)
+    except train.RunCancelled as cancelled:
+        err_console.print(f"run {cancelled} was cancelled; its epochs so far are kept in the store")
+        return 1
     console.print(_metrics_table(run))
     return 0
 
@@ -257,7 +264,9 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     store = _store()
     try:
         run = store.get_run(args.id)
-    except RunNotFound:
+    except RunNotFound as err:
+        if err.matches:
+            raise
         cancelled = store.cancel_suite(args.id)
         console.print(f"suite {args.id}: {len(cancelled)} queued or running runs cancelled")
         return 0
@@ -515,6 +524,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (2 for a user error, printed as one line)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from db import StoreError
     from pipeline.config import ConfigError
     from pipeline.datasets import DatasetLayoutError
@@ -523,12 +534,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.fn(args)
+    except SQLAlchemyError as err:
+        err_console.print(
+            f"[red]error:[/red] the run store at {os.environ.get('TBXRAY_DB_URL', 'runs/')} "
+            f"failed: {err.__class__.__name__}: {err.orig if hasattr(err, 'orig') else err}; "
+            "check TBXRAY_DB_URL and that the database is reachable"
+        )
     except (
         ConfigError,
         DatasetLayoutError,
         ImageError,
         StoreError,
-        FileNotFoundError,
+        OSError,
         ValueError,
     ) as err:
         err_console.print(f"[red]error:[/red] {err}")

@@ -73,8 +73,12 @@ def load_index(
     folder = (cache or cache_dir()) / "index"
     path = folder / f"{_listing_key(root, label_map)}.pkl"
     if path.exists():
-        with path.open("rb") as f:
-            return pickle.load(f)
+        try:
+            with path.open("rb") as f:
+                return pickle.load(f)
+        except (pickle.UnpicklingError, EOFError, AttributeError):
+            # A cache written by another version of the code: scan again and replace it.
+            path.unlink()
     index = datasets.scan(root, label_map=label_map, progress=progress)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -105,7 +109,7 @@ def cached_arrays(
 ) -> np.ndarray:
     """All images of ``index`` preprocessed: uint8 (N, S, S), memory-mapped read-only from disk.
 
-    Built on the first call (decode → gray → resize → enhance, two threads) and written
+    Built on the first call (decode → gray → resize → enhance, one thread per core) and written
     atomically, so an interrupted build never leaves a cache that later runs would trust.
     """
     folder = (cache or cache_dir()) / "arrays"

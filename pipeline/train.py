@@ -1,9 +1,10 @@
 """Train one run end to end: data → cache → split → tf.data → model → evaluate → artifacts.
 
-``run(cfg, store)`` is the only entry point. Artifacts are written to a hidden partial folder and
-renamed into ``runs/<run_id>/`` only once complete, and the run row becomes ``succeeded`` in the
-same step, so a crash never leaves a half-written run: it is stored as ``failed`` with its
-traceback and the partial folder is removed.
+``run(cfg, store)`` is the only entry point. Artifacts are written to a hidden partial folder,
+renamed into ``runs/<run_id>/`` once complete, and only then is the run row marked
+``succeeded``; a crash at any point is stored as ``failed`` with its traceback and its folders
+are removed, so a half-written run is never shown as a result. While it runs, a background
+thread heart-beats, so the queue can tell a live run from one whose process died.
 """
 
 from __future__ import annotations
@@ -13,14 +14,19 @@ import json
 import os
 import platform
 import shutil
+import sys
+import threading
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 import keras
 import numpy as np
+from sqlalchemy.exc import SQLAlchemyError
 from tqdm import tqdm
 
 from db import Run, RunStore
@@ -31,7 +37,6 @@ from pipeline.enhance import PCADenoiser
 from pipeline.model import build_model
 from pipeline.splits import Split, stratified_group_split
 
-ARTIFACTS = ("model.keras", "config.json", "split.json", "predictions.csv", "history.json")
 _VERSIONED = ("tensorflow", "keras", "numpy", "scikit-learn", "opencv-python-headless", "pillow")
 
 
@@ -70,6 +75,15 @@ def prepare_data(cfg: RunConfig, *, progress: bool = False) -> PreparedData:
         test_fraction=cfg.data.test_fraction,
         seed=cfg.seed,
     )
+    for part in ("train", "val", "test"):
+        present = set(index.labels[split.part(part)].tolist())
+        if present != {0, 1}:
+            raise ValueError(
+                f"the {part} split of {cfg.data.path} holds only "
+                f"{'no images' if not present else 'one class'} ({counts} images per class, "
+                f"{len(set(index.groups))} near-duplicate groups); add images of the rarer class "
+                "or raise data.val_fraction / data.test_fraction"
+            )
     pca = None
     if cfg.data.pca_components is not None:
         pca = PCADenoiser().fit(
@@ -203,6 +217,31 @@ def _write_artifacts(
                 writer.writerow([part, relpaths[i], int(data.index.labels[i]), repr(float(score))])
 
 
+@contextmanager
+def heartbeat(store: RunStore, run_id: str, every_s: float) -> Iterator[None]:
+    """Heart-beat the run from a daemon thread for as long as the block runs.
+
+    A database hiccup is reported on stderr and the next beat tried; the run is only reaped if
+    the beats stay away for the whole stale period.
+    """
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            try:
+                store.heartbeat(run_id)
+            except SQLAlchemyError as err:
+                print(f"heartbeat of run {run_id} failed, retrying: {err}", file=sys.stderr)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{run_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 class RunCancelled(Exception):  # noqa: N818 - a signal, not an error
     """The run was cancelled while it trained; it stays ``cancelled`` with its epochs kept."""
 
@@ -213,6 +252,7 @@ def run(
     *,
     run_id: str | None = None,
     progress: bool = False,
+    heartbeat_s: float = 10.0,
 ) -> Run:
     """Train and evaluate ``cfg``, recording everything in ``store``; returns the finished run.
 
@@ -224,45 +264,67 @@ def run(
     if run_id is None:
         run_id = store.create_run(json.loads(cfg.to_json()), name=cfg.name).id
         store.start_run(run_id, worker=f"cli:{os.getpid()}")
+    worker = store.get_run(run_id).worker
     started = time.perf_counter()
     final = preprocess.runs_dir() / run_id
     partial = preprocess.runs_dir() / f".partial-{run_id}"
+    # A re-queued run may find the folders of the attempt whose worker died.
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.rmtree(final, ignore_errors=True)
     try:
-        keras.utils.set_random_seed(cfg.seed)
-        data = prepare_data(cfg, progress=progress)
-        model, history = _fit(cfg, data, store, run_id, progress)
-        batch = cfg.train.batch_size
-        scores = {
-            part: _scores(model, data, data.split.part(part), batch) for part in ("val", "test")
-        }
-        labels = data.index.labels
-        result = evaluate.evaluate(
-            labels[data.split.val],
-            scores["val"],
-            labels[data.split.test],
-            scores["test"],
-            rule=cfg.eval.threshold_rule,
-            min_sensitivity=cfg.eval.min_sensitivity,
-            n_boot=cfg.eval.bootstrap,
-            seed=cfg.seed,
-        )
-        result["epochs_trained"] = len(history.get("loss", []))
-        _write_artifacts(partial, cfg, data, model, history, scores, result)
-        partial.replace(final)
-        return store.finish_run(
-            run_id,
-            metrics=result,
-            artifacts_dir=str(final.resolve()),
-            data_fingerprint=data.index.fingerprint,
-            versions=package_versions(),
-            duration_s=time.perf_counter() - started,
-        )
+        with heartbeat(store, run_id, heartbeat_s):
+            return _train(cfg, store, run_id, partial, final, started, progress)
     except BaseException as err:
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.rmtree(final, ignore_errors=True)
-        if store.get_run(run_id).status == "cancelled":
+        now = store.get_run(run_id)
+        if now.status == "cancelled":
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.rmtree(final, ignore_errors=True)
             raise RunCancelled(run_id) from err
-        store.fail_run(run_id, traceback.format_exc(), duration_s=time.perf_counter() - started)
+        # Only the attempt that owns the run records its failure: if the run was reaped and
+        # re-queued meanwhile, it belongs to another worker now and its folders are left alone.
+        if now.status == "running" and now.worker == worker:
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.rmtree(final, ignore_errors=True)
+            store.fail_run(run_id, traceback.format_exc(), duration_s=time.perf_counter() - started)
         raise
     finally:
         keras.backend.clear_session()
+
+
+def _train(
+    cfg: RunConfig,
+    store: RunStore,
+    run_id: str,
+    partial: Path,
+    final: Path,
+    started: float,
+    progress: bool,
+) -> Run:
+    """The body of :func:`run`: everything that can fail and must then be cleaned up."""
+    keras.utils.set_random_seed(cfg.seed)
+    data = prepare_data(cfg, progress=progress)
+    model, history = _fit(cfg, data, store, run_id, progress)
+    batch = cfg.train.batch_size
+    scores = {part: _scores(model, data, data.split.part(part), batch) for part in ("val", "test")}
+    labels = data.index.labels
+    result = evaluate.evaluate(
+        labels[data.split.val],
+        scores["val"],
+        labels[data.split.test],
+        scores["test"],
+        rule=cfg.eval.threshold_rule,
+        min_sensitivity=cfg.eval.min_sensitivity,
+        n_boot=cfg.eval.bootstrap,
+        seed=cfg.seed,
+    )
+    result["epochs_trained"] = len(history.get("loss", []))
+    _write_artifacts(partial, cfg, data, model, history, scores, result)
+    partial.replace(final)
+    return store.finish_run(
+        run_id,
+        metrics=result,
+        artifacts_dir=str(final.resolve()),
+        data_fingerprint=data.index.fingerprint,
+        versions=package_versions(),
+        duration_s=time.perf_counter() - started,
+    )

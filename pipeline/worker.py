@@ -2,10 +2,11 @@
 
 Launching a run or a suite only enqueues it; ``python -m pipeline worker`` does the training.
 Several workers, on one machine or many, may share a store: a run is claimed atomically, so it
-is trained exactly once. While training, a background thread heart-beats; a run whose worker
-died (killed, machine lost) stops heart-beating, and the next worker to look marks it failed —
-or re-queues it, with ``requeue``. Each run's output (stdout and stderr, TensorFlow's included)
-goes to its log file, kept with its artifacts.
+is trained exactly once. While training, a background thread heart-beats (see pipeline.train);
+a run whose worker died (killed, machine lost) stops heart-beating, and the next worker to look
+marks it failed — or re-queues it, with ``requeue``. Each run's output (stdout and stderr,
+TensorFlow's included) goes to its log: ``runs/<id>/train.log`` once it succeeded, else
+``runs/logs/<id>.log``.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import os
 import shutil
 import socket
 import sys
-import threading
 import time
+import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from db import Run, RunStore
@@ -32,7 +33,7 @@ LOG_NAME = "train.log"
 class WorkerOptions:
     """How a worker behaves; the defaults suit a long-lived worker on a shared store."""
 
-    name: str = f"{socket.gethostname()}:{os.getpid()}"
+    name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     once: bool = False  # drain the queue, then exit
     max_runs: int | None = None  # exit after this many runs
     heartbeat_s: float = 10.0
@@ -50,41 +51,23 @@ def log_path(run: Run) -> Path:
 
 @contextmanager
 def _output_to(path: Path) -> Iterator[None]:
-    """Send this process's stdout and stderr (file descriptors 1 and 2) to ``path``."""
+    """Send this process's output to ``path``: file descriptors 1 and 2 (TensorFlow's C++ logs)
+    and Python's sys.stdout / sys.stderr, which a host such as pytest may have replaced."""
     path.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    with path.open("ab") as log:
+    with path.open("a", buffering=1) as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         try:
-            yield
+            with redirect_stdout(log), redirect_stderr(log):
+                yield
         finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
-
-
-@contextmanager
-def _heartbeat(store: RunStore, run_id: str, every_s: float) -> Iterator[None]:
-    """Heart-beat the run from a daemon thread for as long as the block runs."""
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(every_s):
-            store.heartbeat(run_id)
-
-    thread = threading.Thread(target=beat, name=f"heartbeat-{run_id}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 def execute(store: RunStore, run: Run, options: WorkerOptions) -> Run:
@@ -92,14 +75,24 @@ def execute(store: RunStore, run: Run, options: WorkerOptions) -> Run:
     from pipeline import train
 
     log = preprocess.runs_dir() / "logs" / f"{run.id}.log"
-    with _heartbeat(store, run.id, options.heartbeat_s), _output_to(log):
+    with _output_to(log):
         print(f"run {run.id} ({run.name}) on worker {options.name}", flush=True)
         try:
-            train.run(make_config(run.config), store, run_id=run.id, progress=True)
+            train.run(
+                make_config(run.config),
+                store,
+                run_id=run.id,
+                progress=True,
+                heartbeat_s=options.heartbeat_s,
+            )
         except train.RunCancelled:
             print(f"run {run.id} cancelled", flush=True)
         except Exception:
-            # Already stored as failed with its traceback; the worker goes on to the next run.
+            # train.run stores its own failures; an error before it started (an invalid stored
+            # config) must not leave the run 'running' until it is reaped as a dead worker's.
+            traceback.print_exc()
+            if store.get_run(run.id).status == "running":
+                store.fail_run(run.id, traceback.format_exc())
             print(f"run {run.id} failed", flush=True)
     done = store.get_run(run.id)
     if done.artifacts_dir:

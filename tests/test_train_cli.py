@@ -111,7 +111,7 @@ def test_a_crash_mid_training_leaves_a_failed_run_and_no_artifacts(
 def test_user_errors_are_one_clear_line(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
-    assert "does not exist" in err
+    assert "no such folder" in err
     assert "Traceback" not in err
 
     assert main(["train", "--preset", "smoke", "--set", "model.pooling=median"]) == 2

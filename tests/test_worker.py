@@ -142,3 +142,13 @@ def test_a_suite_from_the_command_line_to_its_summary(phantoms, capsys):
     assert "★" in out
     assert main(["enqueue", "--suite", "pooling", "--set", "model.pooling=avg"]) == 2
     assert "model.pooling" in capsys.readouterr().err
+
+
+def test_a_run_with_an_invalid_stored_config_fails_at_once_with_the_reason():
+    store = RunStore()
+    run = store.create_run({"data": {"image_size": 8}}, name="broken")
+    (done,) = work(store, WorkerOptions(name="w", once=True))
+    assert done.id == run.id
+    assert done.status == "failed"
+    assert "data.image_size" in done.error
+    assert "data.image_size" in log_path(done).read_text()
