@@ -1,7 +1,7 @@
 """Benchmark: run the eight preset experiment suites on one dataset and report each summary.
 
     .venv/bin/python -m bench.suites --data ../shared/data/tb-cxr [--suites pooling,width]
-        [--set train.epochs=15] [--store bench-runs] [--markdown EXPERIMENTS.md]
+        [--set train.epochs=15] [--max-runs 4] [--store bench-runs] [--markdown EXPERIMENTS.md]
 
 Enqueues every suite (one seed, the suite's own sizes) into a dedicated store, drains the queue
 with one in-process worker, and prints each suite's per-setting summary and the total wall time.
@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "tb-cxr"))
     parser.add_argument("--suites", help="comma-separated suite names (default: all eight)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    parser.add_argument("--max-runs", type=int, help="cap on the random-search suites' settings")
     parser.add_argument("--store", default="bench-runs", help="runs folder for this benchmark")
     parser.add_argument("--markdown", help="write the report here")
     args = parser.parse_args()
@@ -49,7 +50,11 @@ def main() -> None:
     for name in names:
         if name not in launched:
             spec = experiments.SUITES[name]
-            plan = experiments.expand(spec, data_path=args.data, overrides=overrides)
+            cap = args.max_runs if spec.mode == "random" else None
+            # A suite that varies a field keeps its own values for it (hyperparams varies epochs).
+            varied = set(experiments.varied_fields(spec))
+            mine = {k: v for k, v in overrides.items() if k not in varied}
+            plan = experiments.expand(spec, data_path=args.data, overrides=mine, max_runs=cap)
             launched[name] = experiments.enqueue(store, spec, plan)[0]
 
     started = time.perf_counter()
@@ -61,6 +66,7 @@ def main() -> None:
         "",
         f"Command: `.venv/bin/python -m bench.suites --data {args.data}"
         + "".join(f" --set {s}" for s in args.set)
+        + (f" --max-runs {args.max_runs}" if args.max_runs else "")
         + f"`, {datetime.now(UTC):%Y-%m-%d}, one seed, 2-core CPU.",
         "",
     ]
