@@ -415,11 +415,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     predictor = Predictor.from_store(_store(), args.run_id)
     table = Table("image", "P(TB)", "verdict", title=f"threshold {predictor.threshold:.4f}")
+    from pipeline.images import ImageError
+
+    failed = 0
     for path in args.images:
-        p = predictor.predict(path)
+        # One unreadable file must not hide the results of the others.
+        try:
+            p = predictor.predict(path)
+        except ImageError as err:
+            failed += 1
+            table.add_row(str(path), "—", f"[red]cannot read:[/red] {err.reason}")
+            continue
         table.add_row(str(path), f"{p.probability:.3f}", p.verdict)
     console.print(table)
-    return 0
+    return 2 if failed else 0
 
 
 # ----------------------------------------------------------------------------------------- main

@@ -68,6 +68,14 @@ def test_runs_show_predict_and_external_evaluate(smoke_run, phantoms, tmp_path, 
     assert "TB" in out
     assert image.name in out
 
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("not pixels")
+    # A bad file among good ones: its row says why, the others are still scored, exit status 2.
+    assert main(["predict", run.id, str(not_an_image), str(image)]) == 2
+    out = capsys.readouterr().out
+    assert "cannot read" in out
+    assert image.name in out
+
     external = tmp_path / "external"
     synth.generate(external, 30, size=64, seed=9)
     assert main(["evaluate", run.id, "--data", str(external)]) == 0
