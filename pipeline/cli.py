@@ -252,8 +252,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         poll_s=args.poll,
         **({"name": args.name} if args.name else {}),
     )
-    console.print(f"worker {options.name} on {_store().url}")
-    executed = work(_store(), options)
+    store = _store()
+    console.print(f"worker {options.name} on {store.url}")
+    executed = work(store, options)
     console.print(f"worker {options.name}: {len(executed)} runs executed")
     return 0
 
@@ -316,7 +317,8 @@ def cmd_suite(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------------- runs, show
 def cmd_runs(args: argparse.Namespace) -> int:
-    runs = _store().list_runs(status=args.status, limit=args.limit)
+    store = _store()
+    runs = store.list_runs(status=args.status, limit=args.limit)
     if not runs:
         console.print("no runs yet: train one with `python -m pipeline train --preset smoke`")
         return 0
@@ -334,7 +336,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
         "ext AUC",
         "time",
     )
-    store = _store()
     for r in runs:
         ext = store.external_evals(r.id)
         table.add_row(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -77,20 +76,3 @@ def stratified_group_split(
 
     train, val, test = (np.array(sorted(a), dtype=np.int64) for a in assigned)
     return Split(train=train, val=val, test=test, seed=seed)
-
-
-def load_split(path: str | Path, relpaths: list[str]) -> Split:
-    """Read a split written by :meth:`Split.to_json` back into indices for ``relpaths``."""
-    data = json.loads(Path(path).read_text())
-    position = {p: i for i, p in enumerate(relpaths)}
-    missing = [p for name in SPLIT_NAMES for p in data[name] if p not in position]
-    if missing:
-        raise ValueError(
-            f"split {path} names {len(missing)} images that are not in the dataset "
-            f"(first: {missing[0]}); was the dataset folder changed since the run?"
-        )
-    parts = {
-        name: np.array(sorted(position[p] for p in data[name]), dtype=np.int64)
-        for name in SPLIT_NAMES
-    }
-    return Split(seed=int(data["seed"]), **parts)
