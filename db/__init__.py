@@ -10,11 +10,13 @@ from db.store import (
     EPOCH_METRICS,
     Epoch,
     ExternalEval,
+    Promotion,
     Run,
     RunNotFound,
     RunStore,
     StoreError,
     Suite,
+    Worker,
     default_url,
 )
 
@@ -23,10 +25,12 @@ __all__ = [
     "RUN_STATUSES",
     "Epoch",
     "ExternalEval",
+    "Promotion",
     "Run",
     "RunNotFound",
     "RunStore",
     "StoreError",
     "Suite",
+    "Worker",
     "default_url",
 ]

@@ -163,3 +163,26 @@ class ExternalEvalRow(Base):
     accuracy: Mapped[float | None] = mapped_column(Float)
     metrics_json: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PromotionRow(Base):
+    """A run promoted to be the model the public app serves; the newest promotion wins."""
+
+    __tablename__ = "promotions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    note: Mapped[str] = mapped_column(Text, default="")
+    promoted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WorkerRow(Base):
+    """A queue worker process, heart-beating while it lives (idle or training)."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    current_run: Mapped[str | None] = mapped_column(String(32))
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -27,7 +27,16 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, delete, event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import RUN_STATUSES, Base, EpochRow, ExternalEvalRow, RunRow, SuiteRow
+from db.models import (
+    RUN_STATUSES,
+    Base,
+    EpochRow,
+    ExternalEvalRow,
+    PromotionRow,
+    RunRow,
+    SuiteRow,
+    WorkerRow,
+)
 
 EPOCH_METRICS: tuple[str, ...] = (
     "loss",
@@ -166,6 +175,28 @@ class ExternalEval:
         if self.auc_lo is None or self.auc_hi is None:
             return None
         return (self.auc_lo, self.auc_hi)
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """A run promoted to be served by the public app, and when."""
+
+    id: int
+    run_id: str
+    note: str
+    promoted_at: datetime
+
+
+@dataclass(frozen=True)
+class Worker:
+    """A queue worker as last reported; ``alive`` means it heart-beat within the asked window."""
+
+    name: str
+    started_at: datetime
+    heartbeat_at: datetime
+    current_run: str | None
+    stopped_at: datetime | None
+    alive: bool
 
 
 def default_url() -> str:
@@ -561,6 +592,94 @@ class RunStore:
         )
         with self.session() as s:
             return [_external_eval(row) for row in s.scalars(query)]
+
+    # Serving: which run the public app uses
+
+    def promote(self, run_id: str, note: str = "") -> Promotion:
+        """Make a succeeded run the one the public app serves (the newest promotion wins).
+
+        Raises StoreError if the run did not succeed, RunNotFound if there is no such run.
+        """
+        run = self.get_run(run_id)
+        if run.status != "succeeded":
+            raise StoreError(f"cannot promote run {run.id}: it is {run.status}, not succeeded")
+        row = PromotionRow(run_id=run.id, note=note, promoted_at=_now())
+        with self.session() as s:
+            s.add(row)
+            s.flush()
+            return Promotion(row.id, row.run_id, row.note, row.promoted_at)
+
+    def promotions(self) -> list[Promotion]:
+        """Every promotion, newest first (the history shown on the dashboard)."""
+        query = select(PromotionRow).order_by(
+            PromotionRow.promoted_at.desc(), PromotionRow.id.desc()
+        )
+        with self.session() as s:
+            return [Promotion(r.id, r.run_id, r.note, r.promoted_at) for r in s.scalars(query)]
+
+    def served_run(self) -> Run | None:
+        """The run the public app should serve, or None when no model is available yet.
+
+        The newest promotion whose run still exists and succeeded; before any promotion, the
+        newest succeeded run named (or configured) as a baseline.
+        """
+        with self.session() as s:
+            promoted = s.scalars(
+                select(RunRow)
+                .join(PromotionRow, PromotionRow.run_id == RunRow.id)
+                .where(RunRow.status == "succeeded")
+                .order_by(PromotionRow.promoted_at.desc(), PromotionRow.id.desc())
+                .limit(1)
+            ).first()
+            if promoted is not None:
+                return _run(promoted)
+        for run in self.list_runs(status="succeeded"):
+            if "baseline" in run.name.lower() or run.config.get("name") == "baseline":
+                return run
+        return None
+
+    # Workers
+
+    def worker_alive(self, name: str, current_run: str | None = None) -> None:
+        """Record that worker ``name`` is alive now (registering it the first time)."""
+        now = _now()
+        with self.session() as s:
+            row = s.get(WorkerRow, name)
+            if row is None:
+                s.add(
+                    WorkerRow(name=name, started_at=now, heartbeat_at=now, current_run=current_run)
+                )
+            else:
+                row.heartbeat_at = now
+                row.current_run = current_run
+                row.stopped_at = None
+
+    def worker_stopped(self, name: str) -> None:
+        """Record that worker ``name`` exited cleanly."""
+        with self.session() as s:
+            s.execute(
+                update(WorkerRow)
+                .where(WorkerRow.name == name)
+                .values(stopped_at=_now(), current_run=None)
+            )
+
+    def workers(self, alive_within_s: float = 60.0) -> list[Worker]:
+        """Known workers, last seen first; ``alive``: beat within the window and not stopped."""
+        now = _now()
+        query = select(WorkerRow).order_by(WorkerRow.heartbeat_at.desc())
+        with self.session() as s:
+            return [
+                Worker(
+                    name=r.name,
+                    started_at=r.started_at,
+                    heartbeat_at=r.heartbeat_at,
+                    current_run=r.current_run,
+                    stopped_at=r.stopped_at,
+                    alive=r.stopped_at is None
+                    and (now - r.heartbeat_at).total_seconds() <= alive_within_s,
+                )
+                for r in s.scalars(query)
+            ]
 
 
 def _prepare_sqlite(engine: Engine) -> None:

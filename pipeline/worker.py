@@ -15,12 +15,15 @@ import os
 import shutil
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from db import Run, RunStore
 from pipeline import preprocess
@@ -100,24 +103,61 @@ def execute(store: RunStore, run: Run, options: WorkerOptions) -> Run:
     return done
 
 
+class _Presence:
+    """Heart-beats the worker's own row from a daemon thread, so that the dashboard can tell a
+    live worker (idle or training) from a dead one; the current run is reported with it."""
+
+    def __init__(self, store: RunStore, name: str, every_s: float) -> None:
+        self.store, self.name, self.every_s = store, name, every_s
+        self.current_run: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"worker-{name}", daemon=True)
+
+    def _beat(self) -> None:
+        while True:
+            try:
+                self.store.worker_alive(self.name, self.current_run)
+            except SQLAlchemyError as err:
+                print(f"worker heartbeat failed, retrying: {err}", file=sys.stderr)
+            if self._stop.wait(self.every_s):
+                return
+
+    def set_run(self, run_id: str | None) -> None:
+        self.current_run = run_id
+        self.store.worker_alive(self.name, run_id)
+
+    def __enter__(self) -> _Presence:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.store.worker_stopped(self.name)
+
+
 def work(store: RunStore, options: WorkerOptions) -> list[Run]:
     """Claim and train queued runs until the queue is empty (``once``) or ``max_runs`` ran.
 
-    Before each claim, runs whose worker died are failed or re-queued. Returns the runs this
-    worker executed, as stored when each ended.
+    Before each claim, runs whose worker died are failed or re-queued. The worker heart-beats
+    its own presence in the store while it lives. Returns the runs this worker executed, as
+    stored when each ended.
     """
     executed: list[Run] = []
-    while options.max_runs is None or len(executed) < options.max_runs:
-        for reaped in store.reap_stale(options.stale_after_s, requeue=options.requeue):
-            print(f"run {reaped.id}: its worker died; now {reaped.status}", flush=True)
-        run = store.claim_next(options.name)
-        if run is None:
-            if options.once:
-                break
-            time.sleep(options.poll_s)
-            continue
-        print(f"worker {options.name}: training run {run.id} ({run.name})", flush=True)
-        done = execute(store, run, options)
-        print(f"worker {options.name}: run {done.id} {done.status}", flush=True)
-        executed.append(done)
+    with _Presence(store, options.name, options.heartbeat_s) as presence:
+        while options.max_runs is None or len(executed) < options.max_runs:
+            for reaped in store.reap_stale(options.stale_after_s, requeue=options.requeue):
+                print(f"run {reaped.id}: its worker died; now {reaped.status}", flush=True)
+            run = store.claim_next(options.name)
+            if run is None:
+                if options.once:
+                    break
+                time.sleep(options.poll_s)
+                continue
+            print(f"worker {options.name}: training run {run.id} ({run.name})", flush=True)
+            presence.set_run(run.id)
+            done = execute(store, run, options)
+            presence.set_run(None)
+            print(f"worker {options.name}: run {done.id} {done.status}", flush=True)
+            executed.append(done)
     return executed

@@ -328,3 +328,40 @@ def test_run_ids_are_ten_hex_characters(store):
     ids = {make_run(store).id for _ in range(3)}
     assert len(ids) == 3
     assert all(len(i) == 10 and set(i) <= set("0123456789abcdef") for i in ids)
+
+
+def test_served_run_is_the_newest_baseline_until_one_is_promoted(store):
+    assert store.served_run() is None  # the public app says "no model available yet"
+    make_run(store, "succeeded", name="width-8-64")
+    assert store.served_run() is None
+    base = make_run(store, "succeeded", name="demo-baseline")
+    assert store.served_run().id == base.id
+
+    other = make_run(store, "succeeded", name="stride-2")
+    store.promote(other.id, note="best on tb-cxr")
+    assert store.served_run().id == other.id
+    assert [p.run_id for p in store.promotions()] == [other.id]
+
+    store.promote(base.id)
+    assert store.served_run().id == base.id
+    store.delete_run(base.id)  # a deleted promoted run falls back to the previous promotion
+    assert store.served_run().id == other.id
+
+
+@pytest.mark.parametrize("status", ["queued", "running", "failed"])
+def test_only_a_succeeded_run_can_be_promoted(store, status):
+    run = make_run(store, "running" if status == "failed" else status)
+    if status == "failed":
+        store.fail_run(run.id, "boom")
+    with pytest.raises(StoreError, match=f"it is {status}, not succeeded"):
+        store.promote(run.id)
+
+
+def test_workers_are_alive_while_they_beat_and_not_after_they_stop(store):
+    store.worker_alive("host:1")
+    store.worker_alive("host:2", current_run="abc")
+    alive = {w.name: w for w in store.workers()}
+    assert alive["host:2"].alive and alive["host:2"].current_run == "abc"
+    store.worker_stopped("host:1")
+    assert [w.name for w in store.workers() if w.alive] == ["host:2"]
+    assert not any(w.alive for w in store.workers(alive_within_s=-1))
