@@ -1,4 +1,4 @@
-"""``python -m pipeline``: make data, inspect it, train, list runs, evaluate and predict.
+"""``python -m pipeline``: make data, inspect it, train, list runs, evaluate, predict, explain.
 
 Heavy modules (TensorFlow) are imported inside the commands that need them, so ``--help`` and the
 store commands answer at once. Errors in what the user typed or pointed at are printed as one
@@ -432,6 +432,43 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+# -------------------------------------------------------------------------------------- explain
+def cmd_explain(args: argparse.Namespace) -> int:
+    import cv2
+    import numpy as np
+
+    from pipeline import explain
+    from pipeline.predictor import Predictor
+
+    predictor = Predictor.from_store(_store(), args.run_id)
+    methods = explain.METHODS if args.method == "all" else (args.method,)
+    prediction = predictor.predict(args.image)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = Path(args.image).stem
+    original = out / f"{stem}-input.png"
+    cv2.imwrite(str(original), prediction.image)
+    options = {"lime": {"num_samples": args.lime_samples}, "shap": {"max_evals": args.shap_evals}}
+    table = Table("method", "seconds", "file", title=f"{args.image} with run {args.run_id}")
+    heatmaps = {}
+    for method in methods:
+        result = explain.explain(
+            predictor.model, prediction.image, method, **options.get(method, {})
+        )
+        path = out / f"{stem}-{method}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(result.overlay(prediction.image), cv2.COLOR_RGB2BGR))
+        heatmaps[method] = result.heatmap
+        table.add_row(method, f"{result.seconds:.3f}", str(path))
+    np.savez_compressed(out / f"{stem}-heatmaps.npz", **heatmaps)
+    console.print(table)
+    console.print(
+        f"P(TB) {prediction.probability:.3f} — {prediction.verdict} "
+        f"(threshold {prediction.threshold:.4f}); model input {original}, "
+        f"raw heatmaps {out / f'{stem}-heatmaps.npz'}"
+    )
+    return 0
+
+
 # ----------------------------------------------------------------------------------------- main
 def _config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="baseline", help="smoke | baseline (default baseline)")
@@ -529,6 +566,16 @@ def _parser() -> argparse.ArgumentParser:
     p = add("predict", cmd_predict, "TB probability and verdict for images, with a run's model")
     p.add_argument("run_id")
     p.add_argument("images", nargs="+", help="PNG or JPEG files")
+
+    p = add("explain", cmd_explain, "heatmaps of what drove a run's verdict on one image")
+    p.add_argument("run_id")
+    p.add_argument("image", help="a PNG or JPEG file")
+    p.add_argument(
+        "--method", choices=["gradcam", "lime", "shap", "all"], default="all", help="default all"
+    )
+    p.add_argument("--out", default="explanations", help="output folder (default explanations)")
+    p.add_argument("--lime-samples", type=int, default=1000, help="LIME samples (default 1000)")
+    p.add_argument("--shap-evals", type=int, default=500, help="SHAP evaluations (default 500)")
     return parser
 
 
