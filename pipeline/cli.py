@@ -469,6 +469,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------- up
+def cmd_up(args: argparse.Namespace) -> int:
+    from pipeline import launch
+
+    return launch.up(
+        launch.services(args.dashboard_port, args.public_port, worker=not args.no_worker)
+    )
+
+
 # ----------------------------------------------------------------------------------------- main
 def _config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="baseline", help="smoke | baseline (default baseline)")
@@ -576,6 +585,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="explanations", help="output folder (default explanations)")
     p.add_argument("--lime-samples", type=int, default=1000, help="LIME samples (default 1000)")
     p.add_argument("--shap-evals", type=int, default=500, help="SHAP evaluations (default 500)")
+
+    p = add("up", cmd_up, "start the dashboard, the public app and a worker until Ctrl-C")
+    p.add_argument("--dashboard-port", type=int, default=8501, help="default 8501")
+    p.add_argument("--public-port", type=int, default=7860, help="default 7860")
+    p.add_argument("--no-worker", action="store_true", help="start no worker")
     return parser
 
 

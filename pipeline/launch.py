@@ -1,0 +1,97 @@
+"""``python -m pipeline up``: the dashboard, the public app and a worker, together.
+
+Each service runs as its own process (the Procfile's ``web``, ``public`` and ``worker``) on the
+same run store; this module starts them, prints where they listen, and stops them all on Ctrl-C
+or as soon as one of them exits. It is what ``make demo`` ends with.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Service:
+    """A named command line, and where a user finds it (empty for the worker)."""
+
+    name: str
+    argv: list[str]
+    url: str = ""
+
+
+def services(
+    dashboard_port: int = 8501, public_port: int = 7860, worker: bool = True
+) -> list[Service]:
+    """The commands that bring the lab up on localhost."""
+    py = sys.executable
+    out = [
+        Service(
+            "dashboard",
+            [
+                py,
+                "-m",
+                "streamlit",
+                "run",
+                str(ROOT / "dashboard" / "app.py"),
+                "--server.port",
+                str(dashboard_port),
+                "--server.address",
+                "127.0.0.1",
+                "--server.headless",
+                "true",
+                "--browser.gatherUsageStats",
+                "false",
+            ],
+            f"http://127.0.0.1:{dashboard_port}",
+        ),
+        Service(
+            "public app",
+            [py, "-m", "gradio_app", "--host", "127.0.0.1", "--port", str(public_port)],
+            f"http://127.0.0.1:{public_port}",
+        ),
+    ]
+    if worker:
+        out.append(Service("worker", [py, "-m", "pipeline", "worker"]))
+    return out
+
+
+def up(to_start: list[Service], poll_s: float = 1.0) -> int:
+    """Start every service, wait until one exits or Ctrl-C, then stop the others.
+
+    Returns 0 after Ctrl-C, else the exit status of the service that stopped first.
+    """
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    running: list[tuple[Service, subprocess.Popen[bytes]]] = []
+    try:
+        for service in to_start:
+            running.append((service, subprocess.Popen(service.argv, cwd=ROOT, env=env)))
+        for service, _ in running:
+            where = f" at {service.url}" if service.url else ""
+            print(f"started {service.name}{where}", flush=True)
+        print("Ctrl-C stops everything.", flush=True)
+        while True:
+            for service, proc in running:
+                code = proc.poll()
+                if code is not None:
+                    print(f"{service.name} exited with status {code}; stopping the rest")
+                    return code or 1
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for _, proc in running:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for _, proc in running:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
