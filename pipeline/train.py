@@ -30,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from tqdm import tqdm
 
 from db import Run, RunStore
-from pipeline import evaluate, inputs, preprocess
+from pipeline import evaluate, inputs, ood, preprocess
 from pipeline.config import RunConfig
 from pipeline.datasets import DatasetIndex
 from pipeline.enhance import PCADenoiser
@@ -319,6 +319,8 @@ def _train(
     )
     result["epochs_trained"] = len(history.get("loss", []))
     _write_artifacts(partial, cfg, data, model, history, scores, result)
+    # The public app's "Cannot assess" check: distance to these training features.
+    ood.save_reference(partial, model, data.arrays, data.split, seed=cfg.seed)
     partial.replace(final)
     return store.finish_run(
         run_id,

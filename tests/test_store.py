@@ -361,7 +361,8 @@ def test_workers_are_alive_while_they_beat_and_not_after_they_stop(store):
     store.worker_alive("host:1")
     store.worker_alive("host:2", current_run="abc")
     alive = {w.name: w for w in store.workers()}
-    assert alive["host:2"].alive and alive["host:2"].current_run == "abc"
+    assert alive["host:2"].alive
+    assert alive["host:2"].current_run == "abc"
     store.worker_stopped("host:1")
     assert [w.name for w in store.workers() if w.alive] == ["host:2"]
     assert not any(w.alive for w in store.workers(alive_within_s=-1))

@@ -69,7 +69,8 @@ def test_two_workers_drain_the_queue_each_run_exactly_once(phantoms):
     # Both workers registered themselves and said goodbye when the queue was empty.
     seen = {w.name: w for w in store.workers()}
     assert {"w1", "w2"} <= set(seen)
-    assert not seen["w1"].alive and seen["w1"].stopped_at is not None
+    assert not seen["w1"].alive
+    assert seen["w1"].stopped_at is not None
 
 
 @pytest.mark.parametrize("requeue", [False, True])

@@ -1,0 +1,284 @@
+"""The public Gradio app: upload a chest X-ray, get a verdict, the TB probability and heatmaps.
+
+``build_demo(source)`` only builds the ``gr.Blocks`` (queue included); ``python -m gradio_app``
+launches it. Three API endpoints, each named: ``/predict`` (verdict, probability and Grad-CAM at
+once), ``/lime`` and ``/shap`` (slower explanations, on request). Predictions and explanations
+run under separate concurrency ids, so a queue of slow explanations never holds up a verdict.
+
+Uploads reach the functions as a file path inside Gradio's upload folder: the app's image
+component decodes nothing itself (:func:`_undecoded`), so every file — broken, huge, 16-bit, not
+an image — goes through :func:`pipeline.images.read_image` and its limits, and a bad one gets a
+message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from gradio_app.card import model_card
+from gradio_app.service import (
+    ASSESSED,
+    CANNOT_ASSESS,
+    REFUSED,
+    Assessment,
+    Limits,
+    ModelSource,
+    no_model,
+)
+from pipeline.predictor import NEGATIVE, POSITIVE
+
+TITLE = "TB X-ray Lab — chest X-ray TB screening (research tool)"
+INTRO = (
+    "# TB X-ray Lab\n"
+    "Upload a **frontal chest X-ray** (PNG or JPEG): you get the probability of tuberculosis, a "
+    "verdict at the threshold the model was validated with, and a heatmap of the regions that "
+    "drove it. DICOM files are not supported yet (planned); export them as PNG or JPEG. "
+    "**This is a research tool, not a diagnosis.**"
+)
+_STYLES = {
+    NEGATIVE: ("#e7f6ec", "#1b7f3b"),
+    POSITIVE: ("#fff1e0", "#b35900"),
+    CANNOT_ASSESS: ("#eeeeee", "#444444"),
+}
+# Gradio finds the progress bar by a gr.Progress default; it gives every call its own.
+_PROGRESS = gr.Progress()
+# Heatmaps are S×S pixels (64-512) and uploads can be small: draw every image to fill its box.
+CSS = (
+    "#upload img, #gradcam img, #lime img, #shap img "
+    "{width: 100%; height: 100%; object-fit: contain;}"
+)
+_WAITING = "<div style='padding:12px;color:#666'>Upload a chest X-ray to get a verdict.</div>"
+
+
+def _undecoded(image: gr.Image) -> gr.Image:
+    """Make ``image`` hand its function the uploaded file's path, undecoded.
+
+    Stock ``gr.Image`` opens the upload with PIL before the function runs, so an empty file, a
+    non-image or a decompression bomb fails inside Gradio with a bare "Error". Here every file
+    goes to the app's own reader instead. (An instance attribute rather than a subclass: Gradio
+    writes a ``.pyi`` stub beside the source file of every component class it sees defined.)
+    """
+    image.preprocess = lambda payload: None if payload is None else payload.path
+    return image
+
+
+def build_demo(
+    source: ModelSource,
+    limits: Limits | None = None,
+    examples: Sequence[str | Path] = (),
+    *,
+    predict_concurrency: int = 2,
+    explain_concurrency: int = 1,
+    queue_size: int = 64,
+    keep_uploads_s: int = 600,
+) -> gr.Blocks:
+    """The app's ``gr.Blocks``, queue configured; launch it with ``**launch_options(limits)``.
+
+    ``source`` says which run to serve (re-checked on every request); ``examples`` are image
+    files offered under the upload box. At most ``predict_concurrency`` predictions and
+    ``explain_concurrency`` explanations run at once; at most ``queue_size`` requests wait.
+    Uploads and the heatmaps drawn from them are deleted ``keep_uploads_s`` seconds after they
+    were written (long enough to ask for LIME or SHAP of the same upload), and all of them when
+    the app stops.
+    """
+    limits = limits or Limits()
+
+    def predict(path: str | None) -> tuple[dict | None, dict | None, str, np.ndarray | None]:
+        if path is None:
+            return None, None, _WAITING, None
+        served = source.current()
+        a = no_model(source.problem) if served is None else served.assess(Path(path), limits)
+        return a.as_dict(), _label(a), _verdict_html(a), _gradcam_overlay(a)
+
+    def explainer(method: str) -> Any:
+        def run(
+            path: str | None, progress: gr.Progress = _PROGRESS
+        ) -> tuple[np.ndarray | None, str]:
+            if path is None:
+                return None, "Upload a chest X-ray first."
+            served = source.current()
+            if served is None:
+                return None, no_model(source.problem).reason
+            progress(0.0, desc=f"{method.upper()}: scoring perturbed copies of the image")
+            a, overlay = served.explain(
+                Path(path),
+                method,
+                limits,
+                progress=lambda f: progress(f, desc=f"{method.upper()}: scoring"),
+            )
+            if overlay is None:
+                return None, f"{CANNOT_ASSESS}: {a.reason}"
+            return overlay, _explain_note(method, a)
+
+        return run
+
+    def card() -> str:
+        served = source.current()
+        external = [] if served is None else source.store.external_evals(served.run.id)
+        return model_card(served, external, source.problem)
+
+    cleanup = (min(60, keep_uploads_s), keep_uploads_s)
+    with gr.Blocks(title=TITLE, delete_cache=cleanup) as demo:
+        gr.Markdown(INTRO)
+        with gr.Row():
+            with gr.Column(scale=1):
+                image = _undecoded(
+                    gr.Image(
+                        label="Chest X-ray (PNG or JPEG)",
+                        type="filepath",
+                        image_mode=None,
+                        sources=["upload", "clipboard"],
+                        height=360,
+                        elem_id="upload",
+                    )
+                )
+                gr.Markdown(
+                    f"Drag and drop, paste, or click to pick a file. Up to "
+                    f"{limits.max_bytes / 1e6:g} MB and {limits.max_pixels / 1e6:g} megapixels. "
+                    "Uploads are used for this answer only and deleted within minutes."
+                )
+                if examples:
+                    gr.Examples(
+                        examples=[[str(p)] for p in examples],
+                        inputs=[image],
+                        example_labels=[Path(p).stem for p in examples],
+                        label="Or try an example",
+                    )
+            with gr.Column(scale=1):
+                verdict = gr.HTML(_WAITING, label="Verdict", elem_id="verdict")
+                probability = gr.Label(label="Probability", elem_id="probability")
+                heatmap = gr.Image(
+                    label="Grad-CAM: where the model looked (red = strongest)",
+                    type="numpy",
+                    format="png",
+                    interactive=False,
+                    height=360,
+                    elem_id="gradcam",
+                )
+        with gr.Row():
+            with gr.Column():
+                lime_button = gr.Button("Explain with LIME (5–15 s)")
+                lime_image = gr.Image(
+                    label="LIME: superpixels that push towards TB",
+                    type="numpy",
+                    format="png",
+                    interactive=False,
+                    height=360,
+                    elem_id="lime",
+                )
+                lime_note = gr.Markdown(label="LIME note")
+            with gr.Column():
+                shap_button = gr.Button("Explain with SHAP (5–15 s)")
+                shap_image = gr.Image(
+                    label="SHAP: red pushes towards TB, blue away",
+                    type="numpy",
+                    format="png",
+                    interactive=False,
+                    height=360,
+                    elem_id="shap",
+                )
+                shap_note = gr.Markdown(label="SHAP note")
+        with gr.Accordion("Details (what the API returns)", open=False):
+            details = gr.JSON(label="Result")
+        card_md = gr.Markdown(elem_id="model-card")
+
+        predicted = image.change(
+            predict,
+            inputs=image,
+            outputs=[details, probability, verdict, heatmap],
+            api_name="predict",
+            api_description=(
+                "Verdict, P(TB) and Grad-CAM of one chest X-ray. Returns (result, probability "
+                "label, verdict HTML, Grad-CAM overlay); result is a dict with 'verdict' (one "
+                f"of {NEGATIVE!r}, {POSITIVE!r}, {CANNOT_ASSESS!r}), 'probability' (None when "
+                "it cannot be assessed), 'reason', 'threshold' and 'run_id'."
+            ),
+            concurrency_id="predict",
+            concurrency_limit=predict_concurrency,
+            show_progress="minimal",
+        )
+        predicted.then(card, outputs=card_md, queue=False, api_visibility="private")
+        image.change(
+            lambda: (None, "", None, ""),
+            outputs=[lime_image, lime_note, shap_image, shap_note],
+            queue=False,
+            api_visibility="private",
+        )
+        for button, method, out_image, note in (
+            (lime_button, "lime", lime_image, lime_note),
+            (shap_button, "shap", shap_image, shap_note),
+        ):
+            button.click(
+                explainer(method),
+                inputs=image,
+                outputs=[out_image, note],
+                api_name=method,
+                api_description=f"{method.upper()} heatmap over the prepared image, and a note.",
+                concurrency_id="explain",
+                concurrency_limit=explain_concurrency,
+            )
+        demo.load(card, outputs=card_md, queue=False, api_visibility="private")
+    demo.queue(max_size=queue_size, default_concurrency_limit=1)
+    return demo
+
+
+def launch_options(limits: Limits | None = None) -> dict[str, Any]:
+    """``demo.launch`` settings the app needs wherever it runs (``__main__``, tests, benchmarks).
+
+    Gradio itself refuses uploads over the size limit (the browser says so before sending);
+    errors show no tracebacks; the run history, which would keep X-rays in the browser of a
+    possibly shared computer, is off. Gradio keeps a copy of every component's settings per
+    session (each API call is a session) up to ``state_session_capacity``; the app keeps no
+    per-session state, so a small capacity stops that memory growing with traffic (about
+    100 KB per request otherwise, up to the default 10,000 sessions).
+    """
+    limits = limits or Limits()
+    return {
+        "max_file_size": limits.max_bytes,
+        "show_error": False,
+        "run_history": False,
+        "footer_links": ["api", "gradio", "settings"],
+        "mcp_server": False,
+        "ssr_mode": False,
+        "css": CSS,
+        "state_session_capacity": 256,
+    }
+
+
+def _label(a: Assessment) -> dict[str, float] | None:
+    if a.probability is None or a.status != ASSESSED:
+        return None
+    return {"TB": a.probability, "Normal": 1.0 - a.probability}
+
+
+def _verdict_html(a: Assessment) -> str:
+    background, colour = _STYLES[a.verdict]
+    why = "Upload refused" if a.status == REFUSED else "Why"
+    return (
+        f"<div style='padding:14px;border-radius:8px;background:{background};'>"
+        f"<div style='font-size:1.6em;font-weight:600;color:{colour}'>"
+        f"{html.escape(a.verdict)}</div>"
+        f"<div style='margin-top:6px;color:#333'>{why}: {html.escape(a.reason)}</div>"
+        "</div>"
+    )
+
+
+def _gradcam_overlay(a: Assessment) -> np.ndarray | None:
+    if a.heatmap is None or a.image is None:
+        return None
+    from pipeline.explain import overlay
+
+    return overlay(a.image, a.heatmap)
+
+
+def _explain_note(method: str, a: Assessment) -> str:
+    return (
+        f"{method.upper()} on the image as the model sees it ({a.image.shape[0]} px); "
+        f"P(TB) = {a.probability:.3f} — {a.verdict}. {a.reason}."
+    )

@@ -1,0 +1,90 @@
+"""The model card shown with every verdict: which run, how good it is, its data, its limits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from db import ExternalEval
+from gradio_app.service import ServedModel
+
+DISCLAIMER = (
+    "**A research tool, not a diagnosis.** It has not been cleared for clinical use. A verdict "
+    "here must never replace a clinician, a radiologist or a microbiological test (sputum "
+    "smear, culture, Xpert MTB/RIF)."
+)
+
+
+def model_card(
+    served: ServedModel | None, external: list[ExternalEval], problem: str | None = None
+) -> str:
+    """Markdown describing the served run, or saying that no model is available yet.
+
+    ``problem``: why the run the store names is not the one served (it failed to load).
+    """
+    warning = f"> **Note:** {problem}.\n\n" if problem else ""
+    if served is None:
+        return (
+            "### No model is available yet\n\n"
+            + warning
+            + "The team trains one with `python -m pipeline train --preset baseline` or promotes "
+            "a run from the dashboard; this page picks it up by itself.\n\n" + DISCLAIMER
+        )
+    run, cfg = served.run, served.predictor.config
+    m = run.metrics
+    lines = [
+        f"### Model card — run `{run.id}` ({run.name})",
+        "",
+        warning,
+        f"- **Trained** {run.finished_at:%Y-%m-%d} on **{_data_summary(served)}**, at "
+        f"{cfg.data.image_size}×{cfg.data.image_size} px, enhancement `{cfg.data.enhancement}`.",
+        f"- **Held-out test set** ({m.get('n', '?')} images, {m.get('n_pos', '?')} TB): "
+        f"AUC {_ci(run.auc, m.get('auc_ci'))}, sensitivity "
+        f"{_ci(run.sensitivity, m.get('sensitivity_ci'))}, specificity "
+        f"{_ci(run.specificity, m.get('specificity_ci'))} (95 % bootstrap intervals).",
+        f"- **Threshold** {run.threshold:.3f}, chosen on the validation split "
+        f"(rule `{cfg.eval.threshold_rule}`) and applied unchanged; the WHO screening target "
+        f"(sensitivity ≥ 90 %, specificity ≥ 70 %) is "
+        f"{'met' if run.who_met else 'not met'} on the test set.",
+    ]
+    for ev in external:
+        lines.append(
+            f"- **Another collection** ({Path(ev.dataset_path).name}, {ev.n_images} images): "
+            f"AUC {_ci(ev.auc, ev.metrics.get('auc_ci'))}, sensitivity {_pct(ev.sensitivity)}, "
+            f"specificity {_pct(ev.specificity)} — expect it to do this much worse on X-rays "
+            "from hospitals and machines it has not seen."
+        )
+    lines += [
+        f'- **"Cannot assess"**: an upload must pass image checks (not colour, blank, noise or '
+        f"an odd shape) and look like the training X-rays to the model (reference "
+        f"{served.reference_note}).",
+        "",
+        DISCLAIMER,
+    ]
+    return "\n".join(lines)
+
+
+def _data_summary(served: ServedModel) -> str:
+    """'tb-cxr (650 training, 93 validation, 186 test images)' from the run's split.json."""
+    name = Path(served.predictor.config.data.path).name
+    split_file = Path(served.run.artifacts_dir or "") / "split.json"
+    if not split_file.is_file():
+        return name
+    split = json.loads(split_file.read_text())
+    counts = ", ".join(
+        f"{len(split.get(part, []))} {label}"
+        for part, label in (("train", "training"), ("val", "validation"), ("test", "test"))
+    )
+    return f"{name} ({counts} images)"
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.0%}"
+
+
+def _ci(x: float | None, ci: list[float] | None) -> str:
+    if x is None:
+        return "n/a"
+    if not ci or None in ci:
+        return f"{x:.3f}"
+    return f"{x:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"

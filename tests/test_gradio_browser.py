@@ -1,0 +1,107 @@
+"""The public app in a real browser (headless Chromium through Playwright), as a visitor sees it.
+
+Needs Debian's Chromium at /usr/bin/chromium (Playwright's own browser download is not used) and
+is skipped, saying so, without it. Screenshots go to the test's temporary folder; with
+``TBXRAY_UPDATE_SCREENSHOTS=1`` they also replace ``docs/gradio-*.png`` (shown in the README).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gradio_app.service import ModelSource
+from tests.test_gradio_app import phantom_pair, png, running_app, train_tiny_run
+
+CHROMIUM = Path("/usr/bin/chromium")
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+VERDICT_SHOWN = "el => /No signs of TB|Possible TB|Cannot assess/.test(el.innerText)"
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning"),
+    pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"no Chromium at {CHROMIUM}"),
+]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("gradio-browser")
+    store = train_tiny_run(root)
+    example = root / "phantom-tb.png"
+    example.write_bytes(png(phantom_pair(0)[1]))
+    with running_app(ModelSource(store, refresh_s=0), examples=[example]) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, app_url):
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.goto(app_url)
+    page.wait_for_selector("#upload input[type=file]", state="attached", timeout=30_000)
+    yield page
+    context.close()
+
+
+def _keep(page, tmp_path: Path, name: str) -> Path:
+    shot = tmp_path / name
+    page.screenshot(path=str(shot), full_page=True)
+    if os.environ.get("TBXRAY_UPDATE_SCREENSHOTS") == "1":
+        DOCS.mkdir(exist_ok=True)
+        shutil.copyfile(shot, DOCS / name)
+    return shot
+
+
+def test_an_upload_shows_verdict_probability_heatmap_and_model_card(page, tmp_path):
+    upload = tmp_path / "chest.png"
+    upload.write_bytes(png(phantom_pair(3)[1]))
+    page.set_input_files("#upload input[type=file]", str(upload))
+    verdict = page.locator("#verdict")
+    verdict.wait_for(timeout=30_000)
+    page.wait_for_function(f"({VERDICT_SHOWN})(document.querySelector('#verdict'))")
+    assert "P(TB)" in verdict.inner_text()
+    page.locator("#gradcam img").wait_for(timeout=30_000)
+    assert "%" in page.locator("#probability").inner_text()
+    card = page.locator("#model-card")
+    assert "Model card" in card.inner_text()
+    assert "not a diagnosis" in card.inner_text()
+    shot = _keep(page, tmp_path, "gradio-app.png")
+    assert shot.stat().st_size > 10_000
+
+
+def test_a_photo_is_answered_cannot_assess_with_the_reason(page, tmp_path):
+    import skimage.data
+
+    photo = tmp_path / "holiday.jpg"
+    photo.write_bytes(png(skimage.data.chelsea(), "JPEG"))
+    page.set_input_files("#upload input[type=file]", str(photo))
+    page.wait_for_function(f"({VERDICT_SHOWN})(document.querySelector('#verdict'))")
+    text = page.locator("#verdict").inner_text()
+    assert "Cannot assess" in text
+    assert "colour picture" in text
+    assert page.locator("#gradcam img").count() == 0
+    _keep(page, tmp_path, "gradio-cannot-assess.png")
+
+
+def test_lime_and_shap_run_on_request_for_a_picked_example(page, tmp_path):
+    page.get_by_text("phantom-tb").first.click()
+    page.wait_for_function(f"({VERDICT_SHOWN})(document.querySelector('#verdict'))")
+    for method in ("LIME", "SHAP"):
+        page.get_by_role("button", name=f"Explain with {method}").click()
+    for method in ("LIME", "SHAP"):
+        page.get_by_text(f"{method} on the image as the model sees it").wait_for(timeout=60_000)
+        assert page.locator(f"#{method.lower()} img").is_visible()
+    _keep(page, tmp_path, "gradio-explanations.png")
