@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-requirements
 PHANTOMS := data/phantoms
 
-.PHONY: setup demo test lint format clean
+.PHONY: setup browser demo test lint format clean
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,16 +14,25 @@ $(STAMP): requirements.txt
 
 setup: $(STAMP)  ## create .venv with the pinned requirements
 
-demo: setup  ## make the phantom dataset, train the baseline on it, print its metrics
+# The browser tests drive Debian's Chromium; without it they are skipped, saying so.
+browser:  ## install Debian's chromium for the browser tests (needs root or sudo)
+	@command -v chromium >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver \
+		|| echo "chromium could not be installed: the browser tests will be skipped"; }
+
+demo: setup  ## phantom dataset, the baseline trained on it, then dashboard + public app + worker
 	$(PY) -m pipeline synth --out $(PHANTOMS) --n 600
 	$(PY) -m pipeline train --preset baseline --data $(PHANTOMS) --name demo-baseline
 	$(PY) -m pipeline runs
+	$(PY) -m pipeline up
 
 lint: setup  ## ruff lint + format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint  ## lint, then the whole test suite
+test: lint browser  ## lint, then the whole test suite
 	$(VENV)/bin/pytest
 
 format: setup

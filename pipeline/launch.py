@@ -49,6 +49,8 @@ def services(
                 "true",
                 "--browser.gatherUsageStats",
                 "false",
+                "--client.toolbarMode",
+                "viewer",
             ],
             f"http://127.0.0.1:{dashboard_port}",
         ),

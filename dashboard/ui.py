@@ -1,0 +1,220 @@
+"""What the dashboard pages share: the store, page paths, run pickers, empty states, workers,
+run artifacts and the cached model.
+
+Pages stay thin: they read inputs, call ``pipeline`` and ``db`` through these helpers and
+render. TensorFlow is imported only by :func:`predictor`, which only the pages that need a
+model call.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from db import Run, RunStore, Worker, default_url
+from pipeline import preprocess
+from pipeline.worker import log_path
+
+if TYPE_CHECKING:
+    from pipeline.predictor import Predictor
+
+ROOT = Path(__file__).resolve().parents[1]
+# Page files relative to app.py, for st.page_link and st.switch_page.
+LEADERBOARD = "views/leaderboard.py"
+DATASET = "views/dataset.py"
+LAUNCH = "views/launch.py"
+RUN = "views/run.py"
+COMPARE = "views/compare.py"
+EXPLAIN = "views/explain.py"
+PUBLISH = "views/publish.py"
+# How often live views (running runs, the queue) re-read the store, in seconds.
+LIVE_EVERY_S = 3.0
+ACTIVE = ("queued", "running")
+
+
+@st.cache_resource(show_spinner=False)
+def _store(url: str) -> RunStore:
+    return RunStore(url)
+
+
+def store() -> RunStore:
+    """The run store of this process (``TBXRAY_DB_URL`` or ``<runs dir>/tbxray.db``)."""
+    return _store(default_url())
+
+
+def run_label(run: Run) -> str:
+    """``baseline · 3f9a1c · AUC 0.912`` for pickers (the status instead while it has none)."""
+    result = f"AUC {run.auc:.3f}" if run.auc is not None else run.status
+    return f"{run.name} · {run.id[:6]} · {result}"
+
+
+def pick_run(runs: list[Run], *, key: str, label: str = "Run", param: str = "run") -> Run | None:
+    """A run picker preset from the ``?run=`` query parameter, which it keeps in step so that
+    the page's address can be shared. None when ``runs`` is empty."""
+    if not runs:
+        return None
+    by_id = {r.id: r for r in runs}
+    wanted = st.query_params.get(param)
+    ids = list(by_id)
+    index = next((i for i, rid in enumerate(ids) if wanted and rid.startswith(wanted)), 0)
+    chosen = st.selectbox(
+        label, ids, index=index, format_func=lambda i: run_label(by_id[i]), key=key
+    )
+    if st.query_params.get(param) != chosen:
+        st.query_params[param] = chosen
+    return by_id[chosen]
+
+
+def no_runs_yet(what: str = "runs") -> None:
+    """The empty state of pages that show runs: say so and point at Launch."""
+    st.info(f"No {what} yet. Launch a run or an experiment suite, then start a worker.")
+    st.page_link(LAUNCH, label="Go to Launch", icon=":material/rocket_launch:")
+
+
+def known_datasets(s: RunStore) -> list[str]:
+    """Dataset folders worth offering: the project's data/, ../shared/data and those of runs."""
+    candidates = [Path("data/phantoms")]
+    # Folders that trained successfully first: a failed run's folder may be the reason.
+    runs = sorted(s.list_runs(limit=200), key=lambda r: r.status != "succeeded")
+    for run in runs:
+        path = run.config.get("data", {}).get("path")
+        if path:
+            candidates.append(Path(path))
+    for parent in (ROOT / "data", ROOT.parent / "shared" / "data"):
+        if parent.is_dir():
+            candidates += sorted(p for p in parent.iterdir() if p.is_dir())
+    seen: dict[str, None] = {}
+    for path in candidates:
+        if path.is_dir():
+            seen.setdefault(str(path.resolve()), None)
+    return list(seen)
+
+
+def alive_workers(s: RunStore) -> list[Worker]:
+    """Workers that heart-beat within the last minute and have not stopped."""
+    return [w for w in s.workers() if w.alive]
+
+
+def start_worker() -> tuple[int, Path]:
+    """Start ``python -m pipeline worker`` in the background, on this dashboard's store.
+
+    The worker gets this process's environment (``TBXRAY_RUNS_DIR``, ``TBXRAY_DB_URL``) and
+    working directory, outlives the dashboard (its own session) and writes to a log file under
+    the runs folder. Returns its process id and log path.
+    """
+    logs = preprocess.runs_dir() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"worker-{datetime.now(UTC):%Y%m%d-%H%M%S}.log"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "worker"],
+            cwd=os.getcwd(),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return process.pid, log
+
+
+def worker_panel(s: RunStore, *, key: str) -> None:
+    """Workers alive on this store, or a button that starts one when none is."""
+    alive = alive_workers(s)
+    if alive:
+        names = ", ".join(
+            f"{w.name} ({'training ' + w.current_run[:6] if w.current_run else 'idle'})"
+            for w in alive
+        )
+        st.caption(f":green[●] {len(alive)} worker{'s' if len(alive) > 1 else ''} alive: {names}")
+        return
+    started = st.session_state.get("started_worker")
+    if started and time.monotonic() - started[2] < 60:
+        st.caption(f":orange[●] worker started (pid {started[0]}), registering… log: {started[1]}")
+        return
+    st.warning("No worker is alive: queued runs will wait until one starts.")
+    if st.button("Start a local worker", key=key, icon=":material/play_arrow:"):
+        pid, log = start_worker()
+        st.session_state["started_worker"] = (pid, str(log), time.monotonic())
+        st.rerun()
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    """A metric for display; ``—`` when missing."""
+    return "—" if value is None or pd.isna(value) else f"{value:.{digits}f}"
+
+
+def fmt_ci(value: float | None, lo: float | None, hi: float | None) -> str:
+    """``0.912 (0.880–0.940)``, or the value alone without an interval."""
+    if value is None:
+        return "—"
+    if lo is None or hi is None:
+        return fmt(value)
+    return f"{value:.3f} ({lo:.3f}–{hi:.3f})"
+
+
+def duration(seconds: float | None) -> str:
+    """``42 s`` or ``3 min 07 s``; ``—`` when unknown."""
+    if seconds is None:
+        return "—"
+    s = round(seconds)
+    return f"{s} s" if s < 60 else f"{s // 60} min {s % 60:02d} s"
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _predictions(path: str, mtime: float) -> pd.DataFrame:
+    return pd.read_csv(path)
+
+
+def predictions(run: Run) -> pd.DataFrame:
+    """The run's ``predictions.csv`` (split, path, label, score) with ``file`` added: the image's
+    absolute path under the run's dataset folder. Empty when the run has no artifacts."""
+    if not run.artifacts_dir:
+        return pd.DataFrame(columns=["split", "path", "label", "score", "file"])
+    path = Path(run.artifacts_dir) / "predictions.csv"
+    if not path.exists():
+        return pd.DataFrame(columns=["split", "path", "label", "score", "file"])
+    frame = _predictions(str(path), path.stat().st_mtime)
+    root = Path(run.config.get("data", {}).get("path", "."))
+    return frame.assign(file=[str(root / p) for p in frame["path"]])
+
+
+def test_scores(run: Run) -> tuple[np.ndarray, np.ndarray]:
+    """Test labels (int) and P(TB) scores (float) from predictions.csv."""
+    test = predictions(run)
+    test = test[test["split"] == "test"]
+    return test["label"].to_numpy(dtype=int), test["score"].to_numpy(dtype=float)
+
+
+def log_tail(run: Run, lines: int = 60) -> str | None:
+    """The last ``lines`` lines of the run's training log, or None when there is none."""
+    path = log_path(run)
+    if not path.exists():
+        return None
+    text = path.read_text(errors="replace").splitlines()
+    return "\n".join(text[-lines:])
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
+def _predictor(run_dir: str) -> Predictor:
+    from pipeline.predictor import Predictor
+
+    return Predictor(run_dir)
+
+
+def predictor(run: Run) -> Predictor:
+    """The run's loaded model and preprocessing, cached per run (imports TensorFlow)."""
+    if run.status != "succeeded" or not run.artifacts_dir:
+        raise ValueError(f"run {run.id} is {run.status}; only a succeeded run has a model")
+    return _predictor(run.artifacts_dir)

@@ -1,0 +1,169 @@
+"""Compare: 2–6 runs side by side (config diff, metrics, ROC and learning curves), and an
+experiment suite's settings against a metric with error bars over seeds."""
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, tables, ui
+from pipeline import experiments
+
+st.title("Compare")
+store = ui.store()
+runs = store.list_runs()
+if not runs:
+    ui.no_runs_yet()
+    st.stop()
+by_id = {r.id: r for r in runs}
+
+tab_runs, tab_suite = st.tabs(["Runs", "Suite"])
+
+with tab_runs:
+    wanted = [w for w in st.query_params.get("runs", "").split(",") if w in by_id]
+    succeeded = [r.id for r in runs if r.status == "succeeded"]
+    chosen_ids = st.multiselect(
+        "Runs (2–6)",
+        list(by_id),
+        default=wanted or succeeded[:2],
+        format_func=lambda i: ui.run_label(by_id[i]),
+        max_selections=6,
+        key="cmp.runs",
+    )
+    if st.query_params.get("runs", "") != ",".join(chosen_ids):
+        st.query_params["runs"] = ",".join(chosen_ids)
+    chosen = [by_id[i] for i in chosen_ids]
+    if len(chosen) < 2:
+        st.info("Pick at least two runs (tick them on the Leaderboard, or choose them here).")
+    else:
+        labels = tables.run_labels(chosen)
+        st.subheader("Metrics")
+        rows = {
+            "status": [r.status for r in chosen],
+            "AUC (95% CI)": [ui.fmt_ci(r.auc, r.auc_lo, r.auc_hi) for r in chosen],
+            "sensitivity (95% CI)": [
+                ui.fmt_ci(r.sensitivity, r.sensitivity_lo, r.sensitivity_hi) for r in chosen
+            ],
+            "specificity (95% CI)": [
+                ui.fmt_ci(r.specificity, r.specificity_lo, r.specificity_hi) for r in chosen
+            ],
+            "F1": [ui.fmt(r.f1) for r in chosen],
+            "accuracy": [ui.fmt(r.accuracy) for r in chosen],
+            "threshold": [ui.fmt(r.threshold, 4) for r in chosen],
+            "WHO target": [
+                "—" if r.who_met is None else "met" if r.who_met else "not met" for r in chosen
+            ],
+            "external AUC": [],
+            "epochs trained": [str(r.metrics.get("epochs_trained", "—")) for r in chosen],
+            "duration": [ui.duration(r.duration_s) for r in chosen],
+        }
+        for r in chosen:
+            ext = store.external_evals(r.id)
+            rows["external AUC"].append(
+                f"{ui.fmt(ext[0].auc)} ({ext[0].dataset_path.rsplit('/', 1)[-1]})" if ext else "—"
+            )
+        st.dataframe(
+            pd.DataFrame.from_dict(rows, orient="index", columns=labels),
+            height=36 * (len(rows) + 1) + 2,
+            key="cmp.metrics",
+        )
+
+        st.subheader("Config differences")
+        diff = tables.config_diff(chosen)
+        if diff.empty:
+            st.caption("The configs are identical.")
+        else:
+            st.dataframe(diff, key="cmp.diff")
+
+        c_roc, c_curve = st.columns(2)
+        with c_roc:
+            st.markdown("**ROC** (test)")
+            done = [(label, r) for label, r in zip(labels, chosen, strict=True) if r.metrics]
+            st.plotly_chart(
+                charts.roc(
+                    [(label, r.metrics.get("roc", {})) for label, r in done],
+                    [
+                        (1 - r.specificity, r.sensitivity)
+                        for _, r in done
+                        if r.specificity is not None
+                    ],
+                ),
+                key="cmp.roc",
+            )
+        with c_curve:
+            metric = st.segmented_control(
+                "Learning curves", ["auc", "loss", "accuracy"], default="auc", key="cmp.metric"
+            )
+            histories = [
+                (label, store.epochs(r.id)) for label, r in zip(labels, chosen, strict=True)
+            ]
+            st.plotly_chart(charts.overlaid_curves(histories, metric or "auc"), key="cmp.curves")
+
+with tab_suite:
+    suites = store.list_suites()
+    if not suites:
+        st.info("No experiment suite launched yet.")
+        st.page_link(ui.LAUNCH, label="Launch a suite", icon=":material/rocket_launch:")
+    else:
+        suite_ids = [s.id for s in suites]
+        names = {s.id: f"{s.name} · {s.id[:6]} · {s.created_at:%Y-%m-%d %H:%M}" for s in suites}
+        wanted_suite = st.query_params.get("suite")
+        suite_id = st.selectbox(
+            "Suite",
+            suite_ids,
+            index=suite_ids.index(wanted_suite) if wanted_suite in suite_ids else 0,
+            format_func=names.get,
+            key="cmp.suite",
+        )
+        try:
+            summary = experiments.summary(store, suite_id)
+        except ValueError as err:
+            st.error(str(err))
+            st.stop()
+        st.caption(summary.attrs.get("question", ""))
+        metric = st.segmented_control(
+            "Metric",
+            ["auc", "sensitivity", "specificity"],
+            default="auc",
+            key="cmp.suite_metric",
+        )
+        st.plotly_chart(charts.factor_chart(summary, metric or "auc"), key="cmp.factor")
+        shown = pd.DataFrame(
+            {
+                "": [
+                    "★" if b else "≈" if i else ""
+                    for b, i in zip(summary["best"], summary["indistinguishable"], strict=True)
+                ],
+                "setting": summary["setting"],
+                "ok / runs": [
+                    f"{s}/{r}" for s, r in zip(summary["succeeded"], summary["runs"], strict=True)
+                ],
+                "AUC": [
+                    tables.mean_std(m, s)
+                    for m, s in zip(summary["auc_mean"], summary["auc_std"], strict=True)
+                ],
+                "AUC 95% CI": [
+                    "—" if pd.isna(lo) else f"{lo:.3f}–{hi:.3f}"
+                    for lo, hi in zip(summary["auc_lo"], summary["auc_hi"], strict=True)
+                ],
+                "sensitivity": [
+                    tables.mean_std(m, s)
+                    for m, s in zip(
+                        summary["sensitivity_mean"], summary["sensitivity_std"], strict=True
+                    )
+                ],
+                "specificity": [
+                    tables.mean_std(m, s)
+                    for m, s in zip(
+                        summary["specificity_mean"], summary["specificity_std"], strict=True
+                    )
+                ],
+                "F1": [ui.fmt(v) for v in summary["f1_mean"]],
+                "wall time": [ui.duration(v) for v in summary["wall_time_s"]],
+            }
+        )
+        st.dataframe(shown, hide_index=True, key="cmp.summary")
+        st.caption(
+            "★ best mean AUC · ≈ its AUC interval overlaps the best's: not distinguishable. "
+            "Means and standard deviations are over seeds, succeeded runs only."
+        )
+        for s in summary.attrs.get("skipped", []):
+            st.caption(f"skipped {experiments.setting_label(s['setting'])}: {s['reason']}")

@@ -1,0 +1,148 @@
+"""Explain: one image through a succeeded run — P(TB) and the verdict at the run's threshold,
+Grad-CAM at once, LIME and SHAP on request, side by side with the image the model saw.
+
+The only page (with the Run page's heatmaps) that loads a model, and so TensorFlow; the
+model is cached per run."""
+
+import hashlib
+from pathlib import Path
+
+import streamlit as st
+
+from dashboard import ui
+from pipeline import images
+
+st.title("Explain")
+store = ui.store()
+done = store.list_runs(status="succeeded")
+if not done:
+    ui.no_runs_yet("succeeded runs")
+    st.stop()
+
+run = ui.pick_run(done, key="ex.run")
+source = st.segmented_control(
+    "Image", ["test set", "upload"], default="test set", key="ex.source", required=True
+)
+truth = None
+if source == "upload":
+    upload = st.file_uploader(
+        "A chest X-ray (PNG, JPEG, BMP or TIFF)",
+        type=["png", "jpg", "jpeg", "bmp", "tif", "tiff"],
+        key="ex.upload",
+    )
+    if upload is None:
+        st.info("Upload an image to explain it.")
+        st.stop()
+    data, name = upload.getvalue(), upload.name
+else:
+    preds = ui.predictions(run)
+    test = preds[preds["split"] == "test"]
+    if test.empty:
+        st.warning("This run has no test predictions; upload an image instead.")
+        st.stop()
+    which = st.segmented_control(
+        "Show",
+        ["all", "TB", "normal", "misclassified"],
+        default="all",
+        key="ex.filter",
+        required=True,
+    )
+    called = (test["score"] >= run.threshold).astype(int)
+    subset = {
+        "all": test,
+        "TB": test[test["label"] == 1],
+        "normal": test[test["label"] == 0],
+        "misclassified": test[called != test["label"]],
+    }[which or "all"]
+    if subset.empty:
+        st.info(f"No {which} image in this run's test set.")
+        st.stop()
+    row = st.selectbox(
+        "Test image",
+        list(subset.index),
+        format_func=lambda i: (
+            f"{test.at[i, 'path']} · {'TB' if test.at[i, 'label'] else 'normal'}"
+            f" · P(TB) {test.at[i, 'score']:.2f}"
+        ),
+        key="ex.image",
+    )
+    path = Path(test.at[row, "file"])
+    truth = "TB" if test.at[row, "label"] == 1 else "normal"
+    name = str(test.at[row, "path"])
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        st.error(f"Cannot read {path}: {err.strerror}. Was the dataset moved?")
+        st.stop()
+
+try:
+    img = images.read_image(data)
+except images.ImageError as err:
+    st.error(f"{name}: {err.reason}", icon=":material/error:")
+    st.stop()
+
+from pipeline import explain  # noqa: E402 - TensorFlow, only once there is an image to explain
+
+try:
+    predictor = ui.predictor(run)
+except (OSError, ValueError) as err:
+    st.error(f"Cannot load run {run.id}'s model: {err}")
+    st.stop()
+prediction = predictor.predict(img)
+prepared = prediction.image
+image_key = hashlib.sha1(data).hexdigest()[:16]
+
+c = st.columns(4)
+c[0].metric("P(TB)", f"{prediction.probability:.3f}")
+c[1].metric("verdict", "TB" if prediction.probability >= prediction.threshold else "normal")
+c[2].metric("threshold", f"{prediction.threshold:.4f}", help="chosen on the run's validation split")
+c[3].metric("true label", truth or "unknown")
+st.caption(f"{prediction.verdict} · run {run.name} ({run.id[:6]}) · {name}")
+
+alpha = st.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="ex.alpha")
+results = st.session_state.setdefault("ex.results", {})
+cols = st.columns(4)
+side = prepared.shape[0]
+cols[0].image(
+    prepared, caption=f"what the model sees ({side}×{side}, preprocessed)", width="stretch"
+)
+try:
+    cam = explain.explain(predictor.model, prepared, "gradcam")
+except explain.ExplainError as err:
+    cols[1].error(str(err))
+else:
+    cols[1].image(
+        cam.overlay(prepared, alpha),
+        caption=f"Grad-CAM ({cam.seconds * 1000:.0f} ms)",
+        width="stretch",
+    )
+
+DESCRIPTIONS = {
+    "lime": ("LIME", "superpixels switched off at random; a local linear model of P(TB)"),
+    "shap": ("SHAP", "Partition SHAP over image regions; red pushes towards TB, blue away"),
+}
+for col, (method, (title, what)) in zip(cols[2:], DESCRIPTIONS.items(), strict=True):
+    key = (run.id, image_key, method)
+    with col:
+        if key in results:
+            result = results[key]
+            st.image(
+                result.overlay(prepared, alpha),
+                caption=f"{title} ({result.seconds:.1f} s)",
+                width="stretch",
+            )
+        elif st.button(f"Run {title}", key=f"ex.{method}", help=what, icon=":material/play_arrow:"):
+            bar = st.progress(0.0, text=f"{title}…")
+            try:
+                results[key] = explain.explain(
+                    predictor.model,
+                    prepared,
+                    method,
+                    progress=lambda f, t=title, b=bar: b.progress(f, text=f"{t}… {f:.0%}"),
+                )
+            except explain.ExplainError as err:
+                st.error(str(err))
+            else:
+                st.rerun()
+        else:
+            st.caption(f"{title}: {what}. Takes a few seconds.")

@@ -1,0 +1,216 @@
+"""Launch: queue one run (every config field in a form) or a preset experiment suite, and
+watch the queue and the workers that drain it. Launching only enqueues; workers train."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import forms, tables, ui
+from db import RunNotFound, StoreError
+from pipeline import experiments
+from pipeline.config import PRESETS, ConfigError, override, preset
+
+st.title("Launch")
+store = ui.store()
+datasets = ui.known_datasets(store)
+
+flash = st.session_state.pop("launch.flash", None)
+if flash:
+    st.success(flash, icon=":material/check_circle:")
+
+
+def path_problem(path: str, field: str) -> list[str]:
+    if not path.strip():
+        return [f"{field}: give the dataset folder"]
+    if not Path(path).expanduser().is_dir():
+        return [f"{field}: no such folder {path!r} (relative paths start at {Path.cwd()})"]
+    return []
+
+
+def absolute(path: str) -> str:
+    # Absolute, so that a worker started in another directory finds the same folder.
+    return str(Path(path).expanduser().resolve())
+
+
+tab_run, tab_suite = st.tabs(["One run", "Experiment suite"])
+
+with tab_run:
+    bases: dict[str, dict[str, Any]] = {}
+    source = st.query_params.get("from")
+    if source:
+        try:
+            run = store.get_run(source)
+            bases[f"run {run.name} · {run.id[:6]} (re-launch with changes)"] = run.config
+        except RunNotFound as err:
+            st.error(f"Cannot re-launch: {err}")
+    for name, (why, _) in PRESETS.items():
+        config = preset(name).model_dump(mode="json")
+        if datasets and not Path(config["data"]["path"]).is_dir():
+            config["data"]["path"] = datasets[0]
+        bases[f"preset {name}: {why}"] = config
+    base = st.selectbox("Start from", list(bases), key="launch.base")
+    if st.session_state.get("launch.loaded") != base or not forms.is_loaded():
+        forms.load(bases[base])
+        st.session_state["launch.loaded"] = base
+    if datasets:
+        st.caption("Dataset folders found: " + " · ".join(f"`{d}`" for d in datasets))
+
+    config = forms.render(check=lambda v: path_problem(str(v["data.path"]), "data.path"))
+    c_seeds, c_go = st.columns([1, 3], vertical_alignment="bottom")
+    repeats = c_seeds.number_input(
+        "Seeds",
+        min_value=1,
+        max_value=50,
+        value=1,
+        key="launch.repeats",
+        help="one run per seed: seed, seed + 1, …",
+    )
+    planned = []
+    if config is not None:
+        try:
+            planned = [
+                override(
+                    config,
+                    {
+                        "seed": config.seed + i,
+                        "name": config.name if repeats == 1 else f"{config.name} · seed {i}",
+                        "data.path": absolute(config.data.path),
+                    },
+                )
+                for i in range(repeats)
+            ]
+        except ConfigError as err:
+            st.error("\n\n".join(err.problems))
+    label = f"Queue {len(planned)} run{'s' if len(planned) != 1 else ''}"
+    if c_go.button(label, type="primary", disabled=not planned, key="launch.enqueue"):
+        ids = [store.create_run(json.loads(c.to_json()), name=c.name).id for c in planned]
+        st.session_state["launch.flash"] = f"Queued {len(ids)} run(s): {', '.join(ids)}"
+        st.rerun()
+    if config is None:
+        st.caption("Fix the fields marked above to queue runs.")
+
+with tab_suite:
+    names = list(experiments.SUITES)
+    suite_name = st.selectbox(
+        "Suite",
+        names,
+        format_func=lambda n: f"{names.index(n) + 1} · {n}",
+        key="suite.name",
+    )
+    spec = experiments.SUITES[suite_name]
+    st.caption(spec.question)
+    c_data, c_seeds, c_cap, c_mode = st.columns([3, 1, 1, 1.4])
+    data_path = c_data.text_input(
+        "Dataset folder", value=datasets[0] if datasets else "data/phantoms", key="suite.data"
+    )
+    data_error = path_problem(data_path, "dataset folder")
+    if data_error:
+        c_data.error(data_error[0], icon=":material/error:")
+    seeds = c_seeds.number_input("Seeds", min_value=1, max_value=20, value=1, key="suite.seeds")
+    cap = c_cap.number_input(
+        "Run cap",
+        min_value=1,
+        value=None,
+        step=1,
+        key="suite.cap",
+        placeholder="none",
+        help="at most this many settings (a seeded sample), before seeds multiply",
+    )
+    mode = c_mode.selectbox(
+        "Mode",
+        [None, *experiments.MODES],
+        format_func=lambda m: f"suite's own ({spec.mode})" if m is None else m,
+        key="suite.mode",
+    )
+    overrides_text = st.text_area(
+        "Overrides for every run (FIELD=VALUE per line)",
+        key="suite.overrides",
+        placeholder="train.epochs=5\ndata.image_size=64",
+        height=90,
+    )
+    overrides: dict[str, Any] = {}
+    problems = []
+    for line in overrides_text.splitlines():
+        if not line.strip():
+            continue
+        field, sep, raw = line.partition("=")
+        if not sep:
+            problems.append(f"{line!r}: write FIELD=VALUE, e.g. train.epochs=5")
+            continue
+        try:
+            overrides[field.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            overrides[field.strip()] = raw.strip()
+    plan = None
+    if not problems:
+        try:
+            plan = experiments.expand(
+                spec,
+                data_path=absolute(data_path),
+                seeds=seeds,
+                max_runs=cap,
+                mode=mode,
+                overrides=overrides,
+            )
+        except ConfigError as err:
+            problems = err.problems
+    if problems:
+        st.error("\n\n".join(problems), icon=":material/error:")
+    if plan is not None:
+        settings = pd.DataFrame(
+            [{"setting": p.label, "seed": p.seed, "run name": p.config.name} for p in plan]
+        )
+        st.info(
+            f"{len(plan)} runs will be queued: {settings['setting'].nunique()} settings × "
+            f"{seeds} seed{'s' if seeds != 1 else ''}."
+        )
+        with st.expander("Planned runs"):
+            st.dataframe(settings, hide_index=True, key="suite.plan")
+            for s in plan.skipped:
+                st.caption(f"skipped {experiments.setting_label(s.setting)}: {s.reason}")
+    ready = plan is not None and not data_error
+    if st.button(
+        f"Queue suite ({len(plan) if plan else 0} runs)",
+        type="primary",
+        disabled=not ready,
+        key="suite.enqueue",
+    ):
+        suite, queued = experiments.enqueue(store, spec, plan)
+        st.session_state["launch.flash"] = (
+            f"Queued suite {suite.name} ({suite.id}) with {len(queued)} runs"
+        )
+        st.rerun()
+
+st.divider()
+st.subheader("Queue and workers")
+active = [r for r in store.list_runs() if r.status in ui.ACTIVE]
+
+
+@st.fragment(run_every=ui.LIVE_EVERY_S if active else None)
+def queue() -> None:
+    """Queued and running runs with cancel buttons, and the workers; live while non-empty."""
+    current = sorted(
+        (r for r in store.list_runs() if r.status in ui.ACTIVE),
+        key=lambda r: (r.status != "running", r.created_at),
+    )
+    if active and not current:
+        st.rerun()
+    if not current:
+        st.caption("The queue is empty.")
+    for run in current:
+        c_name, c_state, c_button = st.columns([4, 2, 1], vertical_alignment="center")
+        c_name.page_link(ui.RUN, label=ui.run_label(run), query_params={"run": run.id})
+        c_state.caption(tables.progress(run))
+        if c_button.button("Cancel", key=f"cancel.{run.id}", icon=":material/cancel:"):
+            try:
+                store.cancel_run(run.id)
+            except StoreError as err:
+                st.error(str(err))
+            st.rerun(scope="fragment")
+    ui.worker_panel(store, key="launch.start_worker")
+
+
+queue()

@@ -1,0 +1,195 @@
+"""Leaderboard (home): every run with its status, suite, key config and test metrics.
+
+Filter by status, suite, date and an expression over any column; sort by any column; group by
+a config field; compare params with AUC in parallel coordinates and any two columns in a
+scatter. While runs are queued or training the table re-reads the store every few seconds.
+"""
+
+from datetime import date
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, tables, ui
+from db import RUN_STATUSES
+
+st.title("Leaderboard")
+store = ui.store()
+
+
+def load() -> pd.DataFrame:
+    """Every run as a leaderboard row, with its newest external AUC."""
+    runs = store.list_runs()
+    suites = {s.id: s.name for s in store.list_suites()}
+    externals = {}
+    for run in runs:
+        if run.status == "succeeded":
+            evals = store.external_evals(run.id)
+            if evals:
+                externals[run.id] = evals[0]
+    return tables.leaderboard(runs, suites, externals)
+
+
+frame = load()
+if frame.empty:
+    ui.no_runs_yet()
+    ui.worker_panel(store, key="lb.start_worker")
+    st.stop()
+
+c_status, c_suite, c_date = st.columns([2, 2, 2])
+statuses = c_status.multiselect("Status", RUN_STATUSES, key="lb.status", placeholder="any")
+suite_names = sorted({s for s in frame["suite"] if s})
+suites = c_suite.multiselect("Suite", suite_names, key="lb.suite", placeholder="any")
+first, last = frame["created"].min().date(), frame["created"].max().date()
+dates = c_date.date_input("Created between", (first, last), key="lb.dates")
+expression = st.text_input(
+    "Filter expression",
+    key="lb.expr",
+    placeholder=tables.EXAMPLE,
+    help="Columns by name (auc, sensitivity, enhancement, learning_rate, status, …) or any "
+    "config field by its dotted name (model.dropout); numbers, quoted text, comparisons, "
+    "`in [...]`, and / or / not, + − × ÷.",
+)
+
+
+def apply_filters(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows the filter widgets keep; a bad expression is reported under its input."""
+    if statuses:
+        frame = frame[frame["status"].isin(statuses)]
+    if suites:
+        frame = frame[frame["suite"].isin(suites)]
+    if isinstance(dates, tuple) and len(dates) == 2:
+        day = frame["created"].dt.tz_convert(None).dt.date
+        frame = frame[(day >= dates[0]) & (day <= dates[1])]
+    elif isinstance(dates, date):
+        frame = frame[frame["created"].dt.tz_convert(None).dt.date == dates]
+    return tables.filter_frame(frame, expression)
+
+
+try:
+    shown = apply_filters(frame)
+except tables.ExpressionError as err:
+    st.error(f"Filter expression: {err}", icon=":material/error:")
+    shown = frame.iloc[0:0]
+
+all_columns = [c for c in frame.columns if c not in ("id",)]
+with st.expander("Columns and sorting"):
+    c_cols, c_sort, c_desc = st.columns([4, 2, 1])
+    columns = c_cols.multiselect(
+        "Columns",
+        all_columns,
+        default=[c for c in tables.DEFAULT_COLUMNS if c in frame.columns],
+        key="lb.columns",
+    )
+    sort_by = c_sort.selectbox(
+        "Sort by", all_columns, index=all_columns.index("auc"), key="lb.sort"
+    )
+    descending = c_desc.toggle("Descending", value=True, key="lb.desc")
+
+COLUMN_CONFIG = {
+    "name": st.column_config.TextColumn("name", width="medium"),
+    "auc": st.column_config.NumberColumn("AUC", format="%.3f", help="test AUC"),
+    "auc_ci": st.column_config.TextColumn("AUC 95% CI"),
+    "sensitivity": st.column_config.NumberColumn(
+        "sensitivity", format="%.3f", help="at the threshold chosen on validation"
+    ),
+    "specificity": st.column_config.NumberColumn(
+        "specificity", format="%.3f", help="at the threshold chosen on validation"
+    ),
+    "f1": st.column_config.NumberColumn("F1", format="%.3f"),
+    "accuracy": st.column_config.NumberColumn("accuracy", format="%.3f"),
+    "precision": st.column_config.NumberColumn("precision", format="%.3f"),
+    "threshold": st.column_config.NumberColumn("threshold", format="%.3f"),
+    "who_met": st.column_config.CheckboxColumn(
+        "WHO", help="sensitivity ≥ 0.90 and specificity ≥ 0.70 on test"
+    ),
+    "ext_auc": st.column_config.NumberColumn(
+        "external AUC", format="%.3f", help="newest external evaluation"
+    ),
+    "duration_s": st.column_config.NumberColumn("duration (s)", format="%.0f"),
+    "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm"),
+    "learning_rate": st.column_config.NumberColumn("learning rate", format="%.0e"),
+}
+
+live = bool(frame["status"].isin(ui.ACTIVE).any())
+
+
+@st.fragment(run_every=ui.LIVE_EVERY_S if live else None)
+def run_table() -> None:
+    """The table itself; re-read from the store every few seconds while runs are active."""
+    current = load() if live else frame
+    if live and not current["status"].isin(ui.ACTIVE).any():
+        # The last active run just finished: redraw the whole page (charts, counts), unlive.
+        st.rerun()
+    try:
+        rows = apply_filters(current)
+    except tables.ExpressionError:
+        rows = current.iloc[0:0]
+    rows = rows.sort_values(sort_by, ascending=not descending, na_position="last", kind="stable")
+    counts = rows["status"].value_counts()
+    st.caption(
+        f"{len(rows)} of {len(current)} runs · "
+        + " · ".join(f"{counts[s]} {s}" for s in RUN_STATUSES if s in counts)
+        + (" · live" if live else "")
+    )
+    selection = st.dataframe(
+        rows.set_index("id")[[c for c in columns if c in rows.columns]],
+        column_config=COLUMN_CONFIG,
+        on_select="rerun",
+        selection_mode="multi-row",
+        key="lb.table",
+        height=min(38 + 35 * len(rows), 560),
+    )
+    picked = [rows["id"].iloc[i] for i in selection.selection.rows if i < len(rows)]
+    actions = st.container(horizontal=True, vertical_alignment="center")
+    if actions.button(
+        "Open run", disabled=len(picked) != 1, key="lb.open", icon=":material/monitoring:"
+    ):
+        st.switch_page(ui.RUN, query_params={"run": picked[0]})
+    if actions.button(
+        "Compare",
+        disabled=not 2 <= len(picked) <= 6,
+        key="lb.compare",
+        icon=":material/compare_arrows:",
+    ):
+        st.switch_page(ui.COMPARE, query_params={"runs": ",".join(picked)})
+    actions.caption("Tick rows to open one run or compare 2–6 runs.")
+
+
+run_table()
+ui.worker_panel(store, key="lb.start_worker")
+
+st.subheader("Group by a config field")
+groupable = ["suite", "status", *tables.config_columns(frame)]
+by = st.selectbox("Group by", groupable, index=None, key="lb.group", placeholder="no grouping")
+if by:
+    summary = tables.group_summary(shown, by)
+    st.dataframe(
+        summary[[by, "runs", "succeeded", *tables.METRICS[:5]]],
+        hide_index=True,
+        key="lb.group_table",
+    )
+
+st.subheader("Charts")
+done = shown[shown["status"] == "succeeded"]
+if done.empty:
+    st.info("Charts appear when the filtered runs include succeeded ones.")
+    st.stop()
+st.markdown("**Parallel coordinates**: each line is a run, from its params to a metric")
+params = tables.config_columns(done)
+varied = [p for p in params if done[p].astype(str).nunique() > 1]
+c_params, c_metric = st.columns([4, 1])
+chosen = c_params.multiselect(
+    "Params", params, default=varied[:4] or params[1:3], key="lb.parcoords"
+)
+metric = c_metric.selectbox("Metric", tables.METRICS[:5], key="lb.parmetric")
+if chosen:
+    st.plotly_chart(charts.parallel_coordinates(done, chosen, metric), key="lb.parfig")
+
+st.markdown("**Scatter** of any two columns, one point per run")
+plottable = [c for c in frame.columns if c not in ("id", "error", "auc_ci", "progress")]
+cx, cy, cc = st.columns(3)
+x = cx.selectbox("x", plottable, index=plottable.index("specificity"), key="lb.x")
+y = cy.selectbox("y", plottable, index=plottable.index("sensitivity"), key="lb.y")
+colour = cc.selectbox("colour", ["status", "suite", *tables.config_columns(frame)], key="lb.colour")
+st.plotly_chart(charts.scatter(shown, x, y, colour), key="lb.scatterfig")

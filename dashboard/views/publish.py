@@ -1,0 +1,104 @@
+"""Publish: choose the run the public Gradio app serves. The choice is a promotion in the run
+store; the app re-reads it every few seconds, so it needs no restart."""
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import ui
+from db import Run, StoreError
+
+st.title("Publish")
+store = ui.store()
+
+flash = st.session_state.pop("pub.flash", None)
+if flash:
+    st.success(flash, icon=":material/check_circle:")
+
+
+def card(run: Run) -> None:
+    cols = st.columns(5)
+    cols[0].metric("AUC (test)", ui.fmt(run.auc), help=ui.fmt_ci(run.auc, run.auc_lo, run.auc_hi))
+    cols[1].metric("sensitivity", ui.fmt(run.sensitivity))
+    cols[2].metric("specificity", ui.fmt(run.specificity))
+    cols[3].metric("threshold", ui.fmt(run.threshold, 4), help="chosen on validation")
+    cols[4].metric("WHO target", "met" if run.who_met else "not met")
+    ext = store.external_evals(run.id)
+    size = run.config.get("data", {}).get("image_size")
+    st.caption(
+        f"`{run.id}` · {size} px · {run.config.get('data', {}).get('enhancement')} · "
+        f"AUC 95% CI {ui.fmt_ci(run.auc, run.auc_lo, run.auc_hi)}"
+        + (f" · external AUC {ui.fmt(ext[0].auc)} on {ext[0].dataset_path}" if ext else "")
+    )
+
+
+st.subheader("Served now")
+served = store.served_run()
+promotions = store.promotions()
+if served is None:
+    st.info("The public app has no model to serve yet: promote a succeeded run below.")
+else:
+    promoted = next((p for p in promotions if p.run_id == served.id), None)
+    how = (
+        f"promoted {promoted.promoted_at:%Y-%m-%d %H:%M} UTC"
+        + (f": {promoted.note}" if promoted.note else "")
+        if promoted
+        else "the newest baseline run (nothing promoted yet)"
+    )
+    st.markdown(f"**{served.name}** · {how}")
+    card(served)
+
+st.subheader("Promote a run")
+done = sorted(
+    store.list_runs(status="succeeded"), key=lambda r: -1 if r.auc is None else r.auc, reverse=True
+)
+if not done:
+    ui.no_runs_yet("succeeded runs")
+    st.stop()
+candidate = ui.pick_run(done, key="pub.run", label="Run (best test AUC first)")
+card(candidate)
+if candidate.who_met is False:
+    st.warning(
+        "This run does not meet the WHO target (sensitivity ≥ 0.90, specificity ≥ 0.70) on its "
+        "test set."
+    )
+note = st.text_input("Note (why this model)", key="pub.note", max_chars=200)
+is_served = served is not None and served.id == candidate.id
+if st.button(
+    "Already served" if is_served else "Promote to the public app",
+    type="primary",
+    disabled=is_served,
+    key="pub.promote",
+    icon=":material/publish:",
+):
+    try:
+        store.promote(candidate.id, note)
+    except StoreError as err:
+        st.error(str(err))
+    else:
+        st.session_state["pub.flash"] = (
+            f"{candidate.name} ({candidate.id}) is now served; the public app switches to it "
+            "within seconds, without a restart."
+        )
+        st.rerun()
+
+st.subheader("History")
+if promotions:
+    names = {r.id: r for r in store.list_runs()}
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "promoted": p.promoted_at,
+                    "run": names[p.run_id].name if p.run_id in names else "(deleted)",
+                    "id": p.run_id,
+                    "AUC": names[p.run_id].auc if p.run_id in names else None,
+                    "note": p.note,
+                }
+                for p in promotions
+            ]
+        ),
+        hide_index=True,
+        key="pub.history",
+    )
+else:
+    st.caption("Nothing promoted yet.")

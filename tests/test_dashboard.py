@@ -1,0 +1,528 @@
+"""The Streamlit dashboard through AppTest, over a temporary store seeded with real runs.
+
+Two tiny models are trained once for the module (64 px phantoms, one epoch); a failed, a
+running and a queued run are added through the store's own lifecycle methods. Every test
+works on its own copy of that store, so what one test enqueues or promotes no other sees.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboard import imaging, tables, ui
+from db import RunStore
+from pipeline import evaluate, experiments, synth, train
+from pipeline.config import preset
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "dashboard" / "app.py"
+TRACEBACK = 'Traceback (most recent call last):\n  File "train.py", line 1\nValueError: boom'
+
+
+def seed_store(data: Path, epochs: int = 1) -> dict[str, str]:
+    """Train two smoke runs on ``data`` into the store and add store-only runs.
+
+    The store is the one TBXRAY_RUNS_DIR names. Returns run ids by role: ``plain`` and
+    ``clahe`` (succeeded, ``epochs`` epochs), ``failed``, ``running`` (epoch 2 of 5) and
+    ``queued``.
+    """
+    store = RunStore()
+    ids = {}
+    for role, changes in (
+        ("plain", {}),
+        ("clahe", {"data.enhancement": "clahe", "seed": 1}),
+    ):
+        changes = {"data.path": str(data), "name": role, "train.epochs": epochs, **changes}
+        cfg = preset("smoke", **changes)
+        ids[role] = train.run(cfg, store).id
+    base = json.loads(preset("smoke", **{"data.path": str(data)}).to_json())
+    failed = store.create_run({**base, "name": "broken"}, name="broken")
+    store.start_run(failed.id, worker="test")
+    store.fail_run(failed.id, TRACEBACK, duration_s=1.0)
+    running = store.create_run(
+        {**base, "name": "training", "train": {**base["train"], "epochs": 5}}, name="training"
+    )
+    store.start_run(running.id, worker="test")
+    for epoch in (1, 2):
+        store.log_epoch(running.id, epoch, {"loss": 0.7 / epoch, "val_auc": 0.5 + 0.1 * epoch})
+    queued = store.create_run({**base, "name": "waiting"}, name="waiting")
+    ids.update(failed=failed.id, running=running.id, queued=queued.id)
+    store.engine.dispose()
+    return ids
+
+
+@pytest.fixture(scope="module")
+def seeded(phantoms: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    base = tmp_path_factory.mktemp("dashboard-store")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TBXRAY_RUNS_DIR", str(base))
+        mp.setenv("TBXRAY_CACHE_DIR", str(base / "cache"))
+        mp.delenv("TBXRAY_DB_URL", raising=False)
+        ids = seed_store(phantoms)
+    return base, ids
+
+
+def copy_store(source: Path, runs_dir: Path) -> None:
+    """Copy the SQLite store (not the artifacts, which the runs name by absolute path)."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    src = sqlite3.connect(source / "tbxray.db")
+    dst = sqlite3.connect(runs_dir / "tbxray.db")
+    with dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
+
+
+@pytest.fixture
+def ids(seeded, isolated_store) -> dict[str, str]:
+    """This test's own copy of the seeded store (TBXRAY_RUNS_DIR already points at it)."""
+    base, run_ids = seeded
+    copy_store(base, isolated_store)
+    return run_ids
+
+
+def page(path: str | None = None, **params: str) -> AppTest:
+    """The app run once on ``path`` (a views/ file; the leaderboard when None)."""
+    at = AppTest.from_file(str(APP), default_timeout=90)
+    at.query_params.update(params)
+    at.run()
+    if path is not None:
+        at.switch_page(path).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(at: AppTest, kind: str) -> str:
+    return "\n".join(str(e.value) for e in getattr(at, kind))
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+# Leaderboard -----------------------------------------------------------------------------------
+
+
+def test_leaderboard_lists_every_run_with_status_and_live_epoch(ids):
+    at = page()
+    table = at.dataframe[0].value
+    assert set(table.index) == set(ids.values())
+    assert table.loc[ids["failed"], "status"] == "failed"
+    assert table.loc[ids["running"], "progress"] == "epoch 2/5"
+    assert table.loc[ids["queued"], "status"] == "queued"
+    assert 0 <= table.loc[ids["clahe"], "auc"] <= 1
+    assert "5 of 5 runs" in texts(at, "caption")
+
+
+def test_filter_expression_and_sort(ids):
+    at = page()
+    at.text_input(key="lb.expr").input('enhancement == "clahe" and auc >= 0').run()
+    assert list(at.dataframe[0].value.index) == [ids["clahe"]]
+
+    at.text_input(key="lb.expr").input('status in ["failed", "queued"]').run()
+    assert set(at.dataframe[0].value.index) == {ids["failed"], ids["queued"]}
+
+    at.text_input(key="lb.expr").input("").run()
+    at.selectbox(key="lb.sort").set_value("name").run()
+    at.toggle(key="lb.desc").set_value(False).run()
+    names = list(at.dataframe[0].value["name"])
+    assert names == sorted(names)
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("auc >", "cannot parse"),
+        ("__import__('os').system('true')", "is not allowed"),
+        ("colour == 'red'", "unknown column 'colour'"),
+        ("auc", "is not a condition"),
+    ],
+)
+def test_a_bad_filter_expression_is_explained_under_its_input(ids, expression, message):
+    at = page()
+    at.text_input(key="lb.expr").input(expression).run()
+    assert message in texts(at, "error")
+    assert at.dataframe[0].value.empty
+
+
+def test_ticked_rows_open_a_run_or_compare_runs(ids):
+    at = page()
+    at.text_input(key="lb.expr").input('status == "succeeded"').run()
+    rows = list(at.dataframe[0].value.index)
+    at.session_state["lb.table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.run()
+    assert at.button(key="lb.compare").disabled
+    at.button(key="lb.open").click().run()
+    assert at.title[0].value == RunStore().get_run(rows[0]).name
+    assert at.query_params["run"] == rows[0]
+
+    at = page()
+    at.session_state["lb.table"] = {"selection": {"rows": [0, 1], "columns": [], "cells": []}}
+    at.run()
+    picked = list(at.dataframe[0].value.index[:2])
+    at.button(key="lb.compare").click().run()
+    assert at.title[0].value == "Compare"
+    assert at.query_params["runs"] == ",".join(picked)
+
+
+def test_group_by_a_config_field_gives_mean_and_std(ids):
+    at = page()
+    at.selectbox(key="lb.group").set_value("enhancement").run()
+    grouped = at.dataframe[1].value.set_index("enhancement")
+    assert grouped.loc["none", "runs"] == 4
+    assert grouped.loc["clahe", "runs"] == 1
+    assert grouped.loc["clahe", "succeeded"] == 1
+
+
+def test_an_empty_store_points_to_launch(isolated_store):
+    at = page()
+    assert "No runs yet" in texts(at, "info")
+    assert [link.proto.page for link in at.get("page_link")] == ["launch"]
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("auc > 0.9", ["a"]),
+        ("auc > 0.5 and enhancement == 'clahe'", ["b"]),
+        ("not (auc > 0.5)", ["c"]),
+        ("model.dropout * 2 >= 0.6", ["a", "c"]),
+        ("optimizer in ['sgd', 'rmsprop']", ["b"]),
+        ("0.6 < auc < 0.95", ["a", "b"]),
+        ("who_met", ["a"]),
+        ("sensitivity + specificity > 1.5", ["a"]),
+    ],
+)
+def test_filter_expressions_evaluate_without_eval(expression, expected):
+    frame = pd.DataFrame(
+        {
+            "name": ["a", "b", "c"],
+            "auc": [0.93, 0.7, float("nan")],
+            "enhancement": ["none", "clahe", "none"],
+            "model.dropout": [0.3, 0.1, 0.5],
+            "optimizer": ["adam", "sgd", "adam"],
+            "who_met": [True, False, None],
+            "sensitivity": [0.9, 0.8, 0.7],
+            "specificity": [0.8, 0.6, 0.5],
+        }
+    )
+    assert list(tables.filter_frame(frame, expression)["name"]) == expected
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "name * 100000000 == ''",  # arithmetic on text: a huge string
+        "auc.__class__ == 1",  # attribute access beyond a dotted column name
+        "[x for x in name]",
+        "lambda: 1",
+        "name[0] == 'a'",
+        "f'{name}' == 'a'",
+    ],
+)
+def test_filter_expressions_refuse_anything_but_columns_and_operators(expression):
+    frame = pd.DataFrame({"name": ["a"], "auc": [0.9]})
+    with pytest.raises(tables.ExpressionError):
+        tables.filter_frame(frame, expression)
+
+
+# Launch ----------------------------------------------------------------------------------------
+
+
+def test_launch_form_enqueues_one_run_per_seed(ids, phantoms):
+    store = RunStore()
+    before = {r.id for r in store.list_runs()}
+    at = page("views/launch.py")
+    at.text_input(key="cfg.data.path").input(str(phantoms)).run()
+    at.number_input(key="cfg.train.epochs").set_value(2).run()
+    at.number_input(key="launch.repeats").set_value(3).run()
+    button = at.button(key="launch.enqueue")
+    assert button.label == "Queue 3 runs"
+    button.click().run()
+    new = [r for r in store.list_runs() if r.id not in before]
+    assert len(new) == 3
+    assert {r.status for r in new} == {"queued"}
+    assert sorted(r.config["seed"] for r in new) == [0, 1, 2]
+    assert {r.config["train"]["epochs"] for r in new} == {2}
+    assert {r.config["data"]["path"] for r in new} == {str(phantoms.resolve())}
+    assert "Queued 3 run(s)" in texts(at, "success")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("cfg.model.dropout", 1.5, "model.dropout: Input should be less than 1 (got 1.5)"),
+        ("cfg.data.image_size", 16, "data.image_size: Input should be greater than or equal to 32"),
+        ("cfg.data.val_fraction", 0.4, "val_fraction + test_fraction must be at most 0.7"),
+        ("cfg.data.path", "/no/such/folder", "data.path: no such folder"),
+        ("cfg.model.filters", "8, x", "model.filters: write whole numbers separated by commas"),
+    ],
+)
+def test_launch_form_refuses_bad_values_with_the_fields_message(ids, key, value, message):
+    at = page("views/launch.py")
+    widget = at.number_input(key=key) if isinstance(value, float | int) else at.text_input(key=key)
+    if key == "cfg.data.val_fraction":
+        at.number_input(key="cfg.data.test_fraction").set_value(0.4)
+    widget.set_value(value).run()
+    assert message in texts(at, "error")
+    assert at.button(key="launch.enqueue").disabled
+    assert len(RunStore().list_runs()) == len(ids)
+
+
+def test_launch_suite_enqueues_settings_times_seeds(ids, phantoms):
+    at = page("views/launch.py")
+    at.selectbox(key="suite.name").set_value("pooling")
+    at.text_input(key="suite.data").input(str(phantoms))
+    at.number_input(key="suite.seeds").set_value(2).run()
+    assert "4 runs will be queued: 2 settings × 2 seeds" in texts(at, "info")
+    at.text_area(key="suite.overrides").input("model.pooling=avg").run()
+    assert "model.pooling is what suite 'pooling' varies" in texts(at, "error")
+    assert at.button(key="suite.enqueue").disabled
+    at.text_area(key="suite.overrides").input("train.epochs=2").run()
+    at.button(key="suite.enqueue").click().run()
+    (suite,) = RunStore().list_suites()
+    queued = RunStore().list_runs(suite_id=suite.id)
+    assert suite.name == "pooling"
+    assert len(queued) == 4
+    assert {r.config["model"]["pooling"] for r in queued} == {"max", "avg"}
+    assert {r.config["train"]["epochs"] for r in queued} == {2}
+
+
+def test_launch_suite_run_cap_limits_settings(ids, phantoms):
+    at = page("views/launch.py")
+    at.selectbox(key="suite.name").set_value("hyperparams")
+    at.text_input(key="suite.data").input(str(phantoms))
+    at.number_input(key="suite.cap").set_value(3)
+    at.number_input(key="suite.seeds").set_value(2).run()
+    assert "6 runs will be queued: 3 settings × 2 seeds" in texts(at, "info")
+
+
+def test_queue_cancel_buttons_cancel_runs(ids):
+    at = page("views/launch.py")
+    at.button(key=f"cancel.{ids['queued']}").click().run()
+    assert RunStore().get_run(ids["queued"]).status == "cancelled"
+    assert RunStore().get_run(ids["running"]).status == "running"
+
+
+def test_start_a_worker_when_none_is_alive(ids, monkeypatch, isolated_store):
+    started = {}
+
+    class FakePopen:
+        pid = 4242
+
+        def __init__(self, args, **kwargs):
+            started.update(args=args, **kwargs)
+
+    monkeypatch.setattr(ui.subprocess, "Popen", FakePopen)
+    at = page("views/launch.py")
+    assert "No worker is alive" in texts(at, "warning")
+    at.button(key="launch.start_worker").click().run()
+    assert started["args"] == [sys.executable, "-m", "pipeline", "worker"]
+    assert started["env"]["TBXRAY_RUNS_DIR"] == str(isolated_store)
+    assert started["start_new_session"] is True
+    assert "worker started (pid 4242)" in texts(at, "caption")
+
+
+def test_a_live_worker_replaces_the_start_button(ids):
+    RunStore().worker_alive("host:1", current_run=ids["running"])
+    at = page("views/launch.py")
+    assert "1 worker alive: host:1 (training" in texts(at, "caption")
+    assert not [b for b in at.button if b.key == "launch.start_worker"]
+
+
+# Run -------------------------------------------------------------------------------------------
+
+
+def test_run_page_shows_metrics_and_a_live_threshold(ids):
+    run = RunStore().get_run(ids["plain"])
+    at = page("views/run.py", run=run.id)
+    shown = metrics(at)
+    assert shown["AUC (test)"] == f"{run.auc:.3f}"
+    assert shown["threshold"] == f"{run.threshold:.4f}"
+
+    labels, scores = ui.test_scores(run)
+    for threshold in (0.0, 0.5):
+        at.slider(key="run.threshold").set_value(threshold).run()
+        expected = evaluate.metrics(labels, scores, threshold)
+        shown = {m.label: m.value for m in at.metric[7:]}
+        assert shown["sensitivity"] == ui.fmt(expected["sensitivity"])
+        assert shown["specificity"] == ui.fmt(expected["specificity"])
+        assert shown["PPV"] == ui.fmt(expected["precision"])
+        assert shown["NPV"] == ui.fmt(expected["npv"])
+    assert at.image or "No test image is misclassified" in texts(at, "success")
+
+
+def test_run_page_shows_a_failed_runs_traceback(ids):
+    at = page("views/run.py", run=ids["failed"])
+    assert "This run failed" in texts(at, "error")
+    assert "ValueError: boom" in texts(at, "code")
+
+
+def test_run_page_shows_a_running_runs_epoch(ids):
+    at = page("views/run.py", run=ids["running"])
+    (bar,) = at.get("progress")
+    assert "epoch 2 of at most 5" in bar.proto.text
+
+
+def test_relaunch_opens_the_form_filled_with_the_runs_config(ids):
+    at = page("views/run.py", run=ids["clahe"])
+    at.button(key="run.relaunch").click().run()
+    assert not at.exception
+    assert at.text_input(key="cfg.name").value == "clahe"
+    assert at.selectbox(key="cfg.data.enhancement").value == "clahe"
+    assert at.selectbox(key="launch.base").value.startswith("run clahe")
+
+
+def test_misclassified_images_get_gradcam_overlays(ids):
+    at = page("views/run.py", run=ids["plain"])
+    if "No test image is misclassified" in texts(at, "success"):
+        pytest.skip("the smoke model misclassified nothing")
+    plain = [url for img in at.image for url in img.value]
+    at.toggle(key="run.gradcam").set_value(True).run()
+    assert not at.exception
+    overlaid = [url for img in at.image for url in img.value]
+    assert len(overlaid) == len(plain)
+    assert overlaid != plain
+
+
+# Compare ---------------------------------------------------------------------------------------
+
+
+def test_compare_shows_only_differing_config_fields(ids):
+    at = page("views/compare.py", runs=f"{ids['plain']},{ids['clahe']}")
+    metrics_table, diff = at.dataframe[0].value, at.dataframe[1].value
+    assert "AUC (95% CI)" in metrics_table.index
+    assert {"data.enhancement", "seed", "name"} == set(diff.index)
+
+
+def test_compare_suite_summary_and_factor_chart(ids, phantoms):
+    store = RunStore()
+    spec = experiments.SUITES["pooling"]
+    suite, _ = experiments.enqueue(store, spec, experiments.expand(spec, data_path="x"))
+    at = page("views/compare.py", suite=suite.id)
+    summary = at.dataframe[-1].value
+    assert set(summary["setting"]) == {"model.pooling=max", "model.pooling=avg"}
+    assert list(summary["ok / runs"]) == ["0/1", "0/1"]
+
+
+# Explain ---------------------------------------------------------------------------------------
+
+
+def test_explain_scores_a_test_image_with_gradcam_then_lime(ids):
+    run = RunStore().get_run(ids["plain"])
+    at = page("views/explain.py", run=run.id)
+    shown = metrics(at)
+    first = ui.predictions(run).query("split == 'test'")["file"].iloc[0]
+    p = ui.predictor(run).predict(Path(first))
+    assert shown["P(TB)"] == f"{p.probability:.3f}"
+    assert shown["threshold"] == f"{run.threshold:.4f}"
+    captions = [c for img in at.image for c in img.captions]
+    assert any(c.startswith("Grad-CAM") for c in captions)
+    at.button(key="ex.lime").click().run()
+    assert not at.exception
+    captions = [c for img in at.image for c in img.captions]
+    assert any(c.startswith("LIME") for c in captions)
+
+
+def test_explain_refuses_an_unreadable_upload_next_to_it(ids):
+    at = page("views/explain.py", run=ids["plain"])
+    at.segmented_control(key="ex.source").set_value("upload").run()
+    at.file_uploader(key="ex.upload").set_value(("notes.png", b"not pixels", "image/png")).run()
+    assert "notes.png:" in texts(at, "error")
+
+
+# Publish ---------------------------------------------------------------------------------------
+
+
+def test_promote_changes_the_served_run(ids):
+    store = RunStore()
+    at = page("views/publish.py", run=ids["clahe"])
+    assert store.served_run() is None
+    at.text_input(key="pub.note").input("better contrast")
+    at.button(key="pub.promote").click().run()
+    served = store.served_run()
+    assert served is not None
+    assert served.id == ids["clahe"]
+    assert store.promotions()[0].note == "better contrast"
+    assert "is now served" in texts(at, "success")
+    assert at.button(key="pub.promote").disabled
+
+
+# Dataset ---------------------------------------------------------------------------------------
+
+
+def test_dataset_page_describes_a_folder_and_lists_bad_files(isolated_store, tmp_path):
+    data = tmp_path / "data"
+    synth.generate(data, 24, size=64, seed=3)
+    (data / "Normal" / "broken.png").write_bytes(b"not an image")
+    at = page("views/dataset.py")
+    at.text_input(key="ds.path").input(str(data)).run()
+    assert not at.exception
+    shown = metrics(at)
+    assert (shown["normal"], shown["TB"]) == ("20", "4")
+    assert shown["bad files"] == "1"
+    bad = next(d.value for d in at.dataframe if "reason" in d.value.columns)
+    assert list(bad["file"]) == ["Normal/broken.png"]
+
+
+@pytest.mark.parametrize(
+    ("rows", "cols", "edge"),
+    [
+        (slice(110, 120), slice(40, 70), "bottom"),
+        (slice(4, 14), slice(40, 70), "top"),
+        (slice(40, 70), slice(4, 14), "left"),
+        (slice(40, 70), slice(114, 124), "right"),
+    ],
+)
+def test_border_box_check_names_the_edge_it_is_on(rows, cols, edge):
+    img = np.full((128, 128), 90, np.uint8)
+    img[rows, cols] = 255
+    assert imaging.bright_boxes(img) == [edge]
+    assert imaging.bright_boxes(np.full((128, 128), 90, np.uint8)) == []
+
+
+def test_dataset_page_explains_a_bad_path(isolated_store):
+    at = page("views/dataset.py")
+    at.text_input(key="ds.path").input("/no/such/folder").run()
+    assert "does not exist" in texts(at, "error")
+
+
+# Qualities -------------------------------------------------------------------------------------
+
+NO_TF = """
+import sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({app!r}, default_timeout=90)
+at.query_params["run"] = {run!r}
+at.run()
+for path in ("views/run.py", "views/compare.py", "views/launch.py", "views/dataset.py",
+             "views/publish.py"):
+    at.switch_page(path).run()
+    assert not at.exception, (path, at.exception)
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
+print("LOADED", loaded)
+"""
+
+
+def test_pages_without_a_model_never_import_tensorflow(ids, isolated_store):
+    script = NO_TF.format(app=str(APP), run=ids["plain"])
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "LOADED []" in out.stdout
+
+
+def test_store_copy_is_private(ids, seeded):
+    RunStore().promote(ids["plain"])
+    base, _ = seeded
+    assert RunStore(f"sqlite:///{base / 'tbxray.db'}").promotions() == []
