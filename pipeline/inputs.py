@@ -1,7 +1,9 @@
 """tf.data input pipelines over the preprocessed uint8 cache.
 
-Images stay uint8 until they reach the model (which rescales and augments inside its graph);
-batches are gathered by index, so shuffling moves indices, not pixels.
+Images stay uint8 until a batch is made; the model rescales and augments inside its graph.
+Batches are gathered by index, so shuffling moves indices, not pixels, and the pixels of a batch
+are read from the cache only when the batch is made: a memory-mapped cache is never copied whole,
+so memory holds the cache's pages plus a few batches, however large the dataset.
 """
 
 from __future__ import annotations
@@ -29,15 +31,19 @@ def make_dataset(
 ) -> tf.data.Dataset:
     """Batches of (uint8 values as float32 (B, S, S, 1), float32 labels (B,)) for ``indices``.
 
-    training: reshuffled every epoch. oversample (training only): each batch draws the two
-    classes with equal probability, an epoch still being ``len(indices)`` images.
+    ``arrays``: (N, S, S) images, typically the memory-mapped cache of
+    :func:`pipeline.preprocess.cached_arrays`; only the rows of a batch are read, when the batch
+    is made, and the pixels become float32 only then. training: reshuffled every epoch.
+    oversample (training only): each batch draws the two classes with equal probability, an
+    epoch still being ``len(indices)`` images.
     """
-    images = tf.constant(np.asarray(arrays[indices]))
-    y = tf.constant(np.asarray(labels)[indices].astype(np.float32))
+    indices = np.asarray(indices, dtype=np.int64)
+    subset_labels = np.asarray(labels)[indices]
+    y = tf.constant(subset_labels.astype(np.float32))
     n = len(indices)
 
     if training and oversample:
-        by_class = [np.flatnonzero(np.asarray(labels)[indices] == c) for c in (0, 1)]
+        by_class = [np.flatnonzero(subset_labels == c) for c in (0, 1)]
         streams = [
             tf.data.Dataset.from_tensor_slices(idx).repeat().shuffle(len(idx), seed=seed + c)
             for c, idx in enumerate(by_class)
@@ -49,9 +55,13 @@ def make_dataset(
         if training:
             order = order.shuffle(n, seed=seed, reshuffle_each_iteration=True)
 
-    def gather(idx: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        batch = tf.cast(tf.gather(images, idx), tf.float32)[..., tf.newaxis]
-        return batch, tf.gather(y, idx)
+    def read(positions: np.ndarray) -> np.ndarray:
+        return arrays[indices[positions]]
+
+    def gather(positions: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        batch = tf.numpy_function(read, [positions], tf.as_dtype(arrays.dtype), stateful=False)
+        batch = tf.ensure_shape(batch, (None, *arrays.shape[1:]))
+        return tf.cast(batch, tf.float32)[..., tf.newaxis], tf.gather(y, positions)
 
     return (
         order.batch(batch_size)
