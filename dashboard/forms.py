@@ -17,7 +17,7 @@ import streamlit as st
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from pipeline.config import ConfigError, RunConfig, make_config
+from pipeline.config import ConfigError, RunConfig, dotted_to_nested, make_config
 
 PREFIX = "cfg."
 SECTIONS: dict[str, str] = {
@@ -102,7 +102,7 @@ def render(check: Callable[[dict[str, Any]], list[str]] | None = None) -> RunCon
         problems += check(values)
     config = None
     try:
-        config = make_config(_nest(values)) if not parse_problems else None
+        config = make_config(dotted_to_nested(values)) if not parse_problems else None
     except ConfigError as err:
         problems += err.problems
     if problems:
@@ -131,17 +131,6 @@ def _slot_for(problem: str, slots: dict[str, Any]) -> str | None:
     while loc and loc not in slots:
         loc = loc.rpartition(".")[0]
     return loc or None
-
-
-def _nest(values: dict[str, Any]) -> dict[str, Any]:
-    nested: dict[str, Any] = {}
-    for dotted, value in values.items():
-        *parents, leaf = dotted.split(".")
-        node = nested
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return nested
 
 
 def _is_tuple(annotation: Any) -> bool:

@@ -162,28 +162,12 @@ def build_demo(
                     elem_id="gradcam",
                 )
         with gr.Row():
-            with gr.Column():
-                lime_button = gr.Button("Explain with LIME (5–15 s)")
-                lime_image = gr.Image(
-                    label="LIME: superpixels that push towards TB",
-                    type="numpy",
-                    format="png",
-                    interactive=False,
-                    height=360,
-                    elem_id="lime",
-                )
-                lime_note = gr.Markdown(label="LIME note")
-            with gr.Column():
-                shap_button = gr.Button("Explain with SHAP (5–15 s)")
-                shap_image = gr.Image(
-                    label="SHAP: red pushes towards TB, blue away",
-                    type="numpy",
-                    format="png",
-                    interactive=False,
-                    height=360,
-                    elem_id="shap",
-                )
-                shap_note = gr.Markdown(label="SHAP note")
+            lime_button, lime_image, lime_note = _explainer_column(
+                "lime", "LIME: superpixels that push towards TB"
+            )
+            shap_button, shap_image, shap_note = _explainer_column(
+                "shap", "SHAP: red pushes towards TB, blue away"
+            )
         with gr.Accordion("Details (what the API returns)", open=False):
             details = gr.JSON(label="Result")
         card_md = gr.Markdown(elem_id="model-card")
@@ -226,6 +210,22 @@ def build_demo(
         demo.load(card, outputs=card_md, queue=False, api_visibility="private")
     demo.queue(max_size=queue_size, default_concurrency_limit=1)
     return demo
+
+
+def _explainer_column(method: str, label: str) -> tuple[gr.Button, gr.Image, gr.Markdown]:
+    """A column with the button that asks for one slow explanation, its heatmap and its note."""
+    with gr.Column():
+        button = gr.Button(f"Explain with {method.upper()} (5–15 s)")
+        image = gr.Image(
+            label=label,
+            type="numpy",
+            format="png",
+            interactive=False,
+            height=360,
+            elem_id=method,
+        )
+        note = gr.Markdown(label=f"{method.upper()} note")
+    return button, image, note
 
 
 def launch_options(limits: Limits | None = None) -> dict[str, Any]:
