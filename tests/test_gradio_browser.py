@@ -103,5 +103,6 @@ def test_lime_and_shap_run_on_request_for_a_picked_example(page, tmp_path):
         page.get_by_role("button", name=f"Explain with {method}").click()
     for method in ("LIME", "SHAP"):
         page.get_by_text(f"{method} on the image as the model sees it").wait_for(timeout=60_000)
-        assert page.locator(f"#{method.lower()} img").is_visible()
+        # The note and the heatmap arrive together, but the image may paint a moment later.
+        page.locator(f"#{method.lower()} img").wait_for(state="visible", timeout=30_000)
     _keep(page, tmp_path, "gradio-explanations.png")
