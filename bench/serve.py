@@ -206,8 +206,11 @@ def explain_phase(url: str, blobs: list[bytes], n: int) -> dict:
             latencies, errors = [], []
             for i in range(n):
                 seconds, result = call(http, method, blobs[i % len(blobs)], f"{i}.png")
-                (latencies if result and result[0] else errors).append(seconds)
-            out[method] = summary(latencies, [str(e) for e in errors], sum(latencies) or 1.0)
+                if result and result[0]:
+                    latencies.append(seconds)
+                else:
+                    errors.append(f"{method} request {i}: no heatmap after {seconds:.1f} s")
+            out[method] = summary(latencies, errors, sum(latencies) or 1.0)
     return out
 
 

@@ -16,6 +16,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from db import Epoch
+from pipeline.evaluate import WHO_MIN_SENSITIVITY as WHO_SENSITIVITY
+from pipeline.evaluate import WHO_MIN_SPECIFICITY as WHO_SPECIFICITY
 
 NORMAL_COLOUR = "#4C78A8"
 TB_COLOUR = "#E45756"
@@ -29,9 +31,6 @@ STATUS_COLOURS = {
 }
 RUN_COLOURS = px.colors.qualitative.Safe
 WHO_COLOUR = "#555555"
-# WHO target product profile for TB screening (see pipeline.evaluate).
-WHO_SENSITIVITY = 0.9
-WHO_SPECIFICITY = 0.7
 _HEIGHT = 340
 
 
@@ -186,8 +185,8 @@ def threshold_sweep(roc_curve: dict[str, Any], chosen: float, current: float) ->
         )
     )
     for y, label in (
-        (WHO_SENSITIVITY, "WHO sensitivity ≥ 0.90"),
-        (WHO_SPECIFICITY, "WHO specificity ≥ 0.70"),
+        (WHO_SENSITIVITY, f"WHO sensitivity ≥ {WHO_SENSITIVITY:.2f}"),
+        (WHO_SPECIFICITY, f"WHO specificity ≥ {WHO_SPECIFICITY:.2f}"),
     ):
         fig.add_hline(
             y=y,

@@ -157,15 +157,6 @@ def leaderboard(
     return frame
 
 
-def numeric_columns(frame: pd.DataFrame) -> list[str]:
-    """Columns holding numbers (not booleans), in frame order."""
-    return [
-        c
-        for c in frame.columns
-        if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
-    ]
-
-
 def config_columns(frame: pd.DataFrame) -> list[str]:
     """The config columns of ``frame``: short names first, then the other dotted fields."""
     short = [c for c in KEY_CONFIG if c in frame.columns]

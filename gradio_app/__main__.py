@@ -72,8 +72,11 @@ def example_images(source: ModelSource, per_class: int = 2) -> list[Path]:
     if served is None:
         return []
     data = Path(served.predictor.config.data.path)
-    with (Path(served.run.artifacts_dir or "") / "predictions.csv").open() as f:
-        rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
+    try:
+        with (Path(served.run.artifacts_dir or "") / "predictions.csv").open() as f:
+            rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
+    except (OSError, KeyError):
+        return []
     picked = [
         data / r["path"]
         for label in ("0", "1")

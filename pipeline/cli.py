@@ -443,22 +443,22 @@ def cmd_explain(args: argparse.Namespace) -> int:
     predictor = Predictor.from_store(_store(), args.run_id)
     methods = explain.METHODS if args.method == "all" else (args.method,)
     prediction = predictor.predict(args.image)
+    options = {"lime": {"num_samples": args.lime_samples}, "shap": {"max_evals": args.shap_evals}}
+    # Every method runs before anything is written: a failure leaves no half-filled folder.
+    results = [
+        explain.explain(predictor.model, prediction.image, m, **options.get(m, {})) for m in methods
+    ]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.image).stem
     original = out / f"{stem}-input.png"
     cv2.imwrite(str(original), prediction.image)
-    options = {"lime": {"num_samples": args.lime_samples}, "shap": {"max_evals": args.shap_evals}}
     table = Table("method", "seconds", "file", title=f"{args.image} with run {args.run_id}")
-    heatmaps = {}
-    for method in methods:
-        result = explain.explain(
-            predictor.model, prediction.image, method, **options.get(method, {})
-        )
-        path = out / f"{stem}-{method}.png"
+    for result in results:
+        path = out / f"{stem}-{result.method}.png"
         cv2.imwrite(str(path), cv2.cvtColor(result.overlay(prediction.image), cv2.COLOR_RGB2BGR))
-        heatmaps[method] = result.heatmap
-        table.add_row(method, f"{result.seconds:.3f}", str(path))
+        table.add_row(result.method, f"{result.seconds:.3f}", str(path))
+    heatmaps = {result.method: result.heatmap for result in results}
     np.savez_compressed(out / f"{stem}-heatmaps.npz", **heatmaps)
     console.print(table)
     console.print(

@@ -183,6 +183,21 @@ def test_group_by_a_config_field_gives_mean_and_std(ids):
     assert grouped.loc["clahe", "succeeded"] == 1
 
 
+def test_group_summary_gives_mean_plus_minus_std_per_value():
+    frame = pd.DataFrame(
+        {
+            "enhancement": ["none", "none", "clahe", "clahe"],
+            "status": ["succeeded", "succeeded", "succeeded", "failed"],
+            **{m: [0.90, 0.80, 0.95, np.nan] for m in tables.METRICS[:5]},
+        }
+    )
+    grouped = tables.group_summary(frame, "enhancement").set_index("enhancement")
+    assert grouped.loc["none", "auc"] == "0.850 ± 0.071"  # sample std of 0.90 and 0.80
+    assert grouped.loc["clahe", "auc"] == "0.950"  # one run with a result: the mean alone
+    assert list(grouped.index) == ["clahe", "none"]  # best mean AUC first
+    assert grouped.loc["clahe", "succeeded"] == 1
+
+
 def test_an_empty_store_points_to_launch(isolated_store):
     at = page()
     assert "No runs yet" in texts(at, "info")

@@ -250,3 +250,16 @@ def test_cli_refuses_a_run_whose_model_has_no_conv_layer(tmp_path, capsys):
     cv2.imwrite(str(image), np.full((80, 80), 128, np.uint8))
     assert main(["explain", run.id, str(image), "--method", "gradcam", "--out", str(tmp_path)]) == 2
     assert "no convolutional layer named 'last_conv'" in capsys.readouterr().err
+
+
+def test_cli_refuses_too_few_samples_and_writes_nothing(
+    lesion_model, tmp_path, monkeypatch, capsys
+):
+    _, data, url = lesion_model
+    monkeypatch.setenv("TBXRAY_DB_URL", url)
+    (run,) = RunStore(url).list_runs()
+    image = next((data / "Tuberculosis").glob("*.png"))
+    out = tmp_path / "why"
+    assert main(["explain", run.id, str(image), "--out", str(out), "--lime-samples", "5"]) == 2
+    assert "LIME needs at least 10 samples, got 5" in capsys.readouterr().err
+    assert not out.exists()

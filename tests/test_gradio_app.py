@@ -482,3 +482,16 @@ def test_a_toy_dataset_trains_without_an_ood_reference(tmp_path):
     tiny = Split(train=np.arange(6), val=np.arange(6, 8), test=np.arange(8, 10), seed=0)
     assert ood.save_reference(tmp_path, None, np.zeros((10, 8, 8), np.uint8), tiny) is None
     assert not (tmp_path / ood.OOD_FILE).exists()
+
+
+def test_an_image_far_from_the_training_features_cannot_be_assessed(source):
+    """The feature-distance check itself: the same X-ray is refused once the reference moves."""
+    served = ServedModel(source.current().run)
+    xray = png(phantom_pair(0)[1])
+    assert served.assess(xray).status == ASSESSED
+    served.reference = replace(served.reference, mean=served.reference.mean + 1e3)
+    refused = served.assess(xray)
+    assert refused.status == OUT_OF_DISTRIBUTION
+    assert refused.verdict == CANNOT_ASSESS
+    assert "feature distance" in refused.reason
+    assert refused.probability is None

@@ -75,10 +75,10 @@ if run.status == "running":
             text=f"epoch {epoch} of at most {total} · last heartbeat {ago:.0f} s ago",
         )
         curves(current.id)
+        log(current)
 
     st.subheader("Training")
     live()
-    log(run)
 elif run.status == "queued":
     queued = store.list_runs(status="queued")
     ahead = sum(r.created_at < run.created_at for r in queued)
@@ -147,7 +147,10 @@ if run.status == "succeeded":
 
     st.subheader("Threshold")
     labels, scores = ui.test_scores(run)
-    if len(labels):
+
+    # A fragment: moving the slider reruns this block only, not the misclassified-image grid.
+    @st.fragment
+    def threshold_explorer() -> None:
         threshold = st.slider(
             "Threshold (P(TB) ≥ threshold → TB)",
             0.0,
@@ -191,6 +194,9 @@ if run.status == "succeeded":
             key="run.sweep",
         )
         c_hist.plotly_chart(charts.score_histogram(labels, scores, threshold), key="run.hist")
+
+    if len(labels):
+        threshold_explorer()
     else:
         st.caption("This run has no predictions.csv; the threshold cannot be explored.")
 
