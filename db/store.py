@@ -13,13 +13,9 @@ run that is finished (succeeded, failed or cancelled) is never silently rewritte
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +33,27 @@ from db.models import (
     SuiteRow,
     WorkerRow,
 )
+from db.records import (
+    EXTERNAL_INTERVALS,
+    EXTERNAL_SCALARS,
+    RUN_INTERVALS,
+    RUN_SCALARS,
+    Epoch,
+    ExternalEval,
+    Promotion,
+    Run,
+    Suite,
+    Worker,
+    epoch_record,
+    external_eval_record,
+    metric_columns,
+    metric_float,
+    new_id,
+    run_record,
+    suite_record,
+    to_json,
+    utc_now,
+)
 
 EPOCH_METRICS: tuple[str, ...] = (
     "loss",
@@ -48,14 +65,6 @@ EPOCH_METRICS: tuple[str, ...] = (
     "learning_rate",
     "seconds",
 )
-# Final metrics copied from the evaluation dict into typed, sortable columns. Metrics with an
-# interval read it from "<name>_ci" as [lo, hi] and fill "<name>_lo" / "<name>_hi".
-_RUN_SCALARS = ("auc", "sensitivity", "specificity", "f1", "accuracy", "precision", "threshold")
-_RUN_INTERVALS = ("auc", "sensitivity", "specificity")
-_EXTERNAL_SCALARS = ("auc", "sensitivity", "specificity", "f1", "accuracy")
-_EXTERNAL_INTERVALS = ("auc",)
-# Run fields parsed from a *_json column rather than copied from one of the same name.
-_RUN_JSON_FIELDS = ("config", "metrics", "versions")
 # How many candidates an ambiguous-prefix error names before it stops listing.
 _MAX_LISTED = 10
 
@@ -71,132 +80,6 @@ class RunNotFound(StoreError):  # noqa: N818 -- the name is part of the public A
         super().__init__(message)
         self.run_id = run_id
         self.matches = tuple(matches)
-
-
-@dataclass(frozen=True)
-class Suite:
-    """An experiment suite; ``spec`` is the JSON spec it was created from (base config, factors)."""
-
-    id: str
-    name: str
-    kind: str
-    description: str
-    spec: dict[str, Any]
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class Run:
-    """A snapshot of one run. Timestamps are UTC-aware; metric fields are None until finished.
-
-    ``config``, ``metrics`` (the full evaluation dict, curves included) and ``versions`` are
-    parsed JSON, empty when not recorded yet. Non-finite numbers were stored as None.
-    """
-
-    id: str
-    name: str
-    status: str
-    suite_id: str | None
-    config: dict[str, Any]
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    heartbeat_at: datetime | None
-    worker: str | None
-    current_epoch: int | None
-    cancel_requested: bool
-    data_fingerprint: str | None
-    artifacts_dir: str | None
-    error: str | None
-    versions: dict[str, Any]
-    duration_s: float | None
-    auc: float | None
-    auc_lo: float | None
-    auc_hi: float | None
-    sensitivity: float | None
-    sensitivity_lo: float | None
-    sensitivity_hi: float | None
-    specificity: float | None
-    specificity_lo: float | None
-    specificity_hi: float | None
-    f1: float | None
-    accuracy: float | None
-    precision: float | None
-    threshold: float | None
-    who_met: bool | None
-    metrics: dict[str, Any]
-
-    @property
-    def auc_ci(self) -> tuple[float, float] | None:
-        """The 95% interval of the test AUC as (lo, hi), or None when it was not computed."""
-        if self.auc_lo is None or self.auc_hi is None:
-            return None
-        return (self.auc_lo, self.auc_hi)
-
-
-@dataclass(frozen=True)
-class Epoch:
-    """One epoch of training history; a metric the callback did not report is None."""
-
-    run_id: str
-    epoch: int
-    loss: float | None
-    accuracy: float | None
-    auc: float | None
-    val_loss: float | None
-    val_accuracy: float | None
-    val_auc: float | None
-    learning_rate: float | None
-    seconds: float | None
-
-
-@dataclass(frozen=True)
-class ExternalEval:
-    """A run evaluated on another dataset folder; ``metrics`` is the full evaluation dict."""
-
-    id: int
-    run_id: str
-    dataset_path: str
-    data_fingerprint: str
-    n_images: int | None
-    auc: float | None
-    auc_lo: float | None
-    auc_hi: float | None
-    sensitivity: float | None
-    specificity: float | None
-    f1: float | None
-    accuracy: float | None
-    metrics: dict[str, Any]
-    created_at: datetime
-
-    @property
-    def auc_ci(self) -> tuple[float, float] | None:
-        """The 95% interval of the AUC as (lo, hi), or None when it was not computed."""
-        if self.auc_lo is None or self.auc_hi is None:
-            return None
-        return (self.auc_lo, self.auc_hi)
-
-
-@dataclass(frozen=True)
-class Promotion:
-    """A run promoted to be served by the public app, and when."""
-
-    id: int
-    run_id: str
-    note: str
-    promoted_at: datetime
-
-
-@dataclass(frozen=True)
-class Worker:
-    """A queue worker as last reported; ``alive`` means it heart-beat within the asked window."""
-
-    name: str
-    started_at: datetime
-    heartbeat_at: datetime
-    current_run: str | None
-    stopped_at: datetime | None
-    alive: bool
 
 
 def default_url() -> str:
@@ -246,27 +129,27 @@ class RunStore:
     def create_suite(self, name: str, kind: str, description: str, spec: dict[str, Any]) -> Suite:
         """Record a new experiment suite; ``kind`` is a preset name or ``"custom"``."""
         row = SuiteRow(
-            id=_new_id(),
+            id=new_id(),
             name=name,
             kind=kind,
             description=description,
-            spec_json=_to_json(spec),
-            created_at=_now(),
+            spec_json=to_json(spec),
+            created_at=utc_now(),
         )
         with self.session() as s:
             s.add(row)
-            return _suite(row)
+            return suite_record(row)
 
     def get_suite(self, suite_id: str) -> Suite:
         """The suite with this exact id; raises StoreError if there is none."""
         with self.session() as s:
-            return _suite(_suite_row(s, suite_id))
+            return suite_record(_suite_row(s, suite_id))
 
     def list_suites(self) -> list[Suite]:
         """All suites, newest first."""
         query = select(SuiteRow).order_by(SuiteRow.created_at.desc(), SuiteRow.id)
         with self.session() as s:
-            return [_suite(row) for row in s.scalars(query)]
+            return [suite_record(row) for row in s.scalars(query)]
 
     # Runs: creation and lookup
 
@@ -280,17 +163,17 @@ class RunStore:
             if suite_id is not None:
                 _suite_row(s, suite_id)
             row = RunRow(
-                id=_new_id(),
+                id=new_id(),
                 name=name,
                 status="queued",
                 suite_id=suite_id,
-                config_json=_to_json(config),
-                created_at=_now(),
+                config_json=to_json(config),
+                created_at=utc_now(),
                 cancel_requested=False,
             )
             s.add(row)
             s.flush()
-            return _run(row)
+            return run_record(row)
 
     def get_run(self, run_id: str) -> Run:
         """The run with this id, or with the only id that starts with this prefix.
@@ -303,7 +186,7 @@ class RunStore:
         with self.session() as s:
             row = s.get(RunRow, run_id)
             if row is not None:
-                return _run(row)
+                return run_record(row)
             query = (
                 select(RunRow)
                 .where(RunRow.id.startswith(run_id, autoescape=True))
@@ -321,7 +204,7 @@ class RunStore:
                     run_id,
                     [r.id for r in rows],
                 )
-            return _run(rows[0])
+            return run_record(rows[0])
 
     def list_runs(
         self, status: str | None = None, suite_id: str | None = None, limit: int | None = None
@@ -339,7 +222,7 @@ class RunStore:
                 raise ValueError(f"limit must be at least 1, got {limit}")
             query = query.limit(limit)
         with self.session() as s:
-            return [_run(row) for row in s.scalars(query)]
+            return [run_record(row) for row in s.scalars(query)]
 
     # Runs: lifecycle
 
@@ -349,9 +232,9 @@ class RunStore:
         Atomic: of several workers racing for one run, exactly one succeeds; the others get
         StoreError (the run is no longer queued) and should try the next one.
         """
-        now = _now()
+        now = utc_now()
         with self.session() as s:
-            return _run(
+            return run_record(
                 _transition(
                     s,
                     run_id,
@@ -393,7 +276,7 @@ class RunStore:
         A failed run records why in ``error``. A re-queued run starts over: its epochs are
         deleted and it waits for the next worker. Returns the runs as they are afterwards.
         """
-        cutoff = datetime.fromtimestamp(_now().timestamp() - older_than_s, UTC)
+        cutoff = datetime.fromtimestamp(utc_now().timestamp() - older_than_s, UTC)
         stale_query = select(RunRow).where(RunRow.status == "running", RunRow.heartbeat_at < cutoff)
         reaped = []
         with self.session() as s:
@@ -409,7 +292,7 @@ class RunStore:
                 else:
                     values = {
                         "status": "failed",
-                        "finished_at": _now(),
+                        "finished_at": utc_now(),
                         "error": (
                             f"worker {row.worker!r} stopped sending heartbeats (last at "
                             f"{row.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC, more than "
@@ -443,7 +326,7 @@ class RunStore:
     def heartbeat(self, run_id: str) -> None:
         """Mark the run's worker as alive now; a stale heartbeat means the worker died."""
         with self.session() as s:
-            _touch(s, run_id, heartbeat_at=_now())
+            _touch(s, run_id, heartbeat_at=utc_now())
 
     def log_epoch(self, run_id: str, epoch: int, metrics: Mapping[str, float]) -> None:
         """Write (or overwrite) one epoch of history; also a heartbeat.
@@ -452,20 +335,20 @@ class RunStore:
         non-finite values are stored as None.
         """
         with self.session() as s:
-            _touch(s, run_id, current_epoch=epoch, heartbeat_at=_now())
+            _touch(s, run_id, current_epoch=epoch, heartbeat_at=utc_now())
             row = s.get(EpochRow, (run_id, epoch))
             if row is None:
                 row = EpochRow(run_id=run_id, epoch=epoch)
                 s.add(row)
             for key in EPOCH_METRICS:
                 if key in metrics:
-                    setattr(row, key, _float(metrics[key], key))
+                    setattr(row, key, metric_float(metrics[key], key))
 
     def epochs(self, run_id: str) -> list[Epoch]:
         """The run's training history, in epoch order (empty before the first epoch)."""
         query = select(EpochRow).where(EpochRow.run_id == run_id).order_by(EpochRow.epoch)
         with self.session() as s:
-            return [_epoch(row) for row in s.scalars(query)]
+            return [epoch_record(row) for row in s.scalars(query)]
 
     def finish_run(
         self,
@@ -486,21 +369,21 @@ class RunStore:
         NaN and infinities stored as null. Raises StoreError unless the run is running.
         """
         with self.session() as s:
-            return _run(
+            return run_record(
                 _transition(
                     s,
                     run_id,
                     "finish",
                     ("running",),
                     status="succeeded",
-                    finished_at=_now(),
+                    finished_at=utc_now(),
                     artifacts_dir=artifacts_dir,
                     data_fingerprint=data_fingerprint,
-                    versions_json=_to_json(versions),
+                    versions_json=to_json(versions),
                     duration_s=duration_s,
-                    metrics_json=_to_json(metrics),
+                    metrics_json=to_json(metrics),
                     who_met=None if metrics.get("who_met") is None else bool(metrics["who_met"]),
-                    **_metric_columns(metrics, _RUN_SCALARS, _RUN_INTERVALS),
+                    **metric_columns(metrics, RUN_SCALARS, RUN_INTERVALS),
                 )
             )
 
@@ -510,14 +393,14 @@ class RunStore:
         Raises StoreError if the run already finished (e.g. it was cancelled meanwhile).
         """
         with self.session() as s:
-            return _run(
+            return run_record(
                 _transition(
                     s,
                     run_id,
                     "fail",
                     ("queued", "running"),
                     status="failed",
-                    finished_at=_now(),
+                    finished_at=utc_now(),
                     error=error,
                     duration_s=duration_s,
                 )
@@ -533,8 +416,8 @@ class RunStore:
         with self.session() as s:
             row = s.get(RunRow, run_id)
             if row is not None and row.status == "cancelled":
-                return _run(row)
-            return _run(
+                return run_record(row)
+            return run_record(
                 _transition(
                     s,
                     run_id,
@@ -542,7 +425,7 @@ class RunStore:
                     ("queued", "running"),
                     status="cancelled",
                     cancel_requested=True,
-                    finished_at=_now(),
+                    finished_at=utc_now(),
                 )
             )
 
@@ -575,13 +458,13 @@ class RunStore:
                 dataset_path=dataset_path,
                 data_fingerprint=data_fingerprint,
                 n_images=None if n is None else int(n),
-                metrics_json=_to_json(metrics),
-                created_at=_now(),
-                **_metric_columns(metrics, _EXTERNAL_SCALARS, _EXTERNAL_INTERVALS),
+                metrics_json=to_json(metrics),
+                created_at=utc_now(),
+                **metric_columns(metrics, EXTERNAL_SCALARS, EXTERNAL_INTERVALS),
             )
             s.add(row)
             s.flush()
-            return _external_eval(row)
+            return external_eval_record(row)
 
     def external_evals(self, run_id: str) -> list[ExternalEval]:
         """The run's external evaluations, newest first."""
@@ -591,7 +474,7 @@ class RunStore:
             .order_by(ExternalEvalRow.created_at.desc(), ExternalEvalRow.id.desc())
         )
         with self.session() as s:
-            return [_external_eval(row) for row in s.scalars(query)]
+            return [external_eval_record(row) for row in s.scalars(query)]
 
     # Serving: which run the public app uses
 
@@ -603,7 +486,7 @@ class RunStore:
         run = self.get_run(run_id)
         if run.status != "succeeded":
             raise StoreError(f"cannot promote run {run.id}: it is {run.status}, not succeeded")
-        row = PromotionRow(run_id=run.id, note=note, promoted_at=_now())
+        row = PromotionRow(run_id=run.id, note=note, promoted_at=utc_now())
         with self.session() as s:
             s.add(row)
             s.flush()
@@ -632,7 +515,7 @@ class RunStore:
                 .limit(1)
             ).first()
             if promoted is not None:
-                return _run(promoted)
+                return run_record(promoted)
         for run in self.list_runs(status="succeeded"):
             if "baseline" in run.name.lower() or run.config.get("name") == "baseline":
                 return run
@@ -642,7 +525,7 @@ class RunStore:
 
     def worker_alive(self, name: str, current_run: str | None = None) -> None:
         """Record that worker ``name`` is alive now (registering it the first time)."""
-        now = _now()
+        now = utc_now()
         with self.session() as s:
             row = s.get(WorkerRow, name)
             if row is None:
@@ -660,12 +543,12 @@ class RunStore:
             s.execute(
                 update(WorkerRow)
                 .where(WorkerRow.name == name)
-                .values(stopped_at=_now(), current_run=None)
+                .values(stopped_at=utc_now(), current_run=None)
             )
 
     def workers(self, alive_within_s: float = 60.0) -> list[Worker]:
         """Known workers, last seen first; ``alive``: beat within the window and not stopped."""
-        now = _now()
+        now = utc_now()
         query = select(WorkerRow).order_by(WorkerRow.heartbeat_at.desc())
         with self.session() as s:
             return [
@@ -744,94 +627,3 @@ def _suite_row(s: Session, suite_id: str) -> SuiteRow:
 
 def _not_found(run_id: str) -> RunNotFound:
     return RunNotFound(f"no run with id {run_id!r}", run_id)
-
-
-def _new_id() -> str:
-    return uuid.uuid4().hex[:10]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _float(value: Any, key: str) -> float | None:
-    """A metric as a float column value: None stays None, and so does NaN or an infinity."""
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"metric {key!r} must be a number, got {value!r}") from err
-    return number if math.isfinite(number) else None
-
-
-def _metric_columns(
-    metrics: Mapping[str, Any], scalars: tuple[str, ...], intervals: tuple[str, ...]
-) -> dict[str, float | None]:
-    """The typed metric columns: each scalar, and ``<name>_lo/_hi`` from ``<name>_ci``."""
-    columns = {name: _float(metrics.get(name), name) for name in scalars}
-    for name in intervals:
-        ci = metrics.get(f"{name}_ci")
-        if ci is None:
-            columns[f"{name}_lo"] = columns[f"{name}_hi"] = None
-            continue
-        if len(ci) != 2:
-            raise ValueError(f"metric '{name}_ci' must be [lo, hi], got {ci!r}")
-        columns[f"{name}_lo"] = _float(ci[0], f"{name}_ci")
-        columns[f"{name}_hi"] = _float(ci[1], f"{name}_ci")
-    return columns
-
-
-def _jsonable(value: Any) -> Any:
-    """``value`` as plain JSON types: numpy values become Python ones, non-finite floats None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, str | int):
-        return value
-    if isinstance(value, Mapping):
-        return {key: _jsonable(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(item) for item in value]
-    # numpy arrays and scalars; duck-typed so that the store does not import numpy.
-    if hasattr(value, "tolist"):
-        return _jsonable(value.tolist())
-    raise TypeError(f"cannot store {type(value).__name__} value {value!r} as JSON")
-
-
-def _to_json(value: Any) -> str:
-    # allow_nan=False: a NaN that slipped through would make the text unreadable elsewhere.
-    return json.dumps(_jsonable(value), allow_nan=False)
-
-
-def _from_json(text: str | None) -> dict[str, Any]:
-    return {} if text is None else json.loads(text)
-
-
-def _run(row: RunRow) -> Run:
-    values = {f.name: getattr(row, f.name) for f in fields(Run) if f.name not in _RUN_JSON_FIELDS}
-    return Run(
-        **values,
-        config=_from_json(row.config_json),
-        metrics=_from_json(row.metrics_json),
-        versions=_from_json(row.versions_json),
-    )
-
-
-def _suite(row: SuiteRow) -> Suite:
-    return Suite(
-        id=row.id,
-        name=row.name,
-        kind=row.kind,
-        description=row.description,
-        spec=_from_json(row.spec_json),
-        created_at=row.created_at,
-    )
-
-
-def _epoch(row: EpochRow) -> Epoch:
-    return Epoch(**{f.name: getattr(row, f.name) for f in fields(Epoch)})
-
-
-def _external_eval(row: ExternalEvalRow) -> ExternalEval:
-    values = {f.name: getattr(row, f.name) for f in fields(ExternalEval) if f.name != "metrics"}
-    return ExternalEval(**values, metrics=_from_json(row.metrics_json))

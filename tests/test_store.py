@@ -185,7 +185,7 @@ def test_check_constraint_refuses_a_bogus_status(store):
 
 def test_get_run_by_unique_prefix_and_ambiguous_prefix_names_the_matches(store, monkeypatch):
     ids = iter(["abc1230000", "abc4560000", "def7890000"])
-    monkeypatch.setattr(db.store, "_new_id", lambda: next(ids))
+    monkeypatch.setattr(db.store, "new_id", lambda: next(ids))
     first = store.create_run(CONFIG, name="first")
     second = store.create_run(CONFIG, name="second")
     store.create_run(CONFIG, name="third")
