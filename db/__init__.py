@@ -5,20 +5,11 @@ SQLite file ``runs/tbxray.db`` by default; ``TBXRAY_DB_URL`` selects any SQLAlch
 
 from __future__ import annotations
 
+from db.errors import RunNotFound, StoreError
+from db.migrate import StoreVersionError
 from db.models import RUN_STATUSES
-from db.store import (
-    EPOCH_METRICS,
-    Epoch,
-    ExternalEval,
-    Promotion,
-    Run,
-    RunNotFound,
-    RunStore,
-    StoreError,
-    Suite,
-    Worker,
-    default_url,
-)
+from db.records import Epoch, ExternalEval, Promotion, Run, Suite, Worker
+from db.store import EPOCH_METRICS, RunStore, default_url
 
 __all__ = [
     "EPOCH_METRICS",
@@ -30,6 +21,7 @@ __all__ = [
     "RunNotFound",
     "RunStore",
     "StoreError",
+    "StoreVersionError",
     "Suite",
     "Worker",
     "default_url",

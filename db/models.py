@@ -1,8 +1,10 @@
 """SQLAlchemy 2 tables of the run store: suites, runs, their epochs and external evaluations.
 
-These ORM classes are private to :mod:`db.store`; everything outside ``db`` gets the frozen
-dataclasses that the store returns. JSON columns are plain text (``*_json``) so the schema is
-the same on SQLite and PostgreSQL. Timestamps are timezone-aware UTC on the way in and out.
+The schema changes only through Alembic revisions (``db/migrations/versions``); a test checks
+that the migrated schema equals these classes. These ORM classes are private to ``db``;
+everything outside it gets the frozen dataclasses that the store returns. JSON columns are
+plain text (``*_json``) so the schema is the same on SQLite and PostgreSQL. Timestamps are
+timezone-aware UTC on the way in and out.
 """
 
 from __future__ import annotations
@@ -177,7 +179,8 @@ class PromotionRow(Base):
 
 
 class WorkerRow(Base):
-    """A queue worker process, heart-beating while it lives (idle or training)."""
+    """A queue worker process, heart-beating while it lives (idle or training); removed when it
+    stops cleanly, left behind (and soon not alive) when it is killed."""
 
     __tablename__ = "workers"
 
@@ -185,4 +188,5 @@ class WorkerRow(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
     current_run: Mapped[str | None] = mapped_column(String(32))
-    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Where the worker writes run artifacts; every worker of one store must share it (0002).
+    runs_dir: Mapped[str | None] = mapped_column(Text)

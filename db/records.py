@@ -148,7 +148,7 @@ class Worker:
     started_at: datetime
     heartbeat_at: datetime
     current_run: str | None
-    stopped_at: datetime | None
+    runs_dir: str | None
     alive: bool
 
 

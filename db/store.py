@@ -14,25 +14,25 @@ run that is finished (succeeded, failed or cancelled) is never silently rewritte
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from datetime import UTC, datetime
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, event, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, create_engine, delete, event, select
+from sqlalchemy.orm import sessionmaker
 
+from db.base import not_found, suite_row, touch, transition, upsert
+from db.errors import RunNotFound
+from db.migrate import check_on_open
 from db.models import (
     RUN_STATUSES,
-    Base,
     EpochRow,
     ExternalEvalRow,
-    PromotionRow,
     RunRow,
     SuiteRow,
-    WorkerRow,
 )
+from db.queue import QueueMixin
 from db.records import (
     EXTERNAL_INTERVALS,
     EXTERNAL_SCALARS,
@@ -40,10 +40,8 @@ from db.records import (
     RUN_SCALARS,
     Epoch,
     ExternalEval,
-    Promotion,
     Run,
     Suite,
-    Worker,
     epoch_record,
     external_eval_record,
     metric_columns,
@@ -54,6 +52,7 @@ from db.records import (
     to_json,
     utc_now,
 )
+from db.serving import ServingMixin
 
 EPOCH_METRICS: tuple[str, ...] = (
     "loss",
@@ -67,19 +66,6 @@ EPOCH_METRICS: tuple[str, ...] = (
 )
 # How many candidates an ambiguous-prefix error names before it stops listing.
 _MAX_LISTED = 10
-
-
-class StoreError(RuntimeError):
-    """The store refused an operation, e.g. starting a run that is not queued."""
-
-
-class RunNotFound(StoreError):  # noqa: N818 -- the name is part of the public API
-    """No run has this id, or an id prefix matches several runs (listed in ``matches``)."""
-
-    def __init__(self, message: str, run_id: str, matches: Sequence[str] = ()) -> None:
-        super().__init__(message)
-        self.run_id = run_id
-        self.matches = tuple(matches)
 
 
 def default_url() -> str:
@@ -97,32 +83,37 @@ def default_url() -> str:
     return f"sqlite:///{runs_dir / 'tbxray.db'}"
 
 
-class RunStore:
+def make_engine(url: str) -> Engine:
+    """An engine for the store at ``url``, with the settings every SQLite connection needs."""
+    engine = create_engine(url)
+    if engine.dialect.name == "sqlite":
+        _prepare_sqlite(engine)
+    return engine
+
+
+class RunStore(QueueMixin, ServingMixin):
     """Read and write runs, suites, epochs and external evaluations in one database.
 
-    Creating a store creates any missing tables. Several stores (threads, processes, machines)
-    may share one database; SQLite waits up to 30 s for a lock instead of failing at once.
+    Opening a store checks its schema revision (:func:`db.migrate.check_on_open`): a local
+    SQLite file is created or upgraded (after a backup, kept in ``backup_path``); a server
+    database must already be current, else :class:`db.migrate.StoreVersionError` says which
+    command to run. Several stores (threads, processes, machines) may share one database;
+    SQLite waits up to 30 s for a lock instead of failing at once.
     """
 
     def __init__(self, url: str | None = None) -> None:
         url = url or default_url()
-        self.engine: Engine = create_engine(url)
+        self.engine: Engine = make_engine(url)
         # For display (dashboard footer, CLI); never leak a password.
         self.url = self.engine.url.render_as_string(hide_password=True)
-        if self.engine.dialect.name == "sqlite":
-            _prepare_sqlite(self.engine)
-        Base.metadata.create_all(self.engine)
+        self.backup_path = check_on_open(self.engine, self.url)
+        if self.backup_path is not None:
+            print(
+                f"upgraded the run store at {self.url}; the previous file is kept at "
+                f"{self.backup_path}",
+                file=sys.stderr,
+            )
         self._sessions = sessionmaker(self.engine)
-
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        """One transaction: commits when the block ends, rolls back if it raises, then closes.
-
-        For the store's own methods and for tests; other code should use the methods, which
-        return dataclasses instead of rows bound to this session.
-        """
-        with self._sessions.begin() as session:
-            yield session
 
     # Suites
 
@@ -140,10 +131,40 @@ class RunStore:
             s.add(row)
             return suite_record(row)
 
+    def enqueue_suite(
+        self,
+        name: str,
+        kind: str,
+        description: str,
+        spec: dict[str, Any],
+        runs: Sequence[tuple[dict[str, Any], str]],
+    ) -> tuple[Suite, list[Run]]:
+        """Record a suite and queue its runs (``(config, name)`` pairs) in one transaction.
+
+        Either the suite and every run are stored, or nothing is: a crash half-way cannot
+        leave a partial suite for the workers.
+        """
+        created = utc_now()
+        suite = SuiteRow(
+            id=new_id(),
+            name=name,
+            kind=kind,
+            description=description,
+            spec_json=to_json(spec),
+            created_at=created,
+        )
+        rows = [_queued_row(config, run_name, suite.id) for config, run_name in runs]
+        with self.session() as s:
+            s.add(suite)
+            s.flush()
+            s.add_all(rows)
+            s.flush()
+            return suite_record(suite), [run_record(row) for row in rows]
+
     def get_suite(self, suite_id: str) -> Suite:
         """The suite with this exact id; raises StoreError if there is none."""
         with self.session() as s:
-            return suite_record(_suite_row(s, suite_id))
+            return suite_record(suite_row(s, suite_id))
 
     def list_suites(self) -> list[Suite]:
         """All suites, newest first."""
@@ -161,16 +182,8 @@ class RunStore:
         """
         with self.session() as s:
             if suite_id is not None:
-                _suite_row(s, suite_id)
-            row = RunRow(
-                id=new_id(),
-                name=name,
-                status="queued",
-                suite_id=suite_id,
-                config_json=to_json(config),
-                created_at=utc_now(),
-                cancel_requested=False,
-            )
+                suite_row(s, suite_id)
+            row = _queued_row(config, name, suite_id)
             s.add(row)
             s.flush()
             return run_record(row)
@@ -224,125 +237,23 @@ class RunStore:
         with self.session() as s:
             return [run_record(row) for row in s.scalars(query)]
 
-    # Runs: lifecycle
-
-    def start_run(self, run_id: str, worker: str) -> Run:
-        """Claim a queued run for ``worker``: status ``running``, started and heartbeat now.
-
-        Atomic: of several workers racing for one run, exactly one succeeds; the others get
-        StoreError (the run is no longer queued) and should try the next one.
-        """
-        now = utc_now()
-        with self.session() as s:
-            return run_record(
-                _transition(
-                    s,
-                    run_id,
-                    "start",
-                    ("queued",),
-                    status="running",
-                    started_at=now,
-                    heartbeat_at=now,
-                    worker=worker,
-                )
-            )
-
-    def claim_next(self, worker: str) -> Run | None:
-        """Start the oldest queued run for ``worker``; None when the queue is empty.
-
-        Safe with many workers on one database: each candidate is claimed with the atomic
-        :meth:`start_run`, and a worker that loses a race simply tries the next candidate.
-        """
-        while True:
-            query = (
-                select(RunRow.id)
-                .where(RunRow.status == "queued")
-                .order_by(RunRow.created_at, RunRow.id)
-                .limit(8)
-            )
-            with self.session() as s:
-                candidates = list(s.scalars(query))
-            if not candidates:
-                return None
-            for run_id in candidates:
-                try:
-                    return self.start_run(run_id, worker)
-                except StoreError:
-                    continue
-
-    def reap_stale(self, older_than_s: float, *, requeue: bool = False) -> list[Run]:
-        """Runs whose worker stopped heart-beating ``older_than_s`` ago: failed, or re-queued.
-
-        A failed run records why in ``error``. A re-queued run starts over: its epochs are
-        deleted and it waits for the next worker. Returns the runs as they are afterwards.
-        """
-        cutoff = datetime.fromtimestamp(utc_now().timestamp() - older_than_s, UTC)
-        stale_query = select(RunRow).where(RunRow.status == "running", RunRow.heartbeat_at < cutoff)
-        reaped = []
-        with self.session() as s:
-            for row in s.scalars(stale_query).all():
-                if requeue:
-                    values: dict[str, Any] = {
-                        "status": "queued",
-                        "started_at": None,
-                        "heartbeat_at": None,
-                        "worker": None,
-                        "current_epoch": None,
-                    }
-                else:
-                    values = {
-                        "status": "failed",
-                        "finished_at": utc_now(),
-                        "error": (
-                            f"worker {row.worker!r} stopped sending heartbeats (last at "
-                            f"{row.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC, more than "
-                            f"{older_than_s:.0f} s ago): it was killed or its machine was lost. "
-                            "Re-queue the run to train it again."
-                        ),
-                    }
-                result = s.execute(
-                    update(RunRow)
-                    .where(
-                        RunRow.id == row.id,
-                        RunRow.status == "running",
-                        RunRow.heartbeat_at < cutoff,
-                    )
-                    .values(**values)
-                    .execution_options(synchronize_session=False)
-                )
-                if result.rowcount and requeue:
-                    s.execute(delete(EpochRow).where(EpochRow.run_id == row.id))
-                if result.rowcount:
-                    reaped.append(row.id)
-        return [self.get_run(run_id) for run_id in reaped]
-
-    def cancel_suite(self, suite_id: str) -> list[Run]:
-        """Cancel every queued or running run of the suite; returns those cancelled."""
-        with self.session() as s:
-            _suite_row(s, suite_id)
-        active = [r for r in self.list_runs(suite_id=suite_id) if r.status in ("queued", "running")]
-        return [self.cancel_run(r.id) for r in active]
-
-    def heartbeat(self, run_id: str) -> None:
-        """Mark the run's worker as alive now; a stale heartbeat means the worker died."""
-        with self.session() as s:
-            _touch(s, run_id, heartbeat_at=utc_now())
-
     def log_epoch(self, run_id: str, epoch: int, metrics: Mapping[str, float]) -> None:
         """Write (or overwrite) one epoch of history; also a heartbeat.
 
         Keys other than those in ``EPOCH_METRICS`` (e.g. extra Keras metrics) are ignored;
         non-finite values are stored as None.
         """
+        values = {key: metric_float(metrics[key], key) for key in EPOCH_METRICS if key in metrics}
         with self.session() as s:
-            _touch(s, run_id, current_epoch=epoch, heartbeat_at=utc_now())
-            row = s.get(EpochRow, (run_id, epoch))
-            if row is None:
-                row = EpochRow(run_id=run_id, epoch=epoch)
-                s.add(row)
-            for key in EPOCH_METRICS:
-                if key in metrics:
-                    setattr(row, key, metric_float(metrics[key], key))
+            touch(s, run_id, current_epoch=epoch, heartbeat_at=utc_now())
+            # An upsert, because a re-sent epoch (the same number again) overwrites its row.
+            upsert(
+                s,
+                EpochRow.__table__,
+                {"run_id": run_id, "epoch": epoch, **values},
+                ("run_id", "epoch"),
+                values or {"epoch": epoch},
+            )
 
     def epochs(self, run_id: str) -> list[Epoch]:
         """The run's training history, in epoch order (empty before the first epoch)."""
@@ -370,7 +281,7 @@ class RunStore:
         """
         with self.session() as s:
             return run_record(
-                _transition(
+                transition(
                     s,
                     run_id,
                     "finish",
@@ -394,7 +305,7 @@ class RunStore:
         """
         with self.session() as s:
             return run_record(
-                _transition(
+                transition(
                     s,
                     run_id,
                     "fail",
@@ -406,29 +317,6 @@ class RunStore:
                 )
             )
 
-    def cancel_run(self, run_id: str) -> Run:
-        """Cancel a queued or running run: status ``cancelled`` and ``cancel_requested`` set.
-
-        A queued run is never started. A running run's worker sees ``cancel_requested`` (via
-        :meth:`get_run`) and stops; its later ``finish_run`` / ``fail_run`` raise StoreError.
-        Cancelling a cancelled run returns it unchanged; a succeeded or failed run raises.
-        """
-        with self.session() as s:
-            row = s.get(RunRow, run_id)
-            if row is not None and row.status == "cancelled":
-                return run_record(row)
-            return run_record(
-                _transition(
-                    s,
-                    run_id,
-                    "cancel",
-                    ("queued", "running"),
-                    status="cancelled",
-                    cancel_requested=True,
-                    finished_at=utc_now(),
-                )
-            )
-
     def delete_run(self, run_id: str) -> None:
         """Delete the run, its epochs and its external evaluations (not its artifact files)."""
         with self.session() as s:
@@ -437,7 +325,7 @@ class RunStore:
                 execution_options={"synchronize_session": False},
             )
             if result.rowcount == 0:
-                raise _not_found(run_id)
+                raise not_found(run_id)
 
     # External validation
 
@@ -451,7 +339,7 @@ class RunStore:
         """
         with self.session() as s:
             if s.get(RunRow, run_id) is None:
-                raise _not_found(run_id)
+                raise not_found(run_id)
             n = metrics.get("n")
             row = ExternalEvalRow(
                 run_id=run_id,
@@ -476,94 +364,6 @@ class RunStore:
         with self.session() as s:
             return [external_eval_record(row) for row in s.scalars(query)]
 
-    # Serving: which run the public app uses
-
-    def promote(self, run_id: str, note: str = "") -> Promotion:
-        """Make a succeeded run the one the public app serves (the newest promotion wins).
-
-        Raises StoreError if the run did not succeed, RunNotFound if there is no such run.
-        """
-        run = self.get_run(run_id)
-        if run.status != "succeeded":
-            raise StoreError(f"cannot promote run {run.id}: it is {run.status}, not succeeded")
-        row = PromotionRow(run_id=run.id, note=note, promoted_at=utc_now())
-        with self.session() as s:
-            s.add(row)
-            s.flush()
-            return Promotion(row.id, row.run_id, row.note, row.promoted_at)
-
-    def promotions(self) -> list[Promotion]:
-        """Every promotion, newest first (the history shown on the dashboard)."""
-        query = select(PromotionRow).order_by(
-            PromotionRow.promoted_at.desc(), PromotionRow.id.desc()
-        )
-        with self.session() as s:
-            return [Promotion(r.id, r.run_id, r.note, r.promoted_at) for r in s.scalars(query)]
-
-    def served_run(self) -> Run | None:
-        """The run the public app should serve, or None when no model is available yet.
-
-        The newest promotion whose run still exists and succeeded; before any promotion, the
-        newest succeeded run named (or configured) as a baseline.
-        """
-        with self.session() as s:
-            promoted = s.scalars(
-                select(RunRow)
-                .join(PromotionRow, PromotionRow.run_id == RunRow.id)
-                .where(RunRow.status == "succeeded")
-                .order_by(PromotionRow.promoted_at.desc(), PromotionRow.id.desc())
-                .limit(1)
-            ).first()
-            if promoted is not None:
-                return run_record(promoted)
-        for run in self.list_runs(status="succeeded"):
-            if "baseline" in run.name.lower() or run.config.get("name") == "baseline":
-                return run
-        return None
-
-    # Workers
-
-    def worker_alive(self, name: str, current_run: str | None = None) -> None:
-        """Record that worker ``name`` is alive now (registering it the first time)."""
-        now = utc_now()
-        with self.session() as s:
-            row = s.get(WorkerRow, name)
-            if row is None:
-                s.add(
-                    WorkerRow(name=name, started_at=now, heartbeat_at=now, current_run=current_run)
-                )
-            else:
-                row.heartbeat_at = now
-                row.current_run = current_run
-                row.stopped_at = None
-
-    def worker_stopped(self, name: str) -> None:
-        """Record that worker ``name`` exited cleanly."""
-        with self.session() as s:
-            s.execute(
-                update(WorkerRow)
-                .where(WorkerRow.name == name)
-                .values(stopped_at=utc_now(), current_run=None)
-            )
-
-    def workers(self, alive_within_s: float = 60.0) -> list[Worker]:
-        """Known workers, last seen first; ``alive``: beat within the window and not stopped."""
-        now = utc_now()
-        query = select(WorkerRow).order_by(WorkerRow.heartbeat_at.desc())
-        with self.session() as s:
-            return [
-                Worker(
-                    name=r.name,
-                    started_at=r.started_at,
-                    heartbeat_at=r.heartbeat_at,
-                    current_run=r.current_run,
-                    stopped_at=r.stopped_at,
-                    alive=r.stopped_at is None
-                    and (now - r.heartbeat_at).total_seconds() <= alive_within_s,
-                )
-                for r in s.scalars(query)
-            ]
-
 
 def _prepare_sqlite(engine: Engine) -> None:
     """Create the database's folder and set the pragmas every SQLite connection needs."""
@@ -582,48 +382,13 @@ def _prepare_sqlite(engine: Engine) -> None:
         cursor.close()
 
 
-def _transition(
-    s: Session, run_id: str, action: str, allowed: tuple[str, ...], **values: Any
-) -> RunRow:
-    """Apply ``values`` to the run only if its status is in ``allowed``; return the fresh row.
-
-    The status test is part of the UPDATE itself, so it is atomic across processes.
-    """
-    result = s.execute(
-        update(RunRow)
-        .where(RunRow.id == run_id, RunRow.status.in_(allowed))
-        .values(**values)
-        .execution_options(synchronize_session=False)
+def _queued_row(config: dict[str, Any], name: str, suite_id: str | None) -> RunRow:
+    return RunRow(
+        id=new_id(),
+        name=name,
+        status="queued",
+        suite_id=suite_id,
+        config_json=to_json(config),
+        created_at=utc_now(),
+        cancel_requested=False,
     )
-    if result.rowcount == 0:
-        status = s.scalar(select(RunRow.status).where(RunRow.id == run_id))
-        if status is None:
-            raise _not_found(run_id)
-        raise StoreError(
-            f"cannot {action} run {run_id}: it is {status}, and {action} needs it to be "
-            + " or ".join(allowed)
-        )
-    return s.get_one(RunRow, run_id, populate_existing=True)
-
-
-def _touch(s: Session, run_id: str, **values: Any) -> None:
-    """Update columns of the run whatever its status; RunNotFound if it does not exist."""
-    result = s.execute(
-        update(RunRow)
-        .where(RunRow.id == run_id)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount == 0:
-        raise _not_found(run_id)
-
-
-def _suite_row(s: Session, suite_id: str) -> SuiteRow:
-    row = s.get(SuiteRow, suite_id)
-    if row is None:
-        raise StoreError(f"no suite with id {suite_id!r}")
-    return row
-
-
-def _not_found(run_id: str) -> RunNotFound:
-    return RunNotFound(f"no run with id {run_id!r}", run_id)

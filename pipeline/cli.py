@@ -250,12 +250,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
         stale_after_s=args.stale_after,
         requeue=args.requeue,
         poll_s=args.poll,
+        requeue_on_stop=not args.fail_on_stop,
         **({"name": args.name} if args.name else {}),
     )
     store = _store()
     console.print(f"worker {options.name} on {store.url}")
-    executed = work(store, options)
-    console.print(f"worker {options.name}: {len(executed)} runs executed")
+    work(store, options)
     return 0
 
 
@@ -275,6 +275,28 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     console.print(
         f"run {run.id} cancelled; a running run stops at its next batch and keeps its epochs"
     )
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- db
+def cmd_db(args: argparse.Namespace) -> int:
+    from db import default_url, migrate
+    from db.store import make_engine
+
+    url = default_url()
+    engine = make_engine(url)
+    where = engine.url.render_as_string(hide_password=True)
+    if args.action == "current":
+        console.print(f"run store {where}: {migrate.state(engine).describe()}")
+        return 0
+    if args.action == "upgrade":
+        saved = migrate.upgrade(engine, args.revision or "head")
+    else:
+        if not args.revision:
+            raise ValueError("db downgrade needs a target revision (e.g. 0001), or 'base'")
+        saved = migrate.downgrade(engine, args.revision)
+    kept = f"; the previous file is kept at {saved}" if saved else ""
+    console.print(f"run store {where}: now {migrate.state(engine).describe()}{kept}")
     return 0
 
 
@@ -551,6 +573,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--poll", type=float, default=5.0, help="seconds between looks at an empty queue"
+    )
+    p.add_argument(
+        "--fail-on-stop",
+        action="store_true",
+        help="when told to stop (SIGTERM, Ctrl-C), mark the running run failed instead of "
+        "re-queueing it",
+    )
+
+    p = add("db", cmd_db, "the run store's schema: which revision it is at, and upgrades")
+    p.add_argument("action", choices=["current", "upgrade", "downgrade"])
+    p.add_argument(
+        "revision",
+        nargs="?",
+        help="upgrade: target (default the newest); downgrade: target revision, or 'base'",
     )
 
     p = add("cancel", cmd_cancel, "cancel a run, or every unfinished run of a suite")

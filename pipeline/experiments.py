@@ -56,7 +56,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pipeline.config import ENHANCEMENTS, ConfigError, RunConfig, override, preset
 
 if TYPE_CHECKING:
-    from db.store import Run, RunStore, Suite
+    from db import Run, RunStore, Suite
 
 Mode = Literal["one_at_a_time", "grid", "random"]
 MODES: tuple[str, ...] = ("one_at_a_time", "grid", "random")
@@ -393,7 +393,7 @@ def load_suite_file(path: str | Path) -> SuiteSpec:
 
 
 def enqueue(store: RunStore, spec: SuiteSpec, planned: list[Planned]) -> tuple[Suite, list[Run]]:
-    """Record the suite and one queued run per planned run; nothing trains here.
+    """Record the suite and one queued run per planned run, in one transaction; nothing trains.
 
     The stored suite spec is ``spec`` as JSON plus ``varied_fields``, the planned ``settings``
     (label and the value of every varied field, which :func:`summary` groups by), and, when
@@ -416,11 +416,13 @@ def enqueue(store: RunStore, spec: SuiteSpec, planned: list[Planned]) -> tuple[S
         "expanded_with": getattr(planned, "options", {}),
     }
     kind = spec.name if SUITES.get(spec.name) == spec else "custom"
-    suite = store.create_suite(name=spec.name, kind=kind, description=spec.question, spec=record)
-    runs = [
-        store.create_run(p.config.model_dump(mode="json"), p.config.name, suite.id) for p in planned
-    ]
-    return suite, runs
+    return store.enqueue_suite(
+        name=spec.name,
+        kind=kind,
+        description=spec.question,
+        spec=record,
+        runs=[(p.config.model_dump(mode="json"), p.config.name) for p in planned],
+    )
 
 
 def summary(store: RunStore, suite_id: str) -> pd.DataFrame:

@@ -43,6 +43,12 @@ class Predictor:
         import pipeline.model  # noqa: F401 - registers the custom layers for safe-mode loading
 
         self.run_dir = Path(run_dir)
+        if not self.run_dir.is_dir():
+            raise FileNotFoundError(
+                f"the run's artifacts folder {self.run_dir} is not on this machine: the worker "
+                "that trained it wrote to another runs folder. Workers and apps sharing a store "
+                "must share one runs folder (TBXRAY_RUNS_DIR; README, 'Scaling out')"
+            )
         missing = [
             f
             for f in ("model.keras", "config.json", "metrics.json")

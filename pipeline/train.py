@@ -246,6 +246,15 @@ class RunCancelled(Exception):  # noqa: N818 - a signal, not an error
     """The run was cancelled while it trained; it stays ``cancelled`` with its epochs kept."""
 
 
+class StopRequested(BaseException):
+    """The worker training this run was told to stop (SIGTERM, Ctrl-C).
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` swallows it.
+    :func:`run` removes the attempt's folders and records nothing: the worker decides whether
+    the run goes back to the queue or fails.
+    """
+
+
 def run(
     cfg: RunConfig,
     store: RunStore,
@@ -274,6 +283,12 @@ def run(
     try:
         with heartbeat(store, run_id, heartbeat_s):
             return _train(cfg, store, run_id, partial, final, started, progress)
+    except StopRequested:
+        # The stop may land after the run was recorded as succeeded: then its folder stays.
+        if store.get_run(run_id).status != "succeeded":
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.rmtree(final, ignore_errors=True)
+        raise
     except BaseException as err:
         now = store.get_run(run_id)
         if now.status == "cancelled":

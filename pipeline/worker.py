@@ -7,25 +7,32 @@ a run whose worker died (killed, machine lost) stops heart-beating, and the next
 marks it failed — or re-queues it, with ``requeue``. Each run's output (stdout and stderr,
 TensorFlow's included) goes to its log: ``runs/<id>/train.log`` once it succeeded, else
 ``runs/logs/<id>.log``.
+
+A worker told to stop (SIGTERM, Ctrl-C) stops training at the next batch, puts its run back in
+the queue (or fails it with "worker stopped", with ``requeue_on_stop`` off), removes its
+presence and exits, printing one line. SIGKILL cannot be caught: that run is reaped as above.
+Every worker of one store must write to the same runs folder, which the apps read artifacts
+from; a worker whose folder differs from a live worker's refuses to start.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from db import Run, RunStore
+from db import Run, RunStore, StoreError
 from pipeline import preprocess
 from pipeline.config import make_config
 
@@ -43,6 +50,47 @@ class WorkerOptions:
     stale_after_s: float = 120.0  # a running run without a heartbeat this long is dead
     requeue: bool = False  # re-queue dead runs instead of failing them
     poll_s: float = 5.0  # idle wait between looks at an empty queue
+    requeue_on_stop: bool = True  # told to stop: re-queue the running run (else fail it)
+
+
+class SharedFolderError(ValueError):
+    """This worker's runs folder differs from the one the store's live workers write to."""
+
+
+class _StopSignals:
+    """SIGTERM and SIGINT, turned into a request to stop instead of a traceback.
+
+    While a run executes (``in_run``) the first signal raises :class:`train.StopRequested` in
+    the main thread, so training stops at the next batch; while idle it only sets ``stopped``,
+    which the worker's loop checks. Further signals are ignored: the first one is being
+    honoured. Installed only in the main thread (Python allows handlers nowhere else).
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.stopped: str | None = None
+        self.in_run = False
+        self._saved: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        from pipeline.train import StopRequested
+
+        if self.stopped is not None:
+            return
+        self.stopped = signal.Signals(signum).name
+        if self.in_run:
+            raise StopRequested(self.stopped)
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
 
 
 def log_path(run: Run) -> Path:
@@ -109,6 +157,7 @@ class _Presence:
 
     def __init__(self, store: RunStore, name: str, every_s: float) -> None:
         self.store, self.name, self.every_s = store, name, every_s
+        self.runs_dir = str(preprocess.runs_dir().resolve())
         self.current_run: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"worker-{name}", daemon=True)
@@ -116,7 +165,7 @@ class _Presence:
     def _beat(self) -> None:
         while True:
             try:
-                self.store.worker_alive(self.name, self.current_run)
+                self.store.worker_alive(self.name, self.current_run, self.runs_dir)
             except SQLAlchemyError as err:
                 print(f"worker heartbeat failed, retrying: {err}", file=sys.stderr)
             if self._stop.wait(self.every_s):
@@ -124,9 +173,10 @@ class _Presence:
 
     def set_run(self, run_id: str | None) -> None:
         self.current_run = run_id
-        self.store.worker_alive(self.name, run_id)
+        self.store.worker_alive(self.name, run_id, self.runs_dir)
 
     def __enter__(self) -> _Presence:
+        self.store.worker_alive(self.name, None, self.runs_dir)
         self._thread.start()
         return self
 
@@ -136,28 +186,96 @@ class _Presence:
         self.store.worker_stopped(self.name)
 
 
-def work(store: RunStore, options: WorkerOptions) -> list[Run]:
+def check_runs_folder(store: RunStore, name: str) -> None:
+    """Refuse to work where this worker's runs folder differs from a live worker's.
+
+    A run's artifacts are read (by the apps, ``predict``, ``explain``) from the folder its
+    worker wrote them to, so all workers of one store must share one runs folder.
+    """
+    mine = str(preprocess.runs_dir().resolve())
+    for other in store.workers():
+        if other.alive and other.name != name and other.runs_dir and other.runs_dir != mine:
+            raise SharedFolderError(
+                f"this worker would write runs to {mine}, but worker {other.name}, alive on the "
+                f"same store, writes to {other.runs_dir}. Workers sharing a store must share one "
+                "runs folder (and the apps must read it): set TBXRAY_RUNS_DIR to a folder every "
+                "machine mounts at the same path (README, 'Scaling out')"
+            )
+
+
+Executor = Callable[[RunStore, Run, WorkerOptions], Run]
+
+
+def work(store: RunStore, options: WorkerOptions, executor: Executor = execute) -> list[Run]:
     """Claim and train queued runs until the queue is empty (``once``) or ``max_runs`` ran.
 
     Before each claim, runs whose worker died are failed or re-queued. The worker heart-beats
     its own presence in the store while it lives. Returns the runs this worker executed, as
-    stored when each ended.
+    stored when each ended (a run given back on stop included). ``executor`` trains one
+    claimed run (:func:`execute`; tests pass a stand-in). Raises SharedFolderError when a live
+    worker of the store writes to another runs folder.
     """
+    check_runs_folder(store, options.name)
     executed: list[Run] = []
-    with _Presence(store, options.name, options.heartbeat_s) as presence:
-        while options.max_runs is None or len(executed) < options.max_runs:
+    given_back: str | None = None
+    with _StopSignals() as stop, _Presence(store, options.name, options.heartbeat_s) as presence:
+        while stop.stopped is None and (
+            options.max_runs is None or len(executed) < options.max_runs
+        ):
             for reaped in store.reap_stale(options.stale_after_s, requeue=options.requeue):
                 print(f"run {reaped.id}: its worker died; now {reaped.status}", flush=True)
             run = store.claim_next(options.name)
             if run is None:
                 if options.once:
                     break
-                time.sleep(options.poll_s)
+                _idle(options.poll_s, stop)
                 continue
             print(f"worker {options.name}: training run {run.id} ({run.name})", flush=True)
             presence.set_run(run.id)
-            done = execute(store, run, options)
+            done, given_back = _execute_or_release(store, run, options, executor, stop)
             presence.set_run(None)
-            print(f"worker {options.name}: run {done.id} {done.status}", flush=True)
+            if given_back is None:
+                print(f"worker {options.name}: run {done.id} {done.status}", flush=True)
             executed.append(done)
+    if stop.stopped is None:
+        print(f"worker {options.name}: {len(executed)} runs executed", flush=True)
+    else:
+        print(f"worker {options.name}: stopped ({stop.stopped}); {given_back or 'was idle'}")
     return executed
+
+
+def _idle(seconds: float, stop: _StopSignals) -> None:
+    """Wait for the next look at the queue, in short steps so that a stop is noticed at once."""
+    deadline = time.monotonic() + seconds
+    while stop.stopped is None and time.monotonic() < deadline:
+        time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+
+def _execute_or_release(
+    store: RunStore, run: Run, options: WorkerOptions, executor: Executor, stop: _StopSignals
+) -> tuple[Run, str | None]:
+    """Execute the run; if the worker is told to stop meanwhile, give the run back.
+
+    Returns the run as stored afterwards, and what became of it when it was given back.
+    """
+    from pipeline.train import StopRequested
+
+    try:
+        stop.in_run = True
+        try:
+            return executor(store, run, options), None
+        finally:
+            stop.in_run = False
+    except StopRequested:
+        try:
+            released = store.release_run(
+                run.id,
+                options.name,
+                requeue=options.requeue_on_stop,
+                reason=f"worker {options.name} stopped ({stop.stopped}) while training this run",
+            )
+            verb = "re-queued" if options.requeue_on_stop else "marked failed"
+        except StoreError:
+            released = store.get_run(run.id)  # it finished or was cancelled meanwhile
+            verb = f"already {released.status}"
+        return released, f"run {run.id} {verb}"
