@@ -26,6 +26,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.script.revision import RevisionError
+from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, inspect
 
 from db.errors import StoreError
@@ -124,7 +125,7 @@ def _state(conn: Connection) -> SchemaState:
 def _is_known(revision: str) -> bool:
     try:
         return _scripts().get_revision(revision) is not None
-    except RevisionError:
+    except (RevisionError, CommandError):  # alembic wraps an unknown id in CommandError
         return False
 
 

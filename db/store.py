@@ -22,9 +22,9 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, delete, event, select
 from sqlalchemy.orm import sessionmaker
 
+from db import migrate
 from db.base import not_found, suite_row, touch, transition, upsert
 from db.errors import RunNotFound
-from db.migrate import check_on_open
 from db.models import (
     RUN_STATUSES,
     EpochRow,
@@ -106,11 +106,11 @@ class RunStore(QueueMixin, ServingMixin):
         self.engine: Engine = make_engine(url)
         # For display (dashboard footer, CLI); never leak a password.
         self.url = self.engine.url.render_as_string(hide_password=True)
-        self.backup_path = check_on_open(self.engine, self.url)
+        self.backup_path = migrate.check_on_open(self.engine, self.url)
         if self.backup_path is not None:
             print(
-                f"upgraded the run store at {self.url}; the previous file is kept at "
-                f"{self.backup_path}",
+                f"upgraded the run store at {self.url} to revision {migrate.head()}; the "
+                f"previous file is kept at {self.backup_path}",
                 file=sys.stderr,
             )
         self._sessions = sessionmaker(self.engine)

@@ -36,6 +36,7 @@ from pipeline.datasets import DatasetIndex
 from pipeline.enhance import PCADenoiser
 from pipeline.model import build_model
 from pipeline.splits import Split, stratified_group_split
+from pipeline.stop import StopRequested
 
 _VERSIONED = ("tensorflow", "keras", "numpy", "scikit-learn", "opencv-python-headless", "pillow")
 
@@ -244,15 +245,6 @@ def heartbeat(store: RunStore, run_id: str, every_s: float) -> Iterator[None]:
 
 class RunCancelled(Exception):  # noqa: N818 - a signal, not an error
     """The run was cancelled while it trained; it stays ``cancelled`` with its epochs kept."""
-
-
-class StopRequested(BaseException):
-    """The worker training this run was told to stop (SIGTERM, Ctrl-C).
-
-    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` swallows it.
-    :func:`run` removes the attempt's folders and records nothing: the worker decides whether
-    the run goes back to the queue or fails.
-    """
 
 
 def run(

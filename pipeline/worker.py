@@ -35,6 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from db import Run, RunStore, StoreError
 from pipeline import preprocess
 from pipeline.config import make_config
+from pipeline.stop import StopRequested
 
 LOG_NAME = "train.log"
 
@@ -60,10 +61,11 @@ class SharedFolderError(ValueError):
 class _StopSignals:
     """SIGTERM and SIGINT, turned into a request to stop instead of a traceback.
 
-    While a run executes (``in_run``) the first signal raises :class:`train.StopRequested` in
-    the main thread, so training stops at the next batch; while idle it only sets ``stopped``,
-    which the worker's loop checks. Further signals are ignored: the first one is being
-    honoured. Installed only in the main thread (Python allows handlers nowhere else).
+    While a run executes (``in_run``) the first signal raises
+    :class:`pipeline.stop.StopRequested` in the main thread, so training stops at the next
+    batch; while idle it only sets ``stopped``, which the worker's loop checks. Further
+    signals are ignored: the first one is being honoured. Installed only in the main thread
+    (Python allows handlers nowhere else).
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -74,8 +76,6 @@ class _StopSignals:
         self._saved: dict[int, object] = {}
 
     def _handle(self, signum: int, frame: object) -> None:
-        from pipeline.train import StopRequested
-
         if self.stopped is not None:
             return
         self.stopped = signal.Signals(signum).name
@@ -258,8 +258,6 @@ def _execute_or_release(
 
     Returns the run as stored afterwards, and what became of it when it was given back.
     """
-    from pipeline.train import StopRequested
-
     try:
         stop.in_run = True
         try:

@@ -86,7 +86,7 @@ def upgrade() -> None:
         sa.Column("who_met", sa.Boolean(), nullable=True),
         sa.Column("metrics_json", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_runs"),
-        sa.CheckConstraint(sa.column("status").in_(STATUSES), name="ck_runs_status"),
+        sa.CheckConstraint(sa.column("status").in_(STATUSES), name=op.f("ck_runs_status")),
         sa.ForeignKeyConstraint(
             ["suite_id"], ["suites.id"], name="fk_runs_suite_id_suites", ondelete="SET NULL"
         ),
