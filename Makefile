@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-requirements
 PHANTOMS := data/phantoms
 
-.PHONY: setup browser demo test lint format clean
+.PHONY: setup browser postgres demo test lint format clean
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,15 @@ browser:  ## install Debian's chromium for the browser tests (needs root or sudo
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver \
 		|| echo "chromium could not be installed: the browser tests will be skipped"; }
 
+# The store tests run against a throwaway PostgreSQL cluster they start themselves (initdb and
+# pg_ctl from Debian's postgresql); without it the PostgreSQL half is skipped, saying so.
+postgres:  ## install Debian's postgresql server programs for the store tests (needs root or sudo)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql \
+		|| echo "postgresql could not be installed: the PostgreSQL store tests will be skipped"; }
+
 demo: setup  ## phantom dataset, the baseline trained on it, then dashboard + public app + worker
 	$(PY) -m pipeline synth --out $(PHANTOMS) --n 600
 	$(PY) -m pipeline train --preset baseline --data $(PHANTOMS) --name demo-baseline
@@ -32,7 +41,7 @@ lint: setup  ## ruff lint + format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint browser  ## lint, then the whole test suite
+test: lint browser postgres  ## lint, then the whole test suite
 	$(VENV)/bin/pytest
 
 format: setup

@@ -19,6 +19,7 @@ if ROOT not in sys.path:
 import streamlit as st  # noqa: E402
 
 from dashboard import ui  # noqa: E402
+from db import StoreError  # noqa: E402
 
 st.set_page_config(page_title="TB X-ray Lab", page_icon=":material/pulmonology:", layout="wide")
 
@@ -39,7 +40,12 @@ pages = {
 }
 page = st.navigation(pages)
 
-store = ui.store()
+try:
+    store = ui.store()
+except StoreError as err:
+    # An older server store, or one newer than this code: say what to run, on every page.
+    st.error(f"The run store cannot be opened: {err}")
+    st.stop()
 with st.sidebar:
     alive = len(ui.alive_workers(store))
     dot = ":green[●]" if alive else "○"

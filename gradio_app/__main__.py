@@ -96,13 +96,18 @@ def main(argv: list[str] | None = None) -> int:
     # Before Gradio is imported: it reads the upload folder at import time.
     os.environ["GRADIO_TEMP_DIR"] = str(uploads)
     try:
+        from db import StoreError
         from gradio_app.app import build_demo, launch_options
         from gradio_app.service import Limits, ModelSource
 
         limits = Limits(
             max_bytes=int(args.max_upload_mb * 1e6), max_pixels=int(args.max_megapixels * 1e6)
         )
-        source = ModelSource()
+        try:
+            source = ModelSource()
+        except StoreError as err:
+            print(f"the public app cannot start: {err}", file=sys.stderr)
+            return 2
         if source.current() is None:
             print(
                 "no run to serve yet: the app says so until one is trained or promoted",

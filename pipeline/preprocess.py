@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import pickle
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -116,20 +117,56 @@ def cached_arrays(
     path = folder / f"{array_key(index.fingerprint, data)}.npy"
     if not path.exists():
         folder.mkdir(parents=True, exist_ok=True)
+        remove_abandoned(folder)
         size = data.image_size
         tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-        out = np.lib.format.open_memmap(
-            tmp, mode="w+", dtype=np.uint8, shape=(len(index.records), size, size)
-        )
+        try:
+            out = np.lib.format.open_memmap(
+                tmp, mode="w+", dtype=np.uint8, shape=(len(index.records), size, size)
+            )
 
-        def work(i: int) -> None:
-            out[i] = preprocess_image(images.read_image(index.records[i].path), data)
+            def work(i: int) -> None:
+                out[i] = preprocess_image(images.read_image(index.records[i].path), data)
 
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-            jobs = pool.map(work, range(len(index.records)))
-            for _ in tqdm(jobs, total=len(index.records), desc="preprocess", disable=not progress):
-                pass
-        out.flush()
-        del out
-        tmp.replace(path)
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+                jobs = pool.map(work, range(len(index.records)))
+                total = len(index.records)
+                for _ in tqdm(jobs, total=total, desc="preprocess", disable=not progress):
+                    pass
+            out.flush()
+            del out
+            tmp.replace(path)
+        except BaseException:
+            # Stopped or failed half-way (a bad file, Ctrl-C, a stopped worker): no partial file.
+            tmp.unlink(missing_ok=True)
+            raise
     return np.load(path, mmap_mode="r")
+
+
+# A partial cache file left by a process that was killed (SIGKILL, power loss) is removed by the
+# next build once its writer is gone and it has not changed for this long; a build in progress on
+# another machine sharing the cache keeps writing to its file.
+ABANDONED_AFTER_S = 600.0
+
+
+def remove_abandoned(folder: Path, older_than_s: float = ABANDONED_AFTER_S) -> list[Path]:
+    """Delete ``*.tmp<pid>.npy`` files whose writer is not running here and that are stale."""
+    removed = []
+    for tmp in folder.glob("*.tmp*.npy"):
+        pid = tmp.suffixes[-2].removeprefix(".tmp") if len(tmp.suffixes) >= 2 else ""
+        alive = pid.isdigit() and _process_exists(int(pid))
+        age = time.time() - tmp.stat().st_mtime
+        if not alive and age > older_than_s:
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True

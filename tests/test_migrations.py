@@ -165,3 +165,23 @@ def test_db_commands_report_and_upgrade_the_store(postgres_url, monkeypatch, cap
     assert main(["db", "upgrade"]) == 0
     assert f"now revision {migrate.head()} (current)" in capsys.readouterr().out
     assert main(["runs"]) == 0
+
+
+def test_the_apps_refuse_a_store_they_cannot_use_with_one_line(tmp_path, monkeypatch, capsys):
+    from streamlit.testing.v1 import AppTest
+
+    from gradio_app.__main__ import main as public_app
+
+    url = f"sqlite:///{tmp_path / 'tbxray.db'}"
+    RunStore(url)
+    stamp(url, "9999")
+    monkeypatch.setenv("TBXRAY_DB_URL", url)
+
+    assert public_app(["--port", "0", "--no-examples"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "revision 9999, newer than this code" in err
+
+    page = AppTest.from_file(str(Path(__file__).parents[1] / "dashboard" / "app.py")).run()
+    assert not page.exception
+    assert "revision 9999, newer than this code" in page.error[0].value
