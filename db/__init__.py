@@ -8,12 +8,13 @@ from __future__ import annotations
 from db.errors import RunNotFound, StoreError
 from db.migrate import StoreVersionError
 from db.models import RUN_STATUSES
-from db.records import Epoch, ExternalEval, Promotion, Run, Suite, Worker
+from db.records import Calibration, Epoch, ExternalEval, Promotion, Run, Suite, Worker
 from db.store import EPOCH_METRICS, RunStore, default_url
 
 __all__ = [
     "EPOCH_METRICS",
     "RUN_STATUSES",
+    "Calibration",
     "Epoch",
     "ExternalEval",
     "Promotion",

@@ -167,8 +167,33 @@ class ExternalEvalRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class CalibrationRow(Base):
+    """A run's operating point for one site: a threshold chosen on part of the site's labelled
+    sample and checked on the rest (0003). Never changes the run's own validated threshold."""
+
+    __tablename__ = "calibrations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    site: Mapped[str] = mapped_column(Text)
+    dataset_path: Mapped[str] = mapped_column(Text)
+    data_fingerprint: Mapped[str] = mapped_column(Text)
+    n_images: Mapped[int] = mapped_column(Integer)
+    prevalence: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    sensitivity: Mapped[float | None] = mapped_column(Float)
+    sensitivity_lo: Mapped[float | None] = mapped_column(Float)
+    sensitivity_hi: Mapped[float | None] = mapped_column(Float)
+    specificity: Mapped[float | None] = mapped_column(Float)
+    specificity_lo: Mapped[float | None] = mapped_column(Float)
+    specificity_hi: Mapped[float | None] = mapped_column(Float)
+    details_json: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class PromotionRow(Base):
-    """A run promoted to be the model the public app serves; the newest promotion wins."""
+    """A run promoted to be the model the public app serves; the newest promotion wins. With a
+    calibration (0003), the public gets that site's threshold instead of the validated one."""
 
     __tablename__ = "promotions"
 
@@ -176,6 +201,9 @@ class PromotionRow(Base):
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
     note: Mapped[str] = mapped_column(Text, default="")
     promoted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    calibration_id: Mapped[int | None] = mapped_column(
+        ForeignKey("calibrations.id", ondelete="SET NULL")
+    )
 
 
 class WorkerRow(Base):

@@ -14,7 +14,14 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from db.models import EpochRow, ExternalEvalRow, RunRow, SuiteRow
+from db.models import (
+    CalibrationRow,
+    EpochRow,
+    ExternalEvalRow,
+    PromotionRow,
+    RunRow,
+    SuiteRow,
+)
 
 # Final metrics copied from the evaluation dict into typed, sortable columns. Metrics with an
 # interval read it from "<name>_ci" as [lo, hi] and fill "<name>_lo" / "<name>_hi".
@@ -132,12 +139,40 @@ class ExternalEval:
 
 @dataclass(frozen=True)
 class Promotion:
-    """A run promoted to be served by the public app, and when."""
+    """A run promoted to be served by the public app, when, and with which site calibration."""
 
     id: int
     run_id: str
     note: str
     promoted_at: datetime
+    calibration_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A run's threshold for one site, chosen on part of the site's sample, checked on the rest.
+
+    ``sensitivity`` / ``specificity`` (and their 95% intervals) are the check part's at
+    ``threshold``; ``details`` holds the full result of ``pipeline.calibration.calibrate_site``
+    (the threshold table, both parts' sizes, the check at the run's validated threshold).
+    """
+
+    id: int
+    run_id: str
+    site: str
+    dataset_path: str
+    data_fingerprint: str
+    n_images: int
+    prevalence: float
+    threshold: float
+    sensitivity: float | None
+    sensitivity_lo: float | None
+    sensitivity_hi: float | None
+    specificity: float | None
+    specificity_lo: float | None
+    specificity_hi: float | None
+    details: dict[str, Any]
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -241,3 +276,12 @@ def epoch_record(row: EpochRow) -> Epoch:
 def external_eval_record(row: ExternalEvalRow) -> ExternalEval:
     values = {f.name: getattr(row, f.name) for f in fields(ExternalEval) if f.name != "metrics"}
     return ExternalEval(**values, metrics=from_json(row.metrics_json))
+
+
+def promotion_record(row: PromotionRow) -> Promotion:
+    return Promotion(row.id, row.run_id, row.note, row.promoted_at, row.calibration_id)
+
+
+def calibration_record(row: CalibrationRow) -> Calibration:
+    values = {f.name: getattr(row, f.name) for f in fields(Calibration) if f.name != "details"}
+    return Calibration(**values, details=from_json(row.details_json))

@@ -1,22 +1,38 @@
-"""Which run the public app serves (promotions), and which queue workers are alive."""
+"""Which run the public app serves (promotions, with a site calibration), and which queue
+workers are alive."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlalchemy import delete, select
 
 from db.base import StoreBase, not_found, upsert
 from db.errors import StoreError
-from db.models import PromotionRow, RunRow, WorkerRow
-from db.records import Promotion, Run, Worker, run_record, utc_now
+from db.models import CalibrationRow, PromotionRow, RunRow, WorkerRow
+from db.records import (
+    Calibration,
+    Promotion,
+    Run,
+    Worker,
+    calibration_record,
+    metric_float,
+    promotion_record,
+    run_record,
+    to_json,
+    utc_now,
+)
 
 
 class ServingMixin(StoreBase):
     """Promotions and worker presence of :class:`db.store.RunStore`."""
 
-    def promote(self, run_id: str, note: str = "") -> Promotion:
+    def promote(self, run_id: str, note: str = "", calibration_id: int | None = None) -> Promotion:
         """Make a succeeded run the one the public app serves (the newest promotion wins).
 
-        Raises StoreError if the run did not succeed, RunNotFound if there is no such run.
+        With ``calibration_id`` (one of this run's site calibrations) the public gets that
+        site's threshold instead of the run's validated one. Raises StoreError if the run did
+        not succeed or the calibration is not the run's, RunNotFound if there is no such run.
         The run is read and the promotion written in one transaction.
         """
         with self.session() as s:
@@ -25,10 +41,19 @@ class ServingMixin(StoreBase):
                 raise not_found(run_id)
             if run.status != "succeeded":
                 raise StoreError(f"cannot promote run {run.id}: it is {run.status}, not succeeded")
-            row = PromotionRow(run_id=run.id, note=note, promoted_at=utc_now())
+            if calibration_id is not None:
+                calibration = s.get(CalibrationRow, calibration_id)
+                if calibration is None or calibration.run_id != run.id:
+                    raise StoreError(
+                        f"calibration {calibration_id} is not one of run {run.id}'s; list them "
+                        f"with `python -m pipeline calibrations {run.id}`"
+                    )
+            row = PromotionRow(
+                run_id=run.id, note=note, promoted_at=utc_now(), calibration_id=calibration_id
+            )
             s.add(row)
             s.flush()
-            return Promotion(row.id, row.run_id, row.note, row.promoted_at)
+            return promotion_record(row)
 
     def promotions(self) -> list[Promotion]:
         """Every promotion, newest first (the history shown on the dashboard)."""
@@ -36,7 +61,7 @@ class ServingMixin(StoreBase):
             PromotionRow.promoted_at.desc(), PromotionRow.id.desc()
         )
         with self.session() as s:
-            return [Promotion(r.id, r.run_id, r.note, r.promoted_at) for r in s.scalars(query)]
+            return [promotion_record(r) for r in s.scalars(query)]
 
     def served_run(self) -> Run | None:
         """The run the public app should serve, or None when no model is available yet.
@@ -64,6 +89,80 @@ class ServingMixin(StoreBase):
                 if "baseline" in run.name.lower() or run.config.get("name") == "baseline":
                     return run
         return None
+
+    def served_calibration(self) -> Calibration | None:
+        """The site calibration the public app applies: that of the promotion it serves, if any."""
+        with self.session() as s:
+            promotion = s.scalars(
+                select(PromotionRow)
+                .join(RunRow, PromotionRow.run_id == RunRow.id)
+                .where(RunRow.status == "succeeded")
+                .order_by(PromotionRow.promoted_at.desc(), PromotionRow.id.desc())
+                .limit(1)
+            ).first()
+            if promotion is None or promotion.calibration_id is None:
+                return None
+            row = s.get(CalibrationRow, promotion.calibration_id)
+            return None if row is None else calibration_record(row)
+
+    # Site calibrations
+
+    def add_calibration(
+        self,
+        run_id: str,
+        *,
+        site: str,
+        dataset_path: str,
+        data_fingerprint: str,
+        result: dict[str, Any],
+    ) -> Calibration:
+        """Store a site calibration of the run (``result`` from ``calibrate_site``)."""
+        check = result["check"]
+        sens_ci = check.get("sensitivity_ci") or [None, None]
+        spec_ci = check.get("specificity_ci") or [None, None]
+        with self.session() as s:
+            if s.get(RunRow, run_id) is None:
+                raise not_found(run_id)
+            row = CalibrationRow(
+                run_id=run_id,
+                site=site,
+                dataset_path=dataset_path,
+                data_fingerprint=data_fingerprint,
+                n_images=int(result["n_images"]),
+                prevalence=float(result["prevalence"]),
+                threshold=float(result["threshold"]),
+                sensitivity=metric_float(check.get("sensitivity"), "sensitivity"),
+                sensitivity_lo=metric_float(sens_ci[0], "sensitivity_ci"),
+                sensitivity_hi=metric_float(sens_ci[1], "sensitivity_ci"),
+                specificity=metric_float(check.get("specificity"), "specificity"),
+                specificity_lo=metric_float(spec_ci[0], "specificity_ci"),
+                specificity_hi=metric_float(spec_ci[1], "specificity_ci"),
+                details_json=to_json(result),
+                created_at=utc_now(),
+            )
+            s.add(row)
+            s.flush()
+            return calibration_record(row)
+
+    def calibrations(self, run_id: str) -> list[Calibration]:
+        """The run's site calibrations, newest first."""
+        query = (
+            select(CalibrationRow)
+            .where(CalibrationRow.run_id == run_id)
+            .order_by(CalibrationRow.created_at.desc(), CalibrationRow.id.desc())
+        )
+        with self.session() as s:
+            return [calibration_record(r) for r in s.scalars(query)]
+
+    def get_calibration(self, calibration_id: int) -> Calibration:
+        """One calibration by id; StoreError if there is none."""
+        with self.session() as s:
+            row = s.get(CalibrationRow, calibration_id)
+            if row is None:
+                raise StoreError(f"no calibration with id {calibration_id}")
+            return calibration_record(row)
+
+    # Workers
 
     def worker_alive(
         self, name: str, current_run: str | None = None, runs_dir: str | None = None

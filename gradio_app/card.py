@@ -47,6 +47,25 @@ def model_card(
         f"(sensitivity ≥ 90 %, specificity ≥ 70 %) is "
         f"{'met' if run.who_met else 'not met'} on the test set.",
     ]
+    cal = served.calibration
+    if cal is not None:
+        lines.append(
+            f"- **Threshold used here: {cal.threshold:.3f}, calibrated for {cal.site}** "
+            f"({cal.created_at:%Y-%m-%d}, {cal.n_images} labelled X-rays from the site: chosen on "
+            f"{cal.details['n_calibration']}, checked on {cal.details['n_check']}): on the check "
+            f"part, sensitivity {_ci(cal.sensitivity, [cal.sensitivity_lo, cal.sensitivity_hi])}, "
+            f"specificity {_ci(cal.specificity, [cal.specificity_lo, cal.specificity_hi])}."
+        )
+    if served.predictor.calibrator is not None:
+        lines.append(
+            f"- **P(TB)** is calibrated ({served.predictor.calibrator.kind} scaling, fitted on "
+            "the validation split): among X-rays given 0.3, about 3 in 10 had TB there."
+        )
+    else:
+        lines.append(
+            "- **P(TB)** is the network's raw output, not a calibrated probability: compare it "
+            "with the threshold, not with 50 %."
+        )
     for ev in external:
         lines.append(
             f"- **Another collection** ({Path(ev.dataset_path).name}, {ev.n_images} images): "

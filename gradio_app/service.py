@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from db import Run, RunStore
+from db import Calibration, Run, RunStore
 from pipeline import explain, images, ood
 from pipeline.images import ImageError
 from pipeline.predictor import NEGATIVE, POSITIVE, Predictor
@@ -105,13 +105,17 @@ def no_model(problem: str | None = None) -> Assessment:
 class ServedModel:
     """One succeeded run ready to serve: its predictor and its out-of-distribution reference."""
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Run, calibration: Calibration | None = None) -> None:
         import tensorflow as tf
 
         if run.status != "succeeded" or not run.artifacts_dir:
             raise ValueError(f"run {run.id} is {run.status}; only a succeeded run can be served")
         self.run = run
-        self.predictor = Predictor(run.artifacts_dir)
+        # A promotion with a site calibration serves that site's threshold instead of the run's.
+        self.calibration = calibration
+        self.predictor = Predictor(
+            run.artifacts_dir, threshold=None if calibration is None else calibration.threshold
+        )
         model = self.predictor.model
         head = ood.feature_model(model)
         # One compiled forward pass gives both the features for the OOD check and P(TB).
@@ -170,7 +174,8 @@ class ServedModel:
         if reason is not None:
             return self._not_xray(reason)
         prepared = self.predictor.prepare(gray)
-        feats, prob = self._features_and_probability(prepared)
+        feats, raw = self._features_and_probability(prepared)
+        prob = float(self.predictor.calibrate(raw))
         distance = None if self.reference is None else float(self.reference.distance(feats)[0])
         if distance is not None and distance > self.reference.threshold:
             return self._not_xray(
@@ -183,16 +188,11 @@ class ServedModel:
         threshold = self.predictor.threshold
         verdict = self.predictor.verdict(prob)
         side = "at or above" if verdict == POSITIVE else "below"
-        rule = self.predictor.config.eval
-        chosen = (
-            f"chosen on validation images for a sensitivity of at least {rule.min_sensitivity:.0%}"
-            if rule.threshold_rule == "who"
-            else f"chosen on validation images ({rule.threshold_rule} rule)"
-        )
         return Assessment(
             verdict=verdict,
             status=ASSESSED,
-            reason=f"P(TB) = {prob:.3f} is {side} the run's threshold {threshold:.3f}, {chosen}",
+            reason=f"P(TB) = {prob:.3f} is {side} the threshold {threshold:.3f}, "
+            f"{self.threshold_origin()}",
             run_id=self.run.id,
             probability=prob,
             threshold=threshold,
@@ -200,6 +200,22 @@ class ServedModel:
             ood_threshold=None if self.reference is None else self.reference.threshold,
             image=prepared,
         )
+
+    def threshold_origin(self) -> str:
+        """Where the served threshold comes from, in words (a site calibration, or validation)."""
+        cal = self.calibration
+        if cal is not None:
+            return (
+                f"calibrated for {cal.site} on {cal.details['n_calibration']} of its X-rays "
+                f"({cal.created_at:%Y-%m-%d})"
+            )
+        rule = self.predictor.config.eval
+        if rule.threshold_rule == "who":
+            return (
+                "chosen on validation images for a sensitivity of at least "
+                f"{rule.min_sensitivity:.0%}"
+            )
+        return f"chosen on validation images ({rule.threshold_rule} rule)"
 
     def assess(self, src: Upload, limits: Limits | None = None) -> Assessment:
         """Verdict, P(TB) and Grad-CAM of an encoded image (bytes or a file).
@@ -285,7 +301,7 @@ class ModelSource:
         self._lock = threading.Lock()
         self._served: ServedModel | None = None
         self._checked = -float("inf")
-        self._loading: str | None = None
+        self._loading: tuple[str, int | None] | None = None
         self._failed: set[str] = set()
 
     def current(self) -> ServedModel | None:
@@ -294,31 +310,33 @@ class ModelSource:
                 return self._served
             self._checked = time.monotonic()
             run = self.store.served_run()
+            cal = None if run is None else self.store.served_calibration()
+            key = None if run is None else (run.id, None if cal is None else cal.id)
             if run is None:
                 self._served, self.problem = None, None
-            elif self._served is not None and self._served.run.id == run.id:
+            elif self._served is not None and _key(self._served) == key:
                 self.problem = None
-            elif run.id in self._failed or run.id == self._loading:
+            elif run.id in self._failed or key == self._loading:
                 pass  # known to be broken, or loading already
             elif self._served is None:
                 # Nothing to answer with meanwhile: the callers wait for this first load.
-                self._served = self._load(run)
+                self._served = self._load(run, cal)
             else:
-                self._loading = run.id
-                threading.Thread(target=self._swap, args=(run,), daemon=True).start()
+                self._loading = key
+                threading.Thread(target=self._swap, args=(run, cal), daemon=True).start()
             return self._served
 
-    def _swap(self, run: Run) -> None:
-        served = self._load(run)
+    def _swap(self, run: Run, cal: Calibration | None) -> None:
+        served = self._load(run, cal)
         with self._lock:
             self._loading = None
             if served is not None:
                 self._served = served
 
-    def _load(self, run: Run) -> ServedModel | None:
+    def _load(self, run: Run, cal: Calibration | None) -> ServedModel | None:
         """The run's model, or None after logging why it cannot be served."""
         try:
-            served = ServedModel(run)
+            served = ServedModel(run, cal)
         # Any exception: a broken or half-copied run must leave the app serving, not crash it.
         except Exception as err:
             traceback.print_exc()
@@ -331,3 +349,8 @@ class ModelSource:
         print(f"serving run {run.id} ({run.name})", file=sys.stderr)
         self.problem = None
         return served
+
+
+def _key(served: ServedModel) -> tuple[str, int | None]:
+    """What identifies a served model: the run and the site calibration it applies."""
+    return served.run.id, None if served.calibration is None else served.calibration.id

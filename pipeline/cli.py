@@ -433,6 +433,119 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from pipeline.external import calibrate_for_site
+
+    store = _store()
+    cal = calibrate_for_site(
+        store,
+        args.run_id,
+        args.data,
+        site=args.site,
+        prevalence=args.prevalence,
+        check_fraction=args.check_fraction,
+        seed=args.seed,
+        progress=True,
+    )
+    d = cal.details
+    console.print(
+        f"site '{cal.site}' ({cal.n_images} images: threshold chosen on {d['n_calibration']}, "
+        f"checked on {d['n_check']}); prevalence {cal.prevalence:g}"
+    )
+    table = Table("threshold", "sensitivity", "specificity", "AUC", title="check part")
+    for label, part in (
+        ("site", d["check"]),
+        ("run (validated)", d["check_at_run_threshold"]),
+    ):
+        threshold = cal.threshold if label == "site" else part["threshold"]
+        table.add_row(
+            f"{label} {threshold:.4f}",
+            _ci(part["sensitivity"], part["sensitivity_ci"]),
+            _ci(part["specificity"], part["specificity_ci"]),
+            _ci(part["auc"], part["auc_ci"]),
+        )
+    console.print(table)
+    console.print(_threshold_table(d["table"], cal.threshold, args.rows))
+    console.print(
+        f"stored as calibration {cal.id} of run {cal.run_id}; the run's own threshold is "
+        f"unchanged. Serve it with `python -m pipeline promote {cal.run_id} --calibration "
+        f"{cal.id}`"
+    )
+    return 0
+
+
+def _threshold_table(rows: list[dict], chosen: float, most: int) -> Table:
+    """WHO's calibration table, thinned to about ``most`` rows, the chosen threshold included."""
+    step = max(1, len(rows) // most)
+    keep = [r for i, r in enumerate(rows) if i % step == 0 or r["threshold"] == chosen]
+    table = Table(
+        "threshold",
+        "sens",
+        "spec",
+        "PPV",
+        "NPV",
+        "referred /1000",
+        "TB found /1000",
+        "TB missed /1000",
+        title="threshold table on the check part (per 1,000 people screened)",
+    )
+    for r in keep:
+        mark = " ◀ site" if r["threshold"] == chosen else ""
+        table.add_row(
+            f"{r['threshold']:.4f}{mark}",
+            f"{r['sensitivity']:.2f}",
+            f"{r['specificity']:.2f}",
+            _fmt(r["ppv"]),
+            _fmt(r["npv"]),
+            f"{r['referred_per_1000']:.0f}",
+            f"{r['tb_found_per_1000']:.1f}",
+            f"{r['tb_missed_per_1000']:.1f}",
+        )
+    return table
+
+
+def cmd_calibrations(args: argparse.Namespace) -> int:
+    store = _store()
+    run = store.get_run(args.run_id)
+    table = Table(
+        "id",
+        "site",
+        "date",
+        "images",
+        "threshold",
+        "sensitivity",
+        "specificity",
+        "folder",
+        title=f"site calibrations of run {run.id} (validated threshold {run.threshold})",
+    )
+    for c in store.calibrations(run.id):
+        table.add_row(
+            str(c.id),
+            c.site,
+            f"{c.created_at:%Y-%m-%d}",
+            str(c.n_images),
+            f"{c.threshold:.4f}",
+            _ci(c.sensitivity, [c.sensitivity_lo, c.sensitivity_hi]),
+            _ci(c.specificity, [c.specificity_lo, c.specificity_hi]),
+            c.dataset_path,
+        )
+    console.print(table)
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    store = _store()
+    run = store.get_run(args.run_id)
+    promotion = store.promote(run.id, note=args.note, calibration_id=args.calibration)
+    if promotion.calibration_id is None:
+        how = f"at its validated threshold {run.threshold:.4f}"
+    else:
+        cal = store.get_calibration(promotion.calibration_id)
+        how = f"at the threshold {cal.threshold:.4f} calibrated for '{cal.site}'"
+    console.print(f"the public app now serves run {run.id} ({run.name}) {how}")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from pipeline.predictor import Predictor
 
@@ -607,6 +720,31 @@ def _parser() -> argparse.ArgumentParser:
     p = add("evaluate", cmd_evaluate, "external validation of a run on another dataset folder")
     p.add_argument("run_id")
     p.add_argument("--data", required=True, help="dataset folder")
+
+    p = add(
+        "calibrate",
+        cmd_calibrate,
+        "choose a run's threshold for a site on part of its labelled images, check it on the rest",
+    )
+    p.add_argument("run_id")
+    p.add_argument("--data", required=True, help="the site's labelled images (a dataset folder)")
+    p.add_argument("--site", required=True, help="the site's name, e.g. 'District clinic A'")
+    p.add_argument(
+        "--prevalence", type=float, required=True, help="TB prevalence among those screened"
+    )
+    p.add_argument(
+        "--check-fraction", type=float, default=0.5, help="share kept for checking (0.5)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    p.add_argument("--rows", type=int, default=15, help="rows of the threshold table shown")
+
+    p = add("calibrations", cmd_calibrations, "a run's stored site calibrations")
+    p.add_argument("run_id")
+
+    p = add("promote", cmd_promote, "make a run the one the public app serves")
+    p.add_argument("run_id")
+    p.add_argument("--calibration", type=int, help="serve this site calibration's threshold")
+    p.add_argument("--note", default="", help="why (shown in the promotion history)")
 
     p = add("predict", cmd_predict, "TB probability and verdict for images, with a run's model")
     p.add_argument("run_id")

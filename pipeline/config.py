@@ -115,6 +115,10 @@ class EvalConfig(_Section):
     )
     min_sensitivity: float = Field(0.9, gt=0, le=1)
     bootstrap: int = Field(1000, ge=0, le=20000, description="bootstrap resamples for 95% CIs")
+    calibration: Literal["none", "platt", "isotonic"] = Field(
+        "none",
+        description="map the network's output to a calibrated P(TB), fitted on validation",
+    )
 
 
 class RunConfig(_Section):

@@ -304,6 +304,7 @@ def evaluate(
     threshold = choose_threshold(y_val, s_val, rule=rule, min_sensitivity=min_sensitivity)
     result = metrics(y_test, s_test, threshold)
     _with_cis(result, bootstrap_ci(y_test, s_test, threshold, n=n_boot, seed=seed))
+    result["calibration"] = calibration_report(y_test, s_test)
     val = metrics(y_val, s_val, threshold)
     result["threshold_rule"] = rule
     result["min_sensitivity"] = float(min_sensitivity)
@@ -326,4 +327,41 @@ def external(
     Returns the :func:`metrics` dict plus ``auc_ci``, ``sensitivity_ci``, ``specificity_ci`` as in
     :func:`evaluate`. A one-class folder is accepted: AUC and its interval are nan.
     """
-    return _with_cis(metrics(y, s, threshold), bootstrap_ci(y, s, threshold, n=n_boot, seed=seed))
+    result = _with_cis(metrics(y, s, threshold), bootstrap_ci(y, s, threshold, n=n_boot, seed=seed))
+    result["calibration"] = calibration_report(y, s)
+    return result
+
+
+def reliability(y: Any, p: Any, bins: int = 10) -> dict[str, list[float]]:
+    """The reliability diagram: per equal-width bin of P(TB), its mean P(TB), its observed TB
+    rate and its number of images (empty bins left out)."""
+    y = np.asarray(y, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    out: dict[str, list[float]] = {"predicted": [], "observed": [], "count": []}
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            out["predicted"].append(float(p[inside].mean()))
+            out["observed"].append(float(y[inside].mean()))
+            out["count"].append(int(inside.sum()))
+    return out
+
+
+def ece(y: Any, p: Any, bins: int = 10) -> float:
+    """Expected calibration error: the count-weighted mean |observed − predicted| over bins."""
+    r = reliability(y, p, bins)
+    counts = np.asarray(r["count"], dtype=np.float64)
+    gaps = np.abs(np.asarray(r["observed"]) - np.asarray(r["predicted"]))
+    return float((counts * gaps).sum() / counts.sum())
+
+
+def brier(y: Any, p: Any) -> float:
+    """Mean squared difference between P(TB) and the label (0 is perfect)."""
+    y = np.asarray(y, dtype=np.float64)
+    return float(np.mean((np.asarray(p, dtype=np.float64) - y) ** 2))
+
+
+def calibration_report(y: Any, p: Any) -> dict[str, Any]:
+    """ECE, Brier score and the reliability diagram of probabilities ``p`` for labels ``y``."""
+    return {"ece": ece(y, p), "brier": brier(y, p), "reliability": reliability(y, p)}

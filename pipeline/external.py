@@ -1,7 +1,8 @@
-"""External validation: score a trained run on another dataset folder and store the result.
+"""A trained run on another dataset folder: external validation, and calibration for a site.
 
-The run's own threshold (chosen on its validation split) is applied unchanged: re-fitting it on
-the external set would flatter the model.
+External validation applies the run's own threshold (chosen on its validation split) unchanged:
+re-fitting it on the external set would flatter the model. A site calibration instead chooses a
+threshold on one part of a site's labelled sample and reports it on the other part.
 """
 
 from __future__ import annotations
@@ -9,16 +10,16 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
-from db import ExternalEval, RunStore
-from pipeline import evaluate, preprocess
+from db import Calibration, ExternalEval, RunStore
+from pipeline import calibration, evaluate, preprocess
+from pipeline.datasets import DatasetIndex
 from pipeline.predictor import Predictor
 
 
-def evaluate_external(
-    store: RunStore, run_id: str, data_path: str, *, batch_size: int = 64, progress: bool = False
-) -> ExternalEval:
-    """Evaluate run ``run_id`` on the dataset at ``data_path``; the result is stored with it."""
-    predictor = Predictor.from_store(store, run_id)
+def score_folder(
+    predictor: Predictor, data_path: str, *, batch_size: int = 64, progress: bool = False
+) -> tuple[DatasetIndex, np.ndarray]:
+    """Every image of a dataset folder scored by the run, with the run's own preprocessing."""
     index = preprocess.load_index(data_path, progress=progress)
     arrays = preprocess.cached_arrays(index, predictor.config.data, progress=progress)
     if predictor.pca is not None:
@@ -27,9 +28,18 @@ def evaluate_external(
     scores = np.concatenate(
         [
             predictor.predict_prepared(arrays[i : i + batch_size])
-            for i in tqdm(starts, desc="evaluate", unit="batch", disable=not progress)
+            for i in tqdm(starts, desc="score", unit="batch", disable=not progress)
         ]
     )
+    return index, scores
+
+
+def evaluate_external(
+    store: RunStore, run_id: str, data_path: str, *, batch_size: int = 64, progress: bool = False
+) -> ExternalEval:
+    """Evaluate run ``run_id`` on the dataset at ``data_path``; the result is stored with it."""
+    predictor = Predictor.from_store(store, run_id)
+    index, scores = score_folder(predictor, data_path, batch_size=batch_size, progress=progress)
     result = evaluate.external(
         index.labels,
         scores,
@@ -42,4 +52,47 @@ def evaluate_external(
         dataset_path=str(index.root),
         data_fingerprint=index.fingerprint,
         metrics=result,
+    )
+
+
+def calibrate_for_site(
+    store: RunStore,
+    run_id: str,
+    data_path: str,
+    *,
+    site: str,
+    prevalence: float,
+    check_fraction: float = 0.5,
+    seed: int = 0,
+    progress: bool = False,
+) -> Calibration:
+    """Calibrate run ``run_id`` for a site from its labelled sample at ``data_path``; stored.
+
+    The site threshold is chosen by the run's own rule on the calibration part and reported on
+    the check part (see :func:`pipeline.calibration.calibrate_site`); the run's validated
+    threshold is left as it is.
+    """
+    if not site.strip():
+        raise ValueError("name the site (e.g. --site 'District clinic A')")
+    predictor = Predictor.from_store(store, run_id)
+    index, scores = score_folder(predictor, data_path, progress=progress)
+    rule = predictor.config.eval
+    result = calibration.calibrate_site(
+        index.labels,
+        scores,
+        index.groups,
+        run_threshold=predictor.validated_threshold,
+        prevalence=prevalence,
+        rule=rule.threshold_rule,
+        min_sensitivity=rule.min_sensitivity,
+        check_fraction=check_fraction,
+        n_boot=rule.bootstrap,
+        seed=seed,
+    )
+    return store.add_calibration(
+        store.get_run(run_id).id,
+        site=site.strip(),
+        dataset_path=str(index.root),
+        data_fingerprint=index.fingerprint,
+        result=result,
     )

@@ -16,6 +16,7 @@ import numpy as np
 
 from db import RunStore
 from pipeline import images
+from pipeline.calibration import Calibrator
 from pipeline.config import RunConfig, load_config_file
 from pipeline.enhance import PCADenoiser
 from pipeline.preprocess import preprocess_image
@@ -37,7 +38,8 @@ class Prediction:
 class Predictor:
     """Scores images with a trained run (see module docstring)."""
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, threshold: float | None = None) -> None:
+        """Load the run in ``run_dir``; ``threshold`` replaces its validated one (a site's)."""
         import keras
 
         import pipeline.model  # noqa: F401 - registers the custom layers for safe-mode loading
@@ -61,7 +63,10 @@ class Predictor:
             )
         self.config: RunConfig = load_config_file(self.run_dir / "config.json")
         self.metrics: dict = json.loads((self.run_dir / "metrics.json").read_text())
-        self.threshold = float(self.metrics["threshold"])
+        self.validated_threshold = float(self.metrics["threshold"])
+        self.threshold = self.validated_threshold if threshold is None else float(threshold)
+        # P(TB) as the run reports it: calibrated when the run was trained with eval.calibration.
+        self.calibrator = Calibrator.load(self.run_dir)
         self.model = keras.saving.load_model(self.run_dir / "model.keras", safe_mode=True)
         pca_file = self.run_dir / "pca.npz"
         self.pca = PCADenoiser.load(pca_file) if pca_file.exists() else None
@@ -82,9 +87,14 @@ class Predictor:
         return out
 
     def predict_prepared(self, batch: np.ndarray) -> np.ndarray:
-        """P(TB) for uint8 (N, S, S) model inputs, as float64 (N,)."""
+        """P(TB) for uint8 (N, S, S) model inputs, as float64 (N,), calibrated if the run is."""
         x = np.asarray(batch, dtype=np.float32)[..., np.newaxis]
-        return self.model.predict_on_batch(x).reshape(-1).astype(np.float64)
+        return self.calibrate(self.model.predict_on_batch(x).reshape(-1).astype(np.float64))
+
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """The network's raw outputs as the run's P(TB) (unchanged for an uncalibrated run)."""
+        raw = np.asarray(raw, dtype=np.float64)
+        return raw if self.calibrator is None else self.calibrator(raw)
 
     def verdict(self, probability: float) -> str:
         return POSITIVE if probability >= self.threshold else NEGATIVE

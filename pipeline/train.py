@@ -30,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from tqdm import tqdm
 
 from db import Run, RunStore
-from pipeline import evaluate, inputs, ood, preprocess
+from pipeline import calibration, evaluate, inputs, ood, preprocess
 from pipeline.config import RunConfig
 from pipeline.datasets import DatasetIndex
 from pipeline.enhance import PCADenoiser
@@ -187,6 +187,26 @@ def _fit(cfg: RunConfig, data: PreparedData, store: RunStore, run_id: str, progr
     return model, history.history
 
 
+def _calibrate(
+    cfg: RunConfig, labels: np.ndarray, data: PreparedData, scores: dict[str, np.ndarray]
+) -> tuple[calibration.Calibrator | None, dict | None]:
+    """Fit ``eval.calibration`` on validation and make every score a calibrated P(TB), in place.
+
+    The threshold is then chosen on calibrated validation scores, so the verdict, the metrics and
+    the probability the apps show all speak of the same number. Returns the calibrator and the
+    test split's calibration measures before it (None without calibration).
+    """
+    calibrator = calibration.fit_calibrator(
+        cfg.eval.calibration, labels[data.split.val], scores["val"]
+    )
+    if calibrator is None:
+        return None, None
+    before = evaluate.calibration_report(labels[data.split.test], scores["test"])
+    for part in scores:
+        scores[part] = calibrator(scores[part])
+    return calibrator, before
+
+
 def _scores(model: keras.Model, data: PreparedData, part: np.ndarray, batch: int) -> np.ndarray:
     ds = inputs.make_dataset(data.arrays, data.index.labels, part, batch_size=batch)
     return model.predict(ds, verbose=0).reshape(-1).astype(np.float64)
@@ -314,6 +334,7 @@ def _train(
     batch = cfg.train.batch_size
     scores = {part: _scores(model, data, data.split.part(part), batch) for part in ("val", "test")}
     labels = data.index.labels
+    calibrator, before = _calibrate(cfg, labels, data, scores)
     result = evaluate.evaluate(
         labels[data.split.val],
         scores["val"],
@@ -325,7 +346,11 @@ def _train(
         seed=cfg.seed,
     )
     result["epochs_trained"] = len(history.get("loss", []))
+    if before is not None:
+        result["calibration_before"] = before
     _write_artifacts(partial, cfg, data, model, history, scores, result)
+    if calibrator is not None:
+        calibrator.save(partial)
     # The public app's "Cannot assess" check: distance to these training features.
     ood.save_reference(partial, model, data.arrays, data.split, seed=cfg.seed)
     partial.replace(final)

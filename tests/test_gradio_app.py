@@ -399,6 +399,52 @@ def test_a_promotion_is_served_without_a_restart(client, store, source, tmp_path
     assert _served_id_becomes(client, tmp_path, first.id)
 
 
+def test_a_site_calibration_promoted_with_the_run_sets_the_threshold_the_public_gets(
+    client, store, source, tmp_path
+):
+    from gradio_app.card import model_card
+
+    run = source.current().run
+    image = png(phantom_pair(2)[1])
+    before, *_ = predict(client, image, tmp_path)
+    p = before["probability"]
+    # A site whose threshold sits just above this image's P(TB) (for the other verdict, just
+    # below it): the same image must get the other verdict once that calibration is promoted.
+    site_threshold = min(p + 0.01, 1.0) if p >= run.threshold else max(p - 0.01, 0.0)
+    check = {"sensitivity": 0.9, "sensitivity_ci": [0.8, 0.95], "specificity": 0.7}
+    cal = store.add_calibration(
+        run.id,
+        site="Clinic Z",
+        dataset_path="/sites/z",
+        data_fingerprint="f",
+        result={
+            "threshold": site_threshold,
+            "prevalence": 0.05,
+            "n_images": 60,
+            "n_calibration": 30,
+            "n_check": 30,
+            "check": check,
+        },
+    )
+    try:
+        store.promote(run.id, note="site", calibration_id=cal.id)
+        deadline = time.monotonic() + 60
+        while (after := predict(client, image, tmp_path)[0])["threshold"] != site_threshold:
+            assert time.monotonic() < deadline, "the site threshold was never served"
+            time.sleep(0.2)
+        assert after["verdict"] != before["verdict"]
+        assert after["probability"] == pytest.approx(p)
+        assert "calibrated for Clinic Z" in after["reason"]
+        assert "calibrated for Clinic Z" in model_card(source.current(), [])
+    finally:
+        store.promote(run.id, note="back to the validated threshold")
+    deadline = time.monotonic() + 60
+    while (back := predict(client, image, tmp_path)[0])["threshold"] != run.threshold:
+        assert time.monotonic() < deadline, "the validated threshold never came back"
+        time.sleep(0.2)
+    assert back["verdict"] == before["verdict"]
+
+
 def test_a_promoted_run_that_cannot_be_loaded_leaves_the_old_model_serving(
     client, store, source, tmp_path
 ):
