@@ -181,7 +181,8 @@ def calibrate_site(
     Returns ``threshold`` (chosen on the calibration part by ``rule``), ``check`` (metrics on
     the check part at that threshold, with bootstrap intervals), ``check_at_run_threshold`` (the
     same at the run's validated threshold, for comparison), ``table`` (:func:`threshold_table`
-    on the check part), and the sizes of both parts. The run's own threshold is not changed.
+    on the check part, with rows for both thresholds), and the sizes of both parts. The run's
+    own threshold is not changed.
     """
     y = np.asarray(y).astype(int)
     s = np.asarray(s, dtype=np.float64)
@@ -205,5 +206,8 @@ def calibrate_site(
         "check": {k: at_site[k] for k in keep},
         "check_at_run_threshold": {"threshold": float(run_threshold)}
         | {k: at_run[k] for k in keep},
-        "table": threshold_table(y[check], s[check], prevalence),
+        # Every distinct check score, and both thresholds, so each has its own row.
+        "table": threshold_table(
+            y[check], s[check], prevalence, np.unique(np.r_[s[check], threshold, run_threshold])
+        ),
     }

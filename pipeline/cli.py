@@ -465,7 +465,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             _ci(part["auc"], part["auc_ci"]),
         )
     console.print(table)
-    console.print(_threshold_table(d["table"], cal.threshold, args.rows))
+    run_threshold = d["check_at_run_threshold"]["threshold"]
+    console.print(_threshold_table(d["table"], cal.threshold, run_threshold, args.rows))
     console.print(
         f"stored as calibration {cal.id} of run {cal.run_id}; the run's own threshold is "
         f"unchanged. Serve it with `python -m pipeline promote {cal.run_id} --calibration "
@@ -474,10 +475,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _threshold_table(rows: list[dict], chosen: float, most: int) -> Table:
-    """WHO's calibration table, thinned to about ``most`` rows, the chosen threshold included."""
+def _threshold_table(rows: list[dict], site: float, run: float, most: int) -> Table:
+    """WHO's calibration table thinned to about ``most`` rows, both thresholds' rows kept."""
     step = max(1, len(rows) // most)
-    keep = [r for i, r in enumerate(rows) if i % step == 0 or r["threshold"] == chosen]
+    marks = {site: " ◀ site", run: " ◀ run"}
+    keep = [r for i, r in enumerate(rows) if i % step == 0 or r["threshold"] in marks]
     table = Table(
         "threshold",
         "sens",
@@ -490,7 +492,7 @@ def _threshold_table(rows: list[dict], chosen: float, most: int) -> Table:
         title="threshold table on the check part (per 1,000 people screened)",
     )
     for r in keep:
-        mark = " ◀ site" if r["threshold"] == chosen else ""
+        mark = marks.get(r["threshold"], "")
         table.add_row(
             f"{r['threshold']:.4f}{mark}",
             f"{r['sensitivity']:.2f}",

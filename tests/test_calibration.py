@@ -152,3 +152,50 @@ def test_a_stored_calibration_round_trips_and_can_be_served(store_url):
     other = store.create_run({}, name="other")
     with pytest.raises(StoreError, match="not succeeded"):
         store.promote(other.id, calibration_id=cal.id)
+
+
+def test_a_calibrated_run_and_a_site_calibration_from_the_command_line(phantoms, tmp_path, capsys):
+    import csv
+    from pathlib import Path
+
+    from pipeline import synth
+    from pipeline.cli import main
+    from pipeline.predictor import Predictor
+
+    argv = ["train", "--preset", "smoke", "--data", str(phantoms), "--name", "calibrated"]
+    assert main([*argv, "--set", "eval.calibration=platt"]) == 0
+    (run,) = RunStore().list_runs()
+    folder = Path(run.artifacts_dir)
+    assert (folder / calibration.CALIBRATION_FILE).is_file()
+    # Test-split ECE before and after Platt scaling are both reported.
+    assert {"ece", "brier", "reliability"} <= run.metrics["calibration"].keys()
+    assert "ece" in run.metrics["calibration_before"]
+    # What the run reports is what it serves: the predictor gives the stored (calibrated) score.
+    with (folder / "predictions.csv").open() as f:
+        row = next(r for r in csv.DictReader(f) if r["split"] == "test")
+    served = Predictor(folder).predict(phantoms / row["path"])
+    assert served.probability == pytest.approx(float(row["score"]), abs=1e-5)
+
+    site = tmp_path / "site"
+    synth.generate(site, 60, size=64, seed=7, tb_ratio=1.0)
+    capsys.readouterr()
+    calibrate = ["calibrate", run.id, "--data", str(site), "--site", "Clinic B"]
+    assert main([*calibrate, "--prevalence", "0.05"]) == 0
+    out = capsys.readouterr().out
+    assert "threshold table on the check part" in out
+    assert "◀ site" in out
+    assert "◀ run" in out
+    (cal,) = RunStore().calibrations(run.id)
+    assert cal.n_images == 60
+    assert main(["calibrations", run.id]) == 0
+    assert "Clinic B" in capsys.readouterr().out
+    assert main(["promote", run.id, "--calibration", str(cal.id)]) == 0
+    assert "calibrated for 'Clinic B'" in capsys.readouterr().out
+    assert RunStore().served_calibration() == cal
+    # Too small a site sample is refused in one line, naming what is needed.
+    small = tmp_path / "small"
+    synth.generate(small, 16, size=64, seed=8, tb_ratio=1.0)
+    assert (
+        main(["calibrate", run.id, "--data", str(small), "--site", "S", "--prevalence", "0.1"]) == 2
+    )
+    assert "needs at least 20" in capsys.readouterr().err
