@@ -34,7 +34,7 @@ WHO_COLOUR = "#555555"
 _HEIGHT = 340
 
 
-def _layout(fig: go.Figure, height: int = _HEIGHT, *, panels: bool = False) -> go.Figure:
+def layout(fig: go.Figure, height: int = _HEIGHT, *, panels: bool = False) -> go.Figure:
     """Shared look: legend in one row above the plot (above the panel titles with ``panels``)."""
     fig.update_layout(
         height=height,
@@ -65,7 +65,7 @@ def learning_curves(epochs: Sequence[Epoch]) -> go.Figure:
                 col=col,
             )
         fig.update_xaxes(title_text="epoch", row=1, col=col)
-    return _layout(fig, height=320, panels=True)
+    return layout(fig, height=320, panels=True)
 
 
 def confusion_matrix(confusion: dict[str, int]) -> go.Figure:
@@ -88,7 +88,7 @@ def confusion_matrix(confusion: dict[str, int]) -> go.Figure:
         )
     )
     fig.update_yaxes(autorange="reversed", title_text="true class")
-    return _layout(fig, height=300)
+    return layout(fig, height=300)
 
 
 def roc(
@@ -139,7 +139,7 @@ def roc(
         )
     fig.update_xaxes(title_text="1 − specificity", range=[0, 1])
     fig.update_yaxes(title_text="sensitivity", range=[0, 1.02])
-    return _layout(fig)
+    return layout(fig)
 
 
 def precision_recall(curves: Sequence[tuple[str, dict[str, Any]]]) -> go.Figure:
@@ -157,7 +157,7 @@ def precision_recall(curves: Sequence[tuple[str, dict[str, Any]]]) -> go.Figure:
         )
     fig.update_xaxes(title_text="recall (sensitivity)", range=[0, 1])
     fig.update_yaxes(title_text="precision (PPV)", range=[0, 1.02])
-    return _layout(fig)
+    return layout(fig)
 
 
 def threshold_sweep(roc_curve: dict[str, Any], chosen: float, current: float) -> go.Figure:
@@ -199,7 +199,7 @@ def threshold_sweep(roc_curve: dict[str, Any], chosen: float, current: float) ->
         fig.add_vline(x=current, line={"color": "#333", "dash": "dot"}, annotation_text="slider")
     fig.update_xaxes(title_text="threshold (P(TB) ≥ threshold → TB)", range=[0, 1])
     fig.update_yaxes(range=[0, 1.02])
-    return _layout(fig)
+    return layout(fig)
 
 
 def score_histogram(labels: np.ndarray, scores: np.ndarray, threshold: float) -> go.Figure:
@@ -219,7 +219,7 @@ def score_histogram(labels: np.ndarray, scores: np.ndarray, threshold: float) ->
     fig.update_layout(barmode="overlay")
     fig.update_xaxes(title_text="P(TB)", range=[0, 1])
     fig.update_yaxes(title_text="test images")
-    return _layout(fig)
+    return layout(fig)
 
 
 def parallel_coordinates(frame: pd.DataFrame, params: Sequence[str], metric: str) -> go.Figure:
@@ -255,7 +255,7 @@ def parallel_coordinates(frame: pd.DataFrame, params: Sequence[str], metric: str
             dimensions=dimensions,
         )
     )
-    return _layout(fig, height=380).update_layout(margin={"l": 100, "r": 60, "t": 50, "b": 20})
+    return layout(fig, height=380).update_layout(margin={"l": 100, "r": 60, "t": 50, "b": 20})
 
 
 def scatter(frame: pd.DataFrame, x: str, y: str, colour: str) -> go.Figure:
@@ -272,7 +272,7 @@ def scatter(frame: pd.DataFrame, x: str, y: str, colour: str) -> go.Figure:
         hover_data=["name", "id"],
     )
     fig.update_traces(marker={"size": 11})
-    return _layout(fig)
+    return layout(fig)
 
 
 def overlaid_curves(histories: Sequence[tuple[str, Sequence[Epoch]]], metric: str) -> go.Figure:
@@ -294,7 +294,7 @@ def overlaid_curves(histories: Sequence[tuple[str, Sequence[Epoch]]], metric: st
             )
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(title_text=metric)
-    return _layout(fig)
+    return layout(fig)
 
 
 def factor_chart(summary: pd.DataFrame, metric: str) -> go.Figure:
@@ -319,7 +319,7 @@ def factor_chart(summary: pd.DataFrame, metric: str) -> go.Figure:
         )
     )
     fig.update_yaxes(title_text=f"{metric} (mean ± std over seeds)", range=[0, 1.05])
-    return _layout(fig)
+    return layout(fig)
 
 
 def class_counts(counts: dict[str, int]) -> go.Figure:
@@ -334,7 +334,7 @@ def class_counts(counts: dict[str, int]) -> go.Figure:
         )
     )
     fig.update_yaxes(title_text="images")
-    return _layout(fig, height=260)
+    return layout(fig, height=260)
 
 
 def intensity_histograms(histograms: dict[str, dict[str, np.ndarray]]) -> go.Figure:
@@ -360,7 +360,7 @@ def intensity_histograms(histograms: dict[str, dict[str, np.ndarray]]) -> go.Fig
                 col=col,
             )
         fig.update_xaxes(title_text="intensity", range=[0, 255], row=1, col=col)
-    return _layout(fig, height=300, panels=True)
+    return layout(fig, height=300, panels=True)
 
 
 def border_artefacts(shares: pd.DataFrame) -> go.Figure:
@@ -382,4 +382,4 @@ def border_artefacts(shares: pd.DataFrame) -> go.Figure:
             )
         )
     fig.update_yaxes(title_text="share of images", tickformat=".0%", range=[0, 1.1])
-    return _layout(fig, height=280)
+    return layout(fig, height=280)

@@ -55,26 +55,20 @@ def evaluate_external(
     )
 
 
-def calibrate_for_site(
-    store: RunStore,
-    run_id: str,
+def site_calibration(
+    predictor: Predictor,
     data_path: str,
     *,
-    site: str,
     prevalence: float,
     check_fraction: float = 0.5,
     seed: int = 0,
     progress: bool = False,
-) -> Calibration:
-    """Calibrate run ``run_id`` for a site from its labelled sample at ``data_path``; stored.
+) -> tuple[DatasetIndex, dict]:
+    """Score a site's labelled sample and calibrate the run's threshold for it (not stored).
 
     The site threshold is chosen by the run's own rule on the calibration part and reported on
-    the check part (see :func:`pipeline.calibration.calibrate_site`); the run's validated
-    threshold is left as it is.
+    the check part (see :func:`pipeline.calibration.calibrate_site`).
     """
-    if not site.strip():
-        raise ValueError("name the site (e.g. --site 'District clinic A')")
-    predictor = Predictor.from_store(store, run_id)
     index, scores = score_folder(predictor, data_path, progress=progress)
     rule = predictor.config.eval
     result = calibration.calibrate_site(
@@ -88,6 +82,35 @@ def calibrate_for_site(
         check_fraction=check_fraction,
         n_boot=rule.bootstrap,
         seed=seed,
+    )
+    return index, result
+
+
+def calibrate_for_site(
+    store: RunStore,
+    run_id: str,
+    data_path: str,
+    *,
+    site: str,
+    prevalence: float,
+    check_fraction: float = 0.5,
+    seed: int = 0,
+    progress: bool = False,
+) -> Calibration:
+    """Calibrate run ``run_id`` for a site (:func:`site_calibration`) and store the result.
+
+    The run's validated threshold is left as it is.
+    """
+    if not site.strip():
+        raise ValueError("name the site (e.g. --site 'District clinic A')")
+    predictor = Predictor.from_store(store, run_id)
+    index, result = site_calibration(
+        predictor,
+        data_path,
+        prevalence=prevalence,
+        check_fraction=check_fraction,
+        seed=seed,
+        progress=progress,
     )
     return store.add_calibration(
         store.get_run(run_id).id,

@@ -472,6 +472,30 @@ def test_promote_changes_the_served_run(ids):
     assert at.button(key="pub.promote").disabled
 
 
+def test_calibrate_a_run_for_a_site_then_publish_it_at_that_threshold(ids, tmp_path):
+    site = tmp_path / "clinic"
+    synth.generate(site, 60, size=64, seed=9, tb_ratio=1.0)
+    at = page("views/run.py", run=ids["plain"])
+    at.text_input(key="cal.path").input(str(site))
+    at.text_input(key="cal.site").input("Clinic C")
+    at.button(key="cal.go").click().run()
+    assert not at.exception, at.exception
+    shown = metrics(at)
+    assert "site threshold" in shown
+    assert "sensitivity (check)" in shown
+    assert RunStore().calibrations(ids["plain"]) == []  # a preview until it is saved
+    at.button(key="cal.save").click().run()
+    (cal,) = RunStore().calibrations(ids["plain"])
+    assert (cal.site, cal.n_images) == ("Clinic C", 60)
+    assert f"{cal.threshold:.4f}" == shown["site threshold"]
+
+    pub = page("views/publish.py", run=ids["plain"])
+    pub.selectbox(key="pub.calibration").set_value(cal)
+    pub.button(key="pub.promote").click().run()
+    assert RunStore().served_calibration() == cal
+    assert "calibrated for **Clinic C**" in texts(pub, "caption")
+
+
 # Dataset ---------------------------------------------------------------------------------------
 
 

@@ -1,11 +1,12 @@
-"""Publish: choose the run the public Gradio app serves. The choice is a promotion in the run
+"""Publish: choose the run the public Gradio app serves, and the threshold it serves it at (the
+run's validated one, or one of its site calibrations). The choice is a promotion in the run
 store; the app re-reads it every few seconds, so it needs no restart."""
 
 import pandas as pd
 import streamlit as st
 
 from dashboard import ui
-from db import Run, StoreError
+from db import Calibration, Run, StoreError
 
 st.title("Publish")
 store = ui.store()
@@ -46,6 +47,17 @@ else:
     )
     st.markdown(f"**{served.name}** · {how}")
     card(served)
+    served_cal = store.served_calibration()
+    if served_cal is None:
+        st.caption(f"The public gets the run's validated threshold, {ui.fmt(served.threshold, 4)}.")
+    else:
+        c = served_cal
+        st.caption(
+            f"The public gets the threshold calibrated for **{c.site}**, "
+            f"{ui.fmt(c.threshold, 4)} (check part: sensitivity "
+            f"{ui.fmt_ci(c.sensitivity, c.sensitivity_lo, c.sensitivity_hi)}, specificity "
+            f"{ui.fmt_ci(c.specificity, c.specificity_lo, c.specificity_hi)})."
+        )
 
 st.subheader("Promote a run")
 done = sorted(
@@ -61,8 +73,27 @@ if candidate.who_met is False:
         "This run does not meet the WHO target (sensitivity ≥ 0.90, specificity ≥ 0.70) on its "
         "test set."
     )
+choices: list[Calibration | None] = [None, *store.calibrations(candidate.id)]
+calibration = st.selectbox(
+    "Threshold the public gets",
+    choices,
+    format_func=lambda c: (
+        f"validated on the run's own data: {ui.fmt(candidate.threshold, 4)}"
+        if c is None
+        else f"calibrated for {c.site} ({c.created_at:%Y-%m-%d}, {c.n_images} images): "
+        f"{ui.fmt(c.threshold, 4)}"
+    ),
+    key="pub.calibration",
+    help="Site calibrations are made on the run page (Calibrate).",
+)
 note = st.text_input("Note (why this model)", key="pub.note", max_chars=200)
-is_served = served is not None and served.id == candidate.id
+current = store.served_calibration()
+is_served = (
+    served is not None
+    and served.id == candidate.id
+    and (None if current is None else current.id)
+    == (None if calibration is None else calibration.id)
+)
 if st.button(
     "Already served" if is_served else "Promote to the public app",
     type="primary",
@@ -71,7 +102,9 @@ if st.button(
     icon=":material/publish:",
 ):
     try:
-        store.promote(candidate.id, note)
+        store.promote(
+            candidate.id, note, calibration_id=None if calibration is None else calibration.id
+        )
     except StoreError as err:
         st.error(str(err))
     else:
@@ -92,6 +125,7 @@ if promotions:
                     "run": names[p.run_id].name if p.run_id in names else "(deleted)",
                     "id": p.run_id,
                     "AUC": names[p.run_id].auc if p.run_id in names else None,
+                    "site calibration": p.calibration_id,
                     "note": p.note,
                 }
                 for p in promotions

@@ -1,5 +1,6 @@
 """Run: one run in full — config, live learning curves, test metrics, curves, threshold,
-external evaluations, misclassified images with Grad-CAM, log and failure traceback."""
+external evaluations, calibration (probabilities, site thresholds), misclassified images with
+Grad-CAM, log and failure traceback."""
 
 from datetime import UTC, datetime
 
@@ -7,7 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, ui
+from dashboard import calibrate, charts, ui
 from db import Run, StoreError
 from pipeline import evaluate, images
 
@@ -228,6 +229,9 @@ if run.status == "succeeded":
             f"None yet. Evaluate on another dataset folder: "
             f"`python -m pipeline evaluate {run.id} --data ../shared/data/nlm-224`"
         )
+
+    st.subheader("Calibrate")
+    calibrate.section(store, run)
 
     st.subheader("Misclassified test images")
     preds = ui.predictions(run)
