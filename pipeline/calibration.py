@@ -204,6 +204,8 @@ def calibrate_site(
         "n_calibration": int(cal.size),
         "n_check": int(check.size),
         "check": {k: at_site[k] for k in keep},
+        # How well P(TB) itself is calibrated at this site, on all its images.
+        "calibration": evaluate.calibration_report(y, s),
         "check_at_run_threshold": {"threshold": float(run_threshold)}
         | {k: at_run[k] for k in keep},
         # Every distinct check score, and both thresholds, so each has its own row.
