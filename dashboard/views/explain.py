@@ -93,7 +93,13 @@ prepared = prediction.image
 image_key = hashlib.sha1(data).hexdigest()[:16]
 
 c = st.columns(4)
-c[0].metric("P(TB)", f"{prediction.probability:.3f}")
+c[0].metric(
+    "P(TB)",
+    f"{prediction.probability:.3f}",
+    help="the network's raw output, not a calibrated probability"
+    if predictor.calibrator is None
+    else f"calibrated ({predictor.calibrator.kind} scaling fitted on the validation split)",
+)
 c[1].metric("verdict", "TB" if prediction.probability >= prediction.threshold else "normal")
 c[2].metric("threshold", f"{prediction.threshold:.4f}", help="chosen on the run's validation split")
 c[3].metric("true label", truth or "unknown")
