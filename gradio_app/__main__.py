@@ -55,8 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--examples",
         metavar="DIR",
-        help="offer the PNG / JPEG images of this folder as examples (default: a few held-out "
-        "test images of the served run, when its dataset is here)",
+        help="offer the PNG / JPEG / DICOM (.dcm) images of this folder as examples (default: a "
+        "few held-out test images of the served run, when its dataset is here)",
     )
     p.add_argument("--no-examples", action="store_true", help="offer no example images")
     return p.parse_args(argv)
@@ -86,7 +86,7 @@ def example_images(source: ModelSource, per_class: int = 2) -> list[Path]:
 
 
 def _image_files(folder: str) -> list[Path]:
-    exts = {".png", ".jpg", ".jpeg"}
+    exts = {".png", ".jpg", ".jpeg", ".dcm"}
     return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in exts)
 
 
