@@ -103,9 +103,9 @@ _NOT_RADIOGRAPHS = {
 VIEWS = frozenset({"PA", "AP", "LL", "RL", "LLD", "RLD", "LLO", "RLO"})
 LATERAL_VIEWS = frozenset({"LL", "RL"})
 
-# Of the installed plugins (see README, "DICOM"), the fastest and leanest for each syntax, as
-# measured by bench/dicom.py; the others are the fallback. pydicom's default order tries gdcm
-# first, which takes 2-3× longer and more memory on JPEG-LS and JPEG 2000.
+# Of the installed plugins (see README, "DICOM"), the fastest and leanest for each syntax; the
+# others are the fallback. pydicom's default order tries gdcm first, which is 3× slower on
+# JPEG-LS and needs twice the memory on JPEG-LS and JPEG 2000 (BENCHMARKS.md, "DICOM").
 _PREFERRED_PLUGIN = {
     RLELossless: "pylibjpeg",
     JPEGLSLossless: "pyjpegls",
