@@ -32,7 +32,6 @@ from typing import IO
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder, pixel_array
 from pydicom.uid import (
     HTJ2K,
@@ -120,7 +119,7 @@ _PREFERRED_PLUGIN = {
 # for a whole 7.5-megapixel frame would be a 60 MB temporary.
 _ROWS_PER_LOOKUP = 256
 
-_EXPORT = "export the image as PNG from your DICOM viewer, or upload the original radiograph"
+_EXPORT = "export the image as PNG from a DICOM viewer"
 _TRUNCATED_FIX = "the file was probably cut short while downloading or copying; fetch it again"
 
 
@@ -180,14 +179,17 @@ def describe(fp: IO[bytes], source: str | None) -> tuple[int, int, str]:
 
 def _read_header(fp: IO[bytes], source: str | None) -> Dataset:
     """The :data:`IMAGE_TAGS` of the file (and its transfer syntax), stopping at the pixel data."""
+    # pydicom signals a bad header with many exception types (InvalidDicomError, EOFError,
+    # struct.error, ValueError...), so at this edge every one of them becomes an ImageError.
     try:
-        # Validation warnings can quote any element's value (a name, an ID) in a log; only the
-        # image tags are parsed here, so they concern those, and the checks below cover them.
+        # pydicom warns (and logs) about non-conforming values of the elements it parses; only
+        # the image tags are parsed, the checks below judge their values, and a dataset scan
+        # must not print a warning per file.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             header = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=list(IMAGE_TAGS))
             header.file_meta.TransferSyntaxUID  # noqa: B018 - a file without one is refused here
-    except (InvalidDicomError, AttributeError, EOFError, OSError, ValueError, KeyError) as err:
+    except Exception as err:
         raise ImageError(
             source,
             "the file starts like a DICOM file but its header cannot be read "
@@ -207,7 +209,7 @@ def _check_header(
         raise ImageError(
             source,
             f"this is {what}, not a chest X-ray",
-            "upload a chest radiograph (DICOM modality CR or DX)",
+            "use a chest radiograph (DICOM modality CR or DX)",
         )
     frames = int(header.get("NumberOfFrames", 1) or 1)
     if frames > 1:
@@ -269,15 +271,17 @@ def _check_header(
 
 
 def _decode_frame(fp: IO[bytes], source: str | None, syntax: UID) -> np.ndarray:
-    """The stored pixel values (H×W, uint or int of BitsAllocated), from the preferred plugin."""
-    plugins = [_PREFERRED_PLUGIN[syntax], ""] if syntax in _PREFERRED_PLUGIN else [""]
-    for plugin in plugins:
+    """The stored pixel values (H×W, uint or int of BitsAllocated): the preferred plugin first,
+    then each other installed one ("" is pydicom's own reader of uncompressed data)."""
+    available = list(get_decoder(syntax).available_plugins)
+    preferred = _PREFERRED_PLUGIN.get(syntax)
+    for plugin in sorted(available, key=lambda name: name != preferred) or [""]:
         fp.seek(0)
         # Decoders report bad data with many exception types (ValueError, RuntimeError, their own
-        # errors...), so at this edge each becomes an ImageError, after the fallback plugins.
+        # errors...): each means "try the next plugin", and after the last an ImageError.
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # as in _read_header: warnings may quote values
+                warnings.simplefilter("ignore")  # as in _read_header
                 return pixel_array(fp, decoding_plugin=plugin)
         except Exception:
             continue
@@ -315,7 +319,8 @@ def _to_uint8(frame: np.ndarray, header: Dataset) -> np.ndarray:
         present = shown[(stored >= lo_stored) & (stored <= hi_stored)]
         lo, hi = float(present.min()), float(present.max())
     # MONOCHROME1 is inverted before rounding, so that it gives exactly what MONOCHROME2 gives.
-    above = hi - shown if header.PhotometricInterpretation == "MONOCHROME1" else shown - lo
+    inverted = str(header.PhotometricInterpretation).strip().upper() == "MONOCHROME1"
+    above = hi - shown if inverted else shown - lo
     if hi <= lo:
         table = np.zeros(len(shown), dtype=np.uint8)
     else:
