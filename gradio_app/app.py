@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import gradio as gr
 import numpy as np
 
@@ -89,8 +90,6 @@ def _as_read(path: str | None, limits: Limits) -> np.ndarray | None:
     scale = PREVIEW_SIDE / max(gray.shape)
     if scale >= 1:
         return gray
-    import cv2
-
     size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
     return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
 

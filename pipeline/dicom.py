@@ -19,9 +19,9 @@ Every stored value maps to one output value, so steps 1-4 are computed once on a
 2**BitsAllocated stored values and the frame is looked up through it: the full-resolution frame
 is never turned into floats (a 2,500 × 3,000 image would need 60 MB per float copy).
 
-Privacy: only the tags in :data:`IMAGE_TAGS` are ever parsed (pydicom skips every other value
-unread, so names, IDs and dates never become Python strings), and no message quotes the header
-beyond them.
+Privacy: only the tags in :data:`IMAGE_TAGS` are ever parsed (pydicom passes over every other
+element without decoding its value, so names, IDs and dates never become Python strings, a
+warning or a log line), and no message quotes the header beyond them.
 """
 
 from __future__ import annotations
