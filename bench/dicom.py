@@ -59,10 +59,9 @@ def radiograph(width: int = WIDTH, height: int = HEIGHT, seed: int = 0) -> np.nd
 
 def write_versions(folder: Path, stored: np.ndarray) -> dict[str, Path]:
     """The radiograph in each syntax of SYNTAXES, as files in ``folder``."""
-    import gdcm
     import pydicom
 
-    from tests.dicom_files import dicom_bytes
+    from tests.dicom_files import dicom_bytes, gdcm_compressed
 
     tags = {"RescaleSlope": 1, "RescaleIntercept": 0, "WindowCenter": 2048, "WindowWidth": 4000}
     plain = dicom_bytes(stored, photometric="MONOCHROME1", **tags)
@@ -73,20 +72,7 @@ def write_versions(folder: Path, stored: np.ndarray) -> dict[str, Path]:
         if name == "uncompressed":
             continue
         if name == "JPEG Lossless SV1":  # pydicom has no JPEG encoder; gdcm has
-            reader = gdcm.ImageReader()
-            reader.SetFileName(str(paths["uncompressed"]))
-            reader.Read()
-            change = gdcm.ImageChangeTransferSyntax()
-            change.SetTransferSyntax(
-                gdcm.TransferSyntax(gdcm.TransferSyntax.JPEGLosslessProcess14_1)
-            )
-            change.SetInput(reader.GetImage())
-            change.Change()
-            writer = gdcm.ImageWriter()
-            writer.SetFileName(str(path))
-            writer.SetFile(reader.GetFile())
-            writer.SetImage(change.GetOutput())
-            writer.Write()
+            path.write_bytes(gdcm_compressed(plain, folder))
         else:
             ds = pydicom.dcmread(io.BytesIO(plain))
             ds.compress(uid)

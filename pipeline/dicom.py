@@ -40,6 +40,7 @@ from pydicom.uid import (
     HTJ2KLossless,
     HTJ2KLosslessRPCL,
     JPEG2000Lossless,
+    JPEGExtended12Bit,
     JPEGLSLossless,
     JPEGLSNearLossless,
     RLELossless,
@@ -254,6 +255,8 @@ def _check_header(
         readable = get_decoder(syntax).is_available
     except NotImplementedError:
         readable = False
+    # 12-bit JPEG Extended is read by pylibjpeg-libjpeg alone, which is GPLv3 and not installed.
+    readable = readable and not (syntax == JPEGExtended12Bit and int(header.BitsStored or 8) > 8)
     if not readable:
         name = syntax.name if syntax.name != str(syntax) else "an unknown compression"
         raise ImageError(
@@ -285,7 +288,12 @@ def _decode_frame(fp: IO[bytes], source: str | None, syntax: UID) -> np.ndarray:
                 return pixel_array(fp, decoding_plugin=plugin)
         except Exception:
             continue
-    raise ImageError(source, "the DICOM pixel data is truncated or corrupt", _TRUNCATED_FIX)
+    raise ImageError(
+        source,
+        f"the DICOM pixel data ({syntax.name}) is truncated or corrupt: none of the installed "
+        "decoders could read it",
+        _TRUNCATED_FIX,
+    )
 
 
 def _to_uint8(frame: np.ndarray, header: Dataset) -> np.ndarray:

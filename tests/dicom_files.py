@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 from pydicom import config
@@ -102,6 +103,28 @@ def displayed_as(image: np.ndarray, **tags: object) -> bytes:
         WindowWidth=2041,
         **tags,
     )
+
+
+def gdcm_compressed(data: bytes, folder: Path) -> bytes:
+    """``data`` (an uncompressed file) as JPEG Lossless SV1, which only gdcm's encoder writes."""
+    import gdcm
+
+    src, out = folder / "gdcm-in.dcm", folder / "gdcm-out.dcm"
+    src.write_bytes(data)
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(src))
+    reader.Read()
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.JPEGLosslessProcess14_1))
+    change.SetInput(reader.GetImage())
+    if not change.Change():
+        raise RuntimeError("gdcm could not compress the image")
+    writer = gdcm.ImageWriter()
+    writer.SetFileName(str(out))
+    writer.SetFile(reader.GetFile())
+    writer.SetImage(change.GetOutput())
+    writer.Write()
+    return out.read_bytes()
 
 
 def _encode(ds: Dataset) -> bytes:

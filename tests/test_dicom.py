@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
-from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
+from pydicom.uid import (
+    JPEG2000Lossless,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    RLELossless,
+)
 
 from pipeline import datasets, preprocess
 from pipeline.config import DataConfig
 from pipeline.images import ImageError, decode, describe, read_image
-from tests.dicom_files import dicom_bytes, displayed_as, jpeg_baseline_bytes
+from tests.dicom_files import dicom_bytes, displayed_as, gdcm_compressed, jpeg_baseline_bytes
 
 # A PatientName no output of the project may ever contain (over 64 characters, so that pydicom
 # would warn about it, quoting its length, if it ever parsed it).
@@ -89,6 +97,19 @@ def test_a_losslessly_compressed_copy_decodes_to_the_uncompressed_pixels(syntax)
     np.testing.assert_array_equal(read_image(packed), plain)
 
 
+def test_a_jpeg_lossless_copy_decodes_to_the_uncompressed_pixels(tmp_path):
+    stored = _radiograph(64, 72)
+    tags = {"WindowCenter": 2000, "WindowWidth": 3000}
+    plain = dicom_bytes(stored, **tags)
+    packed = gdcm_compressed(plain, tmp_path)
+    assert decode_syntax(packed) == JPEGLosslessSV1
+    np.testing.assert_array_equal(read_image(packed), read_image(plain))
+
+
+def decode_syntax(data: bytes) -> str:
+    return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).file_meta.TransferSyntaxUID
+
+
 def test_a_jpeg_baseline_copy_decodes_within_the_codec_loss():
     y, x = np.mgrid[0:64, 0:64]
     pixels = (96 + 60 * np.sin(x / 9) * np.cos(y / 13)).astype(np.uint8)
@@ -124,6 +145,10 @@ def _refusals() -> dict[str, tuple[bytes, list[str]]]:
         "mpeg2": (
             dicom_bytes(stored, declared_syntax="1.2.840.10008.1.2.4.100"),
             ["MPEG2 Main Profile / Main Level", "1.2.840.10008.1.2.4.100", "no"],
+        ),
+        "jpeg-12-bit": (
+            dicom_bytes(stored, declared_syntax=JPEGExtended12Bit),
+            ["JPEG Extended (Process 2 and 4)", "none of the installed decoders reads"],
         ),
         "no-pixels": (header_only[:pixel_tag], ["no image", "pixel data is missing"]),
         "truncated": (plain[: len(plain) - 1000], ["truncated or corrupt", "fetch it again"]),
