@@ -84,7 +84,12 @@ def _as_read(path: str | None, limits: Limits) -> np.ndarray | None:
     if path is None:
         return None
     try:
-        gray = images.read_image(path, max_pixels=limits.max_pixels, max_bytes=limits.max_bytes)
+        gray = images.decode(
+            path,
+            max_pixels=limits.max_pixels,
+            max_bytes=limits.max_bytes,
+            for_processing=limits.for_processing,
+        ).pixels
     except images.ImageError:
         return None
     scale = PREVIEW_SIDE / max(gray.shape)

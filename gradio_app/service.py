@@ -38,16 +38,23 @@ Upload = bytes | Path
 
 @dataclass(frozen=True)
 class Limits:
-    """What an upload may be: at most ``max_bytes`` bytes and ``max_pixels`` pixels."""
+    """What an upload may be: at most ``max_bytes`` bytes and ``max_pixels`` pixels; a raw DICOM
+    detector image (FOR PROCESSING) is refused, or assessed with a note when ``for_processing``
+    is ``"warn"``."""
 
     max_bytes: int = 20_000_000
     max_pixels: int = 50_000_000
+    for_processing: str = "refuse"
 
     def __post_init__(self) -> None:
         if self.max_bytes < 1 or self.max_pixels < 64:
             raise ValueError(
                 f"upload limits must be positive (got {self.max_bytes} bytes, "
                 f"{self.max_pixels} pixels)"
+            )
+        if self.for_processing not in ("refuse", "warn"):
+            raise ValueError(
+                f"for_processing must be 'refuse' or 'warn', got {self.for_processing!r}"
             )
 
 
@@ -167,7 +174,12 @@ class ServedModel:
         if refusal is not None:
             return self._refused(refusal)
         try:
-            decoded = images.decode(src, max_pixels=limits.max_pixels, max_bytes=limits.max_bytes)
+            decoded = images.decode(
+                src,
+                max_pixels=limits.max_pixels,
+                max_bytes=limits.max_bytes,
+                for_processing=limits.for_processing,
+            )
         except ImageError as err:
             return self._refused(err.reason)
         if decoded.view in dicom.LATERAL_VIEWS:

@@ -283,6 +283,16 @@ def test_text_burned_into_a_dicom_image_is_noted_beside_the_verdict(client, tmp_
     assert plain["notes"] == []
 
 
+def test_a_raw_detector_image_is_refused_unless_the_policy_allows_it_with_a_warning(source):
+    data = displayed_as(phantom_pair(1)[0], PresentationIntentType="FOR PROCESSING")
+    refused = source.current().assess(data, LIMITS)
+    assert refused.status == REFUSED
+    assert "FOR PROCESSING" in refused.reason
+    warned = source.current().assess(data, replace(LIMITS, for_processing="warn"))
+    assert warned.status == ASSESSED
+    assert any("raw detector image" in note for note in warned.notes)
+
+
 def test_no_dicom_header_field_reaches_a_response_a_log_or_a_file(client, tmp_path, capfd):
     """A marker PatientName (and ID, institution) must never leave the uploaded file."""
     from gradio.utils import get_upload_folder
