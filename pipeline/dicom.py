@@ -140,7 +140,14 @@ def read(
     if for_processing not in ("refuse", "warn"):
         raise ValueError(f"for_processing must be 'refuse' or 'warn', got {for_processing!r}")
     header = _read_header(fp, source)
-    notes = _check_header(header, source, max_pixels, for_processing)
+    try:
+        notes = _check_header(header, source, max_pixels, for_processing)
+    except ImageError:
+        raise
+    except (ValueError, TypeError):  # e.g. Number of Frames "two", Bits Stored missing
+        raise ImageError(
+            source, "the DICOM header describes the image with malformed values", _EXPORT
+        ) from None
     if len(fp.read(8)) < 8:  # the header was read up to the pixel data, which is not there
         raise ImageError(
             source,
@@ -190,6 +197,7 @@ def _read_header(fp: IO[bytes], source: str | None) -> Dataset:
             warnings.simplefilter("ignore")
             header = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=list(IMAGE_TAGS))
             header.file_meta.TransferSyntaxUID  # noqa: B018 - a file without one is refused here
+            list(header)  # values are converted when first read: here, inside these guards
     except Exception as err:
         raise ImageError(
             source,

@@ -157,6 +157,15 @@ def _refusals() -> dict[str, tuple[bytes, list[str]]]:
             ["not grayscale", "RGB"],
         ),
         "garbled": (bytes(128) + b"DICM" + bytes(40), ["header cannot be read"]),
+        "bad-window": (
+            dicom_bytes(stored, WindowCenter=5, WindowWidth=0),
+            ["display settings (window or VOI LUT) are invalid"],
+        ),
+        # Number of Frames "zz": pydicom cannot write it, so the written "2 " is overwritten.
+        "malformed": (
+            dicom_bytes(stored, NumberOfFrames=2).replace(b"IS\x02\x002 ", b"IS\x02\x00zz"),
+            ["describes the image with malformed values"],
+        ),
     }
 
 
