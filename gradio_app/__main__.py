@@ -47,6 +47,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--max-megapixels", type=float, default=50.0, help="most pixels per image (default 50)"
     )
+    p.add_argument(
+        "--dicom-for-processing",
+        choices=["refuse", "warn"],
+        default="refuse",
+        help="raw DICOM detector images (Presentation Intent FOR PROCESSING): refuse them "
+        "(default), or assess them with a warning beside the verdict",
+    )
     p.add_argument("--queue-size", type=int, default=64, help="most waiting requests (64)")
     p.add_argument(
         "--predict-concurrency", type=int, default=2, help="predictions at once (default 2)"
@@ -55,8 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--examples",
         metavar="DIR",
-        help="offer the PNG / JPEG images of this folder as examples (default: a few held-out "
-        "test images of the served run, when its dataset is here)",
+        help="offer the PNG / JPEG / DICOM (.dcm) images of this folder as examples (default: a "
+        "few held-out test images of the served run, when its dataset is here)",
     )
     p.add_argument("--no-examples", action="store_true", help="offer no example images")
     return p.parse_args(argv)
@@ -86,7 +93,7 @@ def example_images(source: ModelSource, per_class: int = 2) -> list[Path]:
 
 
 def _image_files(folder: str) -> list[Path]:
-    exts = {".png", ".jpg", ".jpeg"}
+    exts = {".png", ".jpg", ".jpeg", ".dcm"}
     return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in exts)
 
 
@@ -101,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         from gradio_app.service import Limits, ModelSource
 
         limits = Limits(
-            max_bytes=int(args.max_upload_mb * 1e6), max_pixels=int(args.max_megapixels * 1e6)
+            max_bytes=int(args.max_upload_mb * 1e6),
+            max_pixels=int(args.max_megapixels * 1e6),
+            for_processing=args.dicom_for_processing,
         )
         try:
             source = ModelSource()

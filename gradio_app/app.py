@@ -5,10 +5,12 @@ launches it. Three API endpoints, each named: ``/predict`` (verdict, probability
 once), ``/lime`` and ``/shap`` (slower explanations, on request). Predictions and explanations
 run under separate concurrency ids, so a queue of slow explanations never holds up a verdict.
 
-Uploads reach the functions as a file path inside Gradio's upload folder: the app's image
-component decodes nothing itself (:func:`_undecoded`), so every file — broken, huge, 16-bit, not
-an image — goes through :func:`pipeline.images.read_image` and its limits, and a bad one gets a
-message, never a traceback.
+Uploads reach the functions as a file path inside Gradio's upload folder: the app's upload
+component is a file box that takes any file (DICOM included, which ``gr.Image`` refuses in the
+browser, and DICOM files without an extension, as CD and PACS exports name them) and decodes
+nothing itself (:func:`_undecoded`), so every file — broken, huge, 16-bit, DICOM, not an image —
+goes through :func:`pipeline.images.decode` and its limits, and a bad one gets a message, never a
+traceback. A private event shows the image as read (a DICOM file windowed) under the box.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import gradio as gr
 import numpy as np
 
@@ -31,16 +34,22 @@ from gradio_app.service import (
     ModelSource,
     no_model,
 )
+from pipeline import images
 from pipeline.predictor import NEGATIVE, POSITIVE
 
 TITLE = "TB X-ray Lab — chest X-ray TB screening (research tool)"
 INTRO = (
     "# TB X-ray Lab\n"
-    "Upload a **frontal chest X-ray** (PNG or JPEG): you get the probability of tuberculosis, a "
-    "verdict at the threshold the model was validated with, and a heatmap of the regions that "
-    "drove it. DICOM files are not supported yet (planned); export them as PNG or JPEG. "
-    "**This is a research tool, not a diagnosis.**"
+    "Upload a **frontal chest X-ray** (PNG, JPEG or DICOM): you get the probability of "
+    "tuberculosis, a verdict at the threshold the model was validated with, and a heatmap of the "
+    "regions that drove it. **This is a research tool, not a diagnosis.**"
 )
+PRIVACY = (
+    "Of a DICOM file only the image and its display settings are read: the identifying fields "
+    "of its header (name, ID, dates, institution) are not read, shown or kept."
+)
+# The image as read is shown at most this many pixels wide or high (enough for the 360 px box).
+PREVIEW_SIDE = 720
 _STYLES = {
     NEGATIVE: ("#e7f6ec", "#1b7f3b"),
     POSITIVE: ("#fff1e0", "#b35900"),
@@ -50,22 +59,44 @@ _STYLES = {
 _PROGRESS = gr.Progress()
 # Heatmaps are S×S pixels (64-512) and uploads can be small: draw every image to fill its box.
 CSS = (
-    "#upload img, #gradcam img, #lime img, #shap img "
+    "#preview img, #gradcam img, #lime img, #shap img "
     "{width: 100%; height: 100%; object-fit: contain;}"
 )
 _WAITING = "<div style='padding:12px;color:#666'>Upload a chest X-ray to get a verdict.</div>"
 
 
-def _undecoded(image: gr.Image) -> gr.Image:
-    """Make ``image`` hand its function the uploaded file's path, undecoded.
+def _undecoded(upload: gr.File) -> gr.File:
+    """Make ``upload`` hand its function the uploaded file's path, unchecked and undecoded.
 
-    Stock ``gr.Image`` opens the upload with PIL before the function runs, so an empty file, a
-    non-image or a decompression bomb fails inside Gradio with a bare "Error". Here every file
-    goes to the app's own reader instead. (An instance attribute rather than a subclass: Gradio
-    writes a ``.pyi`` stub beside the source file of every component class it sees defined.)
+    Stock components check or open the upload before the function runs (``gr.Image`` with PIL,
+    ``gr.File`` against its file types), so an empty file, a non-image or a decompression bomb
+    fails inside Gradio with a bare "Error". Here every file goes to the app's own reader
+    instead. (An instance attribute rather than a subclass: Gradio writes a ``.pyi`` stub beside
+    the source file of every component class it sees defined.)
     """
-    image.preprocess = lambda payload: None if payload is None else payload.path
-    return image
+    upload.preprocess = lambda payload: None if payload is None else payload.path
+    return upload
+
+
+def _as_read(path: str | None, limits: Limits) -> np.ndarray | None:
+    """The upload as the app reads it (a DICOM file windowed), at most PREVIEW_SIDE pixels; None
+    when it cannot be read (the verdict box says why)."""
+    if path is None:
+        return None
+    try:
+        gray = images.decode(
+            path,
+            max_pixels=limits.max_pixels,
+            max_bytes=limits.max_bytes,
+            for_processing=limits.for_processing,
+        ).pixels
+    except images.ImageError:
+        return None
+    scale = PREVIEW_SIDE / max(gray.shape)
+    if scale >= 1:
+        return gray
+    size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
 
 
 def build_demo(
@@ -129,19 +160,26 @@ def build_demo(
         with gr.Row():
             with gr.Column(scale=1):
                 image = _undecoded(
-                    gr.Image(
-                        label="Chest X-ray (PNG or JPEG)",
+                    gr.File(
+                        label="Chest X-ray (PNG, JPEG or DICOM)",
+                        file_count="single",
                         type="filepath",
-                        image_mode=None,
-                        sources=["upload", "clipboard"],
-                        height=360,
+                        height=120,
                         elem_id="upload",
                     )
                 )
                 gr.Markdown(
-                    f"Drag and drop, paste, or click to pick a file. Up to "
+                    f"Drag and drop, or click to pick a file. Up to "
                     f"{limits.max_bytes / 1e6:g} MB and {limits.max_pixels / 1e6:g} megapixels. "
-                    "Uploads are used for this answer only and deleted within minutes."
+                    f"Uploads are used for this answer only and deleted within minutes. {PRIVACY}"
+                )
+                preview = gr.Image(
+                    label="Your image, as read",
+                    type="numpy",
+                    format="png",
+                    interactive=False,
+                    height=360,
+                    elem_id="preview",
                 )
                 if examples:
                     gr.Examples(
@@ -181,13 +219,24 @@ def build_demo(
                 "Verdict, P(TB) and Grad-CAM of one chest X-ray. Returns (result, probability "
                 "label, verdict HTML, Grad-CAM overlay); result is a dict with 'verdict' (one "
                 f"of {NEGATIVE!r}, {POSITIVE!r}, {CANNOT_ASSESS!r}), 'probability' (None when "
-                "it cannot be assessed), 'reason', 'threshold' and 'run_id'."
+                "it cannot be assessed), 'reason', 'notes' (sentences to read beside the "
+                "verdict, e.g. text burned into a DICOM image), 'threshold' and 'run_id'. Takes "
+                "PNG, JPEG and DICOM files."
             ),
             concurrency_id="predict",
             concurrency_limit=predict_concurrency,
             show_progress="minimal",
         )
         predicted.then(card, outputs=card_md, queue=False, api_visibility="private")
+        image.change(
+            lambda path: _as_read(path, limits),
+            inputs=image,
+            outputs=preview,
+            concurrency_id="predict",
+            concurrency_limit=predict_concurrency,
+            show_progress="hidden",
+            api_visibility="private",
+        )
         image.change(
             lambda: (None, "", None, ""),
             outputs=[lime_image, lime_note, shap_image, shap_note],
@@ -265,7 +314,11 @@ def _verdict_html(a: Assessment) -> str:
         f"<div style='font-size:1.6em;font-weight:600;color:{colour}'>"
         f"{html.escape(a.verdict)}</div>"
         f"<div style='margin-top:6px;color:#333'>{why}: {html.escape(a.reason)}</div>"
-        "</div>"
+        + "".join(
+            f"<div style='margin-top:6px;color:#8a4b00'>Note: {html.escape(n)}.</div>"
+            for n in a.notes
+        )
+        + "</div>"
     )
 
 

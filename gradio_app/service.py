@@ -5,7 +5,8 @@ succeeded baseline) at most every ``refresh_s`` seconds and loads a new :class:`
 when that changes, so a promotion takes effect without a restart. :meth:`ServedModel.assess`
 turns the bytes of one upload into an :class:`Assessment`: a verdict from the run's validated
 threshold, or "Cannot assess" with the reason (a refused file, a picture that is not a chest
-X-ray). Nothing here keeps an upload or writes a file: uploads are read and dropped.
+X-ray, a lateral DICOM view). Nothing here keeps an upload or writes a file: uploads are read
+and dropped, and of a DICOM header only what the image needs is read (:mod:`pipeline.dicom`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from db import Calibration, Run, RunStore
-from pipeline import explain, images, ood
+from pipeline import dicom, explain, images, ood
 from pipeline.images import ImageError
 from pipeline.predictor import NEGATIVE, POSITIVE, Predictor
 
@@ -37,16 +38,23 @@ Upload = bytes | Path
 
 @dataclass(frozen=True)
 class Limits:
-    """What an upload may be: at most ``max_bytes`` bytes and ``max_pixels`` pixels."""
+    """What an upload may be: at most ``max_bytes`` bytes and ``max_pixels`` pixels; a raw DICOM
+    detector image (FOR PROCESSING) is refused, or assessed with a note when ``for_processing``
+    is ``"warn"``."""
 
     max_bytes: int = 20_000_000
     max_pixels: int = 50_000_000
+    for_processing: str = "refuse"
 
     def __post_init__(self) -> None:
         if self.max_bytes < 1 or self.max_pixels < 64:
             raise ValueError(
                 f"upload limits must be positive (got {self.max_bytes} bytes, "
                 f"{self.max_pixels} pixels)"
+            )
+        if self.for_processing not in ("refuse", "warn"):
+            raise ValueError(
+                f"for_processing must be 'refuse' or 'warn', got {self.for_processing!r}"
             )
 
 
@@ -57,7 +65,8 @@ class Assessment:
     ``verdict`` is one of :data:`VERDICTS`; ``status`` says why (``assessed``, ``refused``,
     ``out_of_distribution``) and ``reason`` says it in a sentence. ``probability`` (P(TB)) and
     ``heatmap`` (Grad-CAM, (S, S) in [0, 1]) are None unless the image was assessed; ``image``
-    is the prepared model input (S, S) uint8 whenever the file could be read.
+    is the prepared model input (S, S) uint8 whenever the file could be read. ``notes`` are
+    sentences the reader must see beside the verdict (e.g. text burned into a DICOM image).
     """
 
     verdict: str
@@ -71,6 +80,7 @@ class Assessment:
     image: np.ndarray | None = None
     heatmap: np.ndarray | None = None
     seconds: float = 0.0
+    notes: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON the API returns (no arrays)."""
@@ -83,6 +93,7 @@ class Assessment:
             "run_id": self.run_id,
             "ood_distance": self.ood_distance,
             "ood_threshold": self.ood_threshold,
+            "notes": list(self.notes),
             "seconds": round(self.seconds, 4),
         }
 
@@ -167,10 +178,23 @@ class ServedModel:
         if refusal is not None:
             return self._refused(refusal)
         try:
-            gray = images.read_image(src, max_pixels=limits.max_pixels, max_bytes=limits.max_bytes)
+            decoded = images.decode(
+                src,
+                max_pixels=limits.max_pixels,
+                max_bytes=limits.max_bytes,
+                for_processing=limits.for_processing,
+            )
         except ImageError as err:
             return self._refused(err.reason)
-        reason = ood.image_checks(gray, ood.colourfulness(src))
+        if decoded.view in dicom.LATERAL_VIEWS:
+            return self._not_xray(
+                f"this is a lateral view (DICOM View Position {decoded.view}); a frontal view "
+                "(PA or AP) is needed — upload the frontal image of the study"
+            )
+        gray = decoded.pixels
+        # A DICOM file that reached here is grayscale (pipeline.dicom refuses colour ones).
+        colour = 0.0 if decoded.format == "DICOM" else ood.colourfulness(src)
+        reason = ood.image_checks(gray, colour)
         if reason is not None:
             return self._not_xray(reason)
         prepared = self.predictor.prepare(gray)
@@ -181,8 +205,8 @@ class ServedModel:
             return self._not_xray(
                 "this image does not look like the chest X-rays the model was trained on "
                 f"(feature distance {distance:.1f}, limit {self.reference.threshold:.1f}); "
-                "upload a frontal chest radiograph (PNG or JPEG), uncropped and not a photo of "
-                "a screen",
+                "upload a frontal chest radiograph (PNG, JPEG or DICOM), uncropped and not a "
+                "photo of a screen",
                 distance,
             )
         threshold = self.predictor.threshold
@@ -199,6 +223,7 @@ class ServedModel:
             ood_distance=distance,
             ood_threshold=None if self.reference is None else self.reference.threshold,
             image=prepared,
+            notes=decoded.notes,
         )
 
     def threshold_origin(self) -> str:
@@ -264,22 +289,11 @@ class ServedModel:
 
 
 def _refuse_unreadable(src: Upload) -> str | None:
-    """Refusals that come before decoding: an expired upload, and (politely) DICOM files."""
-    if isinstance(src, Path):
-        if not src.is_file():
-            return (
-                "the uploaded file is no longer on the server (uploads are deleted after a few "
-                "minutes); upload the image again"
-            )
-        with src.open("rb") as f:
-            head = f.read(132)
-    else:
-        head = src[:132]
-    # DICOM: the 'DICM' marker after a 128-byte preamble.
-    if head[128:132] == b"DICM":
+    """The refusal that comes before decoding: an upload that has expired."""
+    if isinstance(src, Path) and not src.is_file():
         return (
-            "this is a DICOM file; DICOM support is planned for a later version — for now, "
-            "export the image from your DICOM viewer as PNG or JPEG and upload that"
+            "the uploaded file is no longer on the server (uploads are deleted after a few "
+            "minutes); upload the image again"
         )
     return None
 

@@ -49,9 +49,10 @@ CLASS_NAMES = {NORMAL: "normal", TB: "tb"}
 NORMAL_FOLDERS = frozenset({"normal", "healthy", "negative", "neg", "no_tb", "0"})
 TB_FOLDERS = frozenset({"tuberculosis", "tb", "positive", "pos", "1"})
 
-# Files at the top of a dataset folder or an NLM folder with these suffixes are taken as images;
-# anything else there (manifest.csv, README.txt, clinical readings) is not data and is ignored.
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+# Files at the top of a dataset folder or an NLM folder with these suffixes are taken as images,
+# and so are DICOM files without them (recognised by content: CD and PACS exports often have no
+# extension); anything else there (manifest.csv, README.txt, clinical readings) is ignored.
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})
 _NLM_NAME = re.compile(r"_([01])$")
 
 # Near-duplicates are found in two steps. Perceptual hashes (pHash, 64 bits) within
@@ -391,11 +392,11 @@ def _nested_dirs_as_bad(folders: dict[Path, int]) -> list[BadFile]:
 
 
 def _nlm_files(folder: Path) -> tuple[list[tuple[Path, int]], list[BadFile]] | None:
-    """Images named ``*_0.*`` / ``*_1.*`` directly in ``folder``, or None when there are none."""
-    pictures = [p for p in _visible(folder) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    """Images named ``*_0[.ext]`` / ``*_1[.ext]`` directly in ``folder``, or None when none are."""
+    pictures = [p for p in _visible(folder) if p.is_file() and _is_picture(p)]
     labelled, bad = [], []
     for p in pictures:
-        match = _NLM_NAME.search(p.stem)
+        match = _NLM_NAME.search(p.stem if p.suffix.lower() in IMAGE_SUFFIXES else p.name)
         if match:
             labelled.append((p, int(match.group(1))))
         else:
@@ -407,6 +408,17 @@ def _nlm_files(folder: Path) -> tuple[list[tuple[Path, int]], list[BadFile]] | N
                 )
             )
     return (labelled, bad) if labelled else None
+
+
+def _is_picture(path: Path) -> bool:
+    """An image by its suffix, or a DICOM file by its content whatever its name."""
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    try:
+        with path.open("rb") as f:
+            return images.is_dicom(f.read(132))
+    except OSError:
+        return False  # unreadable and unnamed: nothing says it is an image
 
 
 def _near_duplicate_groups(phashes: list[str], thumbs: np.ndarray, dup_distance: int) -> np.ndarray:

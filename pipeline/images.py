@@ -1,15 +1,18 @@
 """Decode image files into grayscale uint8 arrays, and the geometry applied before a model.
 
 Every image that enters the project (dataset scan, preprocessing, a public upload) goes through
-:func:`read_image`, so the rules live in one place: whatever the file's bit depth or colour mode,
-the result is a 2-D ``uint8`` array, and a file that cannot be trusted (empty, not an image,
-truncated, a decompression bomb, too small to be a radiograph) raises :class:`ImageError` with a
-message a user can act on.
+:func:`decode` (or :func:`read_image`, its pixels), so the rules live in one place: whatever the
+file's format (PNG, JPEG, BMP, TIFF or DICOM, recognised by its content, not its name), bit depth
+or colour mode, the result is a 2-D ``uint8`` array, and a file that cannot be trusted (empty,
+not an image, truncated, a decompression bomb, too small to be a radiograph, a DICOM file that
+is not a radiograph) raises :class:`ImageError` with a message a user can act on. DICOM is read
+by :mod:`pipeline.dicom`.
 """
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -41,16 +44,48 @@ class ImageError(ValueError):
         super().__init__(f"{source}: {self.reason}" if source else self.reason)
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded image: ``pixels`` (H×W uint8), the file's ``format`` (``"PNG"``, ``"JPEG"``,
+    ``"DICOM"``...), and for DICOM the header's ``view`` (View Position such as ``"PA"`` or
+    ``"LL"``; None when absent or for other formats) and ``notes``: sentences a reader of the
+    result must see (e.g. text burned into the image)."""
+
+    pixels: np.ndarray
+    format: str
+    view: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+def is_dicom(head: bytes) -> bool:
+    """Whether a file starting with ``head`` (its first 132 bytes or more) is DICOM: the
+    ``DICM`` marker after the 128-byte preamble, whatever the file is called."""
+    return head[128:132] == b"DICM"
+
+
 def read_image(
     src: str | Path | bytes, *, max_pixels: int = 50_000_000, max_bytes: int | None = None
 ) -> np.ndarray:
-    """Decode a PNG / JPEG (or BMP / TIFF) file or its bytes into a grayscale image.
+    """The pixels of :func:`decode`: an H×W ``uint8`` grayscale image of any supported file."""
+    return decode(src, max_pixels=max_pixels, max_bytes=max_bytes).pixels
 
-    Returns an H×W ``uint8`` array in 0..255, upright according to the EXIF orientation tag.
-    Colour images become luma (ITU-R 601: 0.299 R + 0.587 G + 0.114 B); transparent pixels
-    are composited over black; 16-bit images are rescaled linearly from their own min..max to
-    0..255, because many radiographs use only 10-12 of their 16 bits and a fixed /257 would leave
-    them dark (a constant 16-bit image becomes all zeros).
+
+def decode(
+    src: str | Path | bytes,
+    *,
+    max_pixels: int = 50_000_000,
+    max_bytes: int | None = None,
+    for_processing: str = "refuse",
+) -> Decoded:
+    """Decode a PNG / JPEG / DICOM (or BMP / TIFF) file or its bytes into a grayscale image.
+
+    DICOM files are read by :func:`pipeline.dicom.read` (modality LUT, window, MONOCHROME1
+    inverted; ``for_processing`` is its policy for raw detector images, ``"refuse"`` or
+    ``"warn"``). Other files: an H×W ``uint8`` array in 0..255, upright according to the EXIF
+    orientation tag. Colour images become luma (ITU-R 601: 0.299 R + 0.587 G + 0.114 B);
+    transparent pixels are composited over black; 16-bit images are rescaled linearly from their
+    own min..max to 0..255, because many radiographs use only 10-12 of their 16 bits and a fixed
+    /257 would leave them dark (a constant 16-bit image becomes all zeros).
 
     ``max_pixels`` (width × height) is checked from the header before any pixel is decoded, so a
     small file that claims a huge size (a decompression bomb) costs nothing. ``max_bytes`` limits
@@ -59,15 +94,20 @@ def read_image(
     images smaller than 8×8.
     """
     source = None if isinstance(src, bytes) else str(src)
-    with _open_source(src, source, max_bytes) as fp, _open_header(fp, source, max_pixels) as im:
-        _decode_pixels(im, source)
-        if im.mode not in _SUPPORTED_MODES:
-            raise ImageError(
-                source,
-                f"unsupported colour mode {im.mode!r}",
-                "re-export the image as an 8- or 16-bit grayscale or RGB PNG / JPEG",
-            )
-        return _to_gray_uint8(im)
+    with _open_source(src, source, max_bytes) as fp:
+        if _starts_dicom(fp):
+            from pipeline import dicom  # pydicom is imported when a DICOM file first arrives
+
+            return dicom.read(fp, source, max_pixels, for_processing=for_processing)
+        with _open_header(fp, source, max_pixels) as im:
+            _decode_pixels(im, source)
+            if im.mode not in _SUPPORTED_MODES:
+                raise ImageError(
+                    source,
+                    f"unsupported colour mode {im.mode!r}",
+                    "re-export the image as an 8- or 16-bit grayscale or RGB PNG / JPEG",
+                )
+            return Decoded(pixels=_to_gray_uint8(im), format=str(im.format))
 
 
 def describe(src: str | Path | bytes) -> tuple[int, int, str]:
@@ -76,12 +116,37 @@ def describe(src: str | Path | bytes) -> tuple[int, int, str]:
     Width and height are as stored in the file, before any EXIF rotation (finding a PNG's EXIF
     can mean reading the whole file); the array from :func:`read_image` is upright and may be
     H×W swapped. The mode is the file's own (e.g. ``"I;16"``, ``"RGBA"``), which
-    :func:`read_image` discards. Raises :class:`ImageError` when the header cannot be read.
+    :func:`read_image` discards; for DICOM it is e.g. ``"DICOM MONOCHROME1 12-bit"``. Raises
+    :class:`ImageError` when the header cannot be read.
     """
     source = None if isinstance(src, bytes) else str(src)
     # No pixel limit here: describing a bomb is harmless, decoding it is what read_image stops.
-    with _open_source(src, source, None) as fp, _open_header(fp, source, None) as im:
-        return im.width, im.height, im.mode
+    with _open_source(src, source, None) as fp:
+        if _starts_dicom(fp):
+            from pipeline import dicom
+
+            return dicom.describe(fp, source)
+        with _open_header(fp, source, None) as im:
+            return im.width, im.height, im.mode
+
+
+def check_dimensions(width: int, height: int, source: str | None, max_pixels: int | None) -> None:
+    """Refuse, from a header's width and height, a possible decompression bomb (more than
+    ``max_pixels``; ``None``: no limit) and an image too small to be a radiograph."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageError(
+            source,
+            f"the header claims {width}×{height} = {width * height:,} pixels, over the "
+            f"{max_pixels:,} pixel limit (a possible decompression bomb)",
+            _BOMB_FIX,
+        )
+    if min(width, height) < MIN_SIDE:
+        raise ImageError(
+            source,
+            f"the image is only {width}×{height} pixels, too small to be a chest X-ray "
+            f"(minimum {MIN_SIDE}×{MIN_SIDE})",
+            "use the full-resolution radiograph, not a thumbnail",
+        )
 
 
 def resize(img: np.ndarray, size: int) -> np.ndarray:
@@ -130,31 +195,26 @@ def _open_header(fp: IO[bytes], source: str | None, max_pixels: int | None) -> I
     except UnidentifiedImageError:
         raise ImageError(
             source,
-            "cannot identify image file: this is not a PNG, JPEG, BMP or TIFF image",
+            "cannot identify image file: this is not a PNG, JPEG, DICOM, BMP or TIFF image",
             "make sure the file really is an image (not a renamed text or HTML file) and "
             "re-export it as PNG or JPEG",
         ) from None
     except Image.DecompressionBombError as err:
         # PIL's own limit fires inside open() for sizes far beyond ours; same problem, same fix.
         raise ImageError(source, f"too many pixels ({err})", _BOMB_FIX) from None
-    width, height = im.size
-    if max_pixels is not None and width * height > max_pixels:
+    try:
+        check_dimensions(*im.size, source, max_pixels)
+    except ImageError:
         im.close()
-        raise ImageError(
-            source,
-            f"the header claims {width}×{height} = {width * height:,} pixels, over the "
-            f"{max_pixels:,} pixel limit (a possible decompression bomb)",
-            _BOMB_FIX,
-        )
-    if min(width, height) < MIN_SIDE:
-        im.close()
-        raise ImageError(
-            source,
-            f"the image is only {width}×{height} pixels, too small to be a chest X-ray "
-            f"(minimum {MIN_SIDE}×{MIN_SIDE})",
-            "use the full-resolution radiograph, not a thumbnail",
-        )
+        raise
     return im
+
+
+def _starts_dicom(fp: IO[bytes]) -> bool:
+    """Whether the open file is DICOM (see :func:`is_dicom`); leaves it at its start."""
+    head = fp.read(132)
+    fp.seek(0)
+    return is_dicom(head)
 
 
 def _decode_pixels(im: Image.Image, source: str | None) -> None:

@@ -81,7 +81,7 @@ def image_checks(gray: np.ndarray, colour: float = 0.0) -> str | None:
     what to upload instead.
     """
     height, width = gray.shape
-    fix = "upload a frontal chest radiograph (PNG or JPEG)"
+    fix = "upload a frontal chest radiograph (PNG, JPEG or DICOM)"
     if colour > MAX_COLOURFULNESS:
         return (
             f"this is a colour picture (colourfulness {colour:.0f}); X-rays are grayscale — {fix}"

@@ -23,6 +23,9 @@ from pipeline.config import DataConfig
 
 # Bump when the preprocessing code changes what it writes, so old caches are not reused.
 CACHE_VERSION = 2
+# Bump when scanning finds other images in the same files, so old indexes are not reused
+# (1: DICOM files are read; an index cached before listed them as bad files).
+SCAN_VERSION = 1
 
 
 def runs_dir() -> Path:
@@ -45,9 +48,8 @@ def preprocess_image(img: np.ndarray, data: DataConfig) -> np.ndarray:
 
 def _listing_key(root: Path, label_map: dict[str, int] | None) -> str:
     """Cheap identity of a folder's contents: every file's relative path, size and mtime."""
-    h = hashlib.sha256(
-        f"v{CACHE_VERSION}|{root.resolve()}|{sorted((label_map or {}).items())}".encode()
-    )
+    labels = sorted((label_map or {}).items())
+    h = hashlib.sha256(f"v{CACHE_VERSION}.{SCAN_VERSION}|{root.resolve()}|{labels}".encode())
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(filenames):

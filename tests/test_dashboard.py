@@ -448,6 +448,23 @@ def test_explain_scores_a_test_image_with_gradcam_then_lime(ids):
     assert any(c.startswith("LIME") for c in captions)
 
 
+def test_explain_scores_a_dicom_upload_like_its_png_export_and_notes_burned_in_text(ids):
+    from PIL import Image
+
+    from tests.dicom_files import displayed_as
+
+    run = RunStore().get_run(ids["plain"])
+    first = ui.predictions(run).query("split == 'test'")["file"].iloc[0]
+    image = np.asarray(Image.open(first).convert("L"))
+    at = page("views/explain.py", run=run.id)
+    at.segmented_control(key="ex.source").set_value("upload").run()
+    dicom = displayed_as(image, BurnedInAnnotation="YES")
+    at.file_uploader(key="ex.upload").set_value(("chest.dcm", dicom, "application/dicom")).run()
+    assert not at.exception
+    assert metrics(at)["P(TB)"] == f"{ui.predictor(run).predict(Path(first)).probability:.3f}"
+    assert "burned into the image" in texts(at, "warning")
+
+
 def test_explain_refuses_an_unreadable_upload_next_to_it(ids):
     at = page("views/explain.py", run=ids["plain"])
     at.segmented_control(key="ex.source").set_value("upload").run()

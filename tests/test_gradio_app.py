@@ -27,6 +27,7 @@ from PIL import Image
 
 from db import RunStore
 from pipeline import ood, synth
+from tests.dicom_files import dicom_bytes, displayed_as
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -196,6 +197,18 @@ def _bad_uploads() -> list[tuple[str, bytes, str, str]]:
         ("giant.png", _png_claiming(100_000, 100_000), REFUSED, "too many pixels"),
         ("scan.dcm", bytes(128) + b"DICM" + bytes(64), REFUSED, "DICOM"),
         (
+            "ct.dcm",
+            dicom_bytes(phantom_pair(0)[0], bits_stored=8, Modality="CT"),
+            REFUSED,
+            "CT slice",
+        ),
+        (
+            "lateral.dcm",
+            displayed_as(phantom_pair(0)[0], ViewPosition="LL"),
+            OUT_OF_DISTRIBUTION,
+            "a frontal view (PA or AP) is needed",
+        ),
+        (
             "noise.png",
             png(rng.integers(0, 256, (256, 256), dtype=np.uint8)),
             OUT_OF_DISTRIBUTION,
@@ -241,6 +254,82 @@ def test_awkward_but_valid_encodings_are_assessed_like_the_plain_png(client, tmp
         result, *_ = predict(client, data, tmp_path, name)
         assert result["status"] == ASSESSED, (name, result["reason"])
         assert abs(result["probability"] - plain["probability"]) < 0.1, name
+
+
+def test_a_dicom_upload_gets_the_verdict_of_its_png_export(client, tmp_path):
+    # displayed_as: a 12-bit MONOCHROME1 file with a rescale and a window whose display is
+    # exactly the phantom, i.e. what a viewer's PNG export of it would hold.
+    for k, name in ((2, "chest.dcm"), (3, "IM000001")):  # CD exports often have no extension
+        normal, tb = phantom_pair(k)
+        for img in (normal, tb):
+            from_png, *_ = predict(client, png(img), tmp_path)
+            from_dicom, _, verdict_html, heatmap = predict(
+                client, displayed_as(img), tmp_path, name
+            )
+            assert from_dicom["status"] == ASSESSED, from_dicom["reason"]
+            assert from_dicom["verdict"] == from_png["verdict"]
+            assert from_dicom["probability"] == pytest.approx(from_png["probability"], abs=1e-6)
+            assert heatmap is not None
+            assert from_dicom["verdict"] in verdict_html
+
+
+def test_text_burned_into_a_dicom_image_is_noted_beside_the_verdict(client, tmp_path):
+    data = displayed_as(phantom_pair(1)[0], BurnedInAnnotation="YES")
+    result, _, verdict_html, _ = predict(client, data, tmp_path, "annotated.dcm")
+    assert result["status"] == ASSESSED
+    assert any("burned into the image" in note for note in result["notes"])
+    assert "burned into the image" in verdict_html
+    plain, *_ = predict(client, png(phantom_pair(1)[0]), tmp_path)
+    assert plain["notes"] == []
+
+
+def test_a_raw_detector_image_is_refused_unless_the_policy_allows_it_with_a_warning(source):
+    data = displayed_as(phantom_pair(1)[0], PresentationIntentType="FOR PROCESSING")
+    refused = source.current().assess(data, LIMITS)
+    assert refused.status == REFUSED
+    assert "FOR PROCESSING" in refused.reason
+    warned = source.current().assess(data, replace(LIMITS, for_processing="warn"))
+    assert warned.status == ASSESSED
+    assert any("raw detector image" in note for note in warned.notes)
+
+
+def test_no_dicom_header_field_reaches_a_response_a_log_or_a_file(client, tmp_path, capfd):
+    """A marker PatientName (and ID, institution) must never leave the uploaded file."""
+    from gradio.utils import get_upload_folder
+
+    marker = "Zzprivatemarker^Qqdonotleak"
+    started = time.time()
+    tags = {"PatientName": marker, "PatientID": marker[:16], "InstitutionName": marker}
+    said = []
+    uploads = {
+        "assessed.dcm": displayed_as(phantom_pair(0)[1], **tags),
+        "noted.dcm": displayed_as(phantom_pair(0)[1], BurnedInAnnotation="YES", **tags),
+        "lateral.dcm": displayed_as(phantom_pair(0)[1], ViewPosition="LL", **tags),
+        "refused.dcm": dicom_bytes(phantom_pair(0)[1], bits_stored=8, Modality="MR", **tags),
+    }
+    for name, data in uploads.items():
+        answer = predict(client, data, tmp_path, name)
+        said.append(json.dumps(answer[0]) + str(answer[1:3]))
+    _, note = client.predict(handle_file(str(tmp_path / "noted.dcm")), api_name="/lime")
+    said.append(note)
+    said += capfd.readouterr()
+    assert not [s for s in said if "Zzprivatemarker" in s or marker[:16] in s]
+    # On disk, only Gradio's copies of the uploads themselves hold it (deleted within minutes,
+    # see test_uploads_are_deleted_after_the_configured_time); nothing the app wrote does.
+    roots = [Path(get_upload_folder()), Path(os.environ["TBXRAY_RUNS_DIR"]), tmp_path]
+    written = [
+        p
+        for root in roots
+        if root.is_dir()
+        for p in root.rglob("*")
+        if p.is_file() and p.stat().st_mtime >= started - 1
+    ]
+    leaked = [
+        p
+        for p in written
+        if b"Zzprivatemarker" in p.read_bytes() and p.read_bytes() not in uploads.values()
+    ]
+    assert leaked == []
 
 
 def test_an_upload_over_the_size_limit_is_refused_before_it_is_stored(client, url, tmp_path):

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from gradio_app.service import ModelSource
+from tests.dicom_files import displayed_as
 from tests.test_gradio_app import phantom_pair, png, running_app, train_tiny_run
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -47,8 +48,9 @@ def browser() -> Iterator[object]:
 
 
 @pytest.fixture
-def page(browser, app_url):
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+def page(browser, app_url, request):
+    width = getattr(request, "param", 1280)
+    context = browser.new_context(viewport={"width": width, "height": 1000})
     page = context.new_page()
     page.goto(app_url)
     page.wait_for_selector("#upload input[type=file]", state="attached", timeout=30_000)
@@ -79,6 +81,25 @@ def test_an_upload_shows_verdict_probability_heatmap_and_model_card(page, tmp_pa
     assert "Model card" in card.inner_text()
     assert "not a diagnosis" in card.inner_text()
     shot = _keep(page, tmp_path, "gradio-app.png")
+    assert shot.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("page", [1024, 1440], indirect=True, ids=["1024px", "1440px"])
+def test_a_dicom_upload_is_accepted_shown_as_read_and_assessed(page, tmp_path):
+    # Gradio's image box refused .dcm in the browser ("Only image/* allowed") before the app saw it.
+    upload = tmp_path / "chest.dcm"
+    upload.write_bytes(displayed_as(phantom_pair(3)[1], BurnedInAnnotation="YES"))
+    page.set_input_files("#upload input[type=file]", str(upload))
+    page.wait_for_function(f"({VERDICT_SHOWN})(document.querySelector('#verdict'))")
+    text = page.locator("#verdict").inner_text()
+    assert "Cannot assess" not in text, text
+    assert "P(TB)" in text
+    assert "burned into the image" in text
+    page.locator("#gradcam img").wait_for(state="visible", timeout=30_000)
+    page.locator("#preview img").wait_for(state="visible", timeout=30_000)  # the image as read
+    assert "not read, shown or kept" in page.inner_text("body")  # the privacy promise
+    width = page.viewport_size["width"]
+    shot = _keep(page, tmp_path, f"gradio-dicom-{width}.png")
     assert shot.stat().st_size > 10_000
 
 

@@ -26,9 +26,11 @@ source = st.segmented_control(
 truth = None
 if source == "upload":
     upload = st.file_uploader(
-        "A chest X-ray (PNG, JPEG, BMP or TIFF)",
-        type=["png", "jpg", "jpeg", "bmp", "tif", "tiff"],
+        "A chest X-ray (PNG, JPEG, DICOM, BMP or TIFF)",
+        type=["png", "jpg", "jpeg", "dcm", "dicom", "bmp", "tif", "tiff"],
         key="ex.upload",
+        help="Of a DICOM file only the image and its display settings are read, never the "
+        "patient's name, ID or dates.",
     )
     if upload is None:
         st.info("Upload an image to explain it.")
@@ -76,10 +78,19 @@ else:
         st.stop()
 
 try:
-    img = images.read_image(data)
+    decoded = images.decode(data)
 except images.ImageError as err:
     st.error(f"{name}: {err.reason}", icon=":material/error:")
     st.stop()
+img = decoded.pixels
+for note in decoded.notes:
+    st.warning(f"{note}.", icon=":material/warning:")
+if decoded.view in ("LL", "RL"):
+    st.warning(
+        f"This is a lateral view (View Position {decoded.view}); the model was trained on "
+        "frontal views, so its answer means little here.",
+        icon=":material/warning:",
+    )
 
 from pipeline import explain  # noqa: E402 - TensorFlow, only once there is an image to explain
 
