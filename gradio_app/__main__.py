@@ -136,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
             explain_concurrency=args.explain_concurrency,
             queue_size=args.queue_size,
         )
-        demo.launch(server_name=args.host, server_port=args.port, **launch_options(limits))
+        try:
+            demo.launch(server_name=args.host, server_port=args.port, **launch_options(limits))
+        except KeyboardInterrupt:  # a second Ctrl-C while the server closes: no traceback
+            print("public app stopped", file=sys.stderr)
     finally:
         shutil.rmtree(uploads, ignore_errors=True)
     return 0

@@ -74,7 +74,10 @@ def up(to_start: list[Service], poll_s: float = 1.0) -> int:
     running: list[tuple[Service, subprocess.Popen[bytes]]] = []
     try:
         for service in to_start:
-            running.append((service, subprocess.Popen(service.argv, cwd=ROOT, env=env)))
+            # Each in its own session: a Ctrl-C in the terminal reaches only this process, which
+            # then stops every service exactly once (a second SIGINT makes some print tracebacks).
+            proc = subprocess.Popen(service.argv, cwd=ROOT, env=env, start_new_session=True)
+            running.append((service, proc))
         for service, _ in running:
             where = f" at {service.url}" if service.url else ""
             print(f"started {service.name}{where}", flush=True)
