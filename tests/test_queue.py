@@ -171,3 +171,28 @@ def test_ctrl_c_on_a_training_worker_prints_one_line_and_requeues(phantoms):
     runs_dir = Path(os.environ["TBXRAY_RUNS_DIR"])
     assert not (runs_dir / run.id).exists()
     assert not list(runs_dir.glob(".partial-*"))  # nothing half-written left behind
+
+
+def test_ctrl_c_on_pipeline_up_stops_its_worker_once_and_cleanly():
+    """``make demo`` ends in ``pipeline up``; Ctrl-C there must not end in a traceback."""
+    script = (
+        "import sys; from pipeline import launch; "
+        "argv = [sys.executable, '-m', 'pipeline', 'worker', '--poll', '0.2', '--name', 'demo']; "
+        "sys.exit(launch.up([launch.Service('worker', argv)]))"
+    )
+    up = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    store = RunStore()
+    wait_for(lambda: any(w.name == "demo" and w.alive for w in store.workers()), timeout=120)
+    up.send_signal(signal.SIGINT)  # what the terminal sends to the foreground process
+    out = up.communicate(timeout=60)[0]
+    assert up.returncode == 0
+    assert "Traceback" not in out
+    assert out.count("worker demo: stopped (SIGINT); was idle") == 1
+    assert store.workers() == []
