@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
 
 from db.base import StoreBase, suite_row, touch, transition
 from db.errors import StoreError
@@ -36,20 +37,8 @@ class QueueMixin(StoreBase):
         Atomic: of several workers racing for one run, exactly one succeeds; the others get
         StoreError (the run is no longer queued) and should try the next one.
         """
-        now = utc_now()
         with self.session() as s:
-            return run_record(
-                transition(
-                    s,
-                    run_id,
-                    "start",
-                    ("queued",),
-                    status="running",
-                    started_at=now,
-                    heartbeat_at=now,
-                    worker=worker,
-                )
-            )
+            return run_record(_start(s, run_id, worker))
 
     def claim_next(self, worker: str) -> Run | None:
         """Start the oldest queued run for ``worker``; None when the queue is empty.
@@ -65,23 +54,9 @@ class QueueMixin(StoreBase):
             .order_by(RunRow.created_at, RunRow.id)
         )
         if self.engine.dialect.name == "postgresql":
-            now = utc_now()
             with self.session() as s:
                 run_id = s.scalar(oldest.limit(1).with_for_update(skip_locked=True))
-                if run_id is None:
-                    return None
-                return run_record(
-                    transition(
-                        s,
-                        run_id,
-                        "start",
-                        ("queued",),
-                        status="running",
-                        started_at=now,
-                        heartbeat_at=now,
-                        worker=worker,
-                    )
-                )
+                return None if run_id is None else run_record(_start(s, run_id, worker))
         while True:
             with self.session() as s:
                 candidates = list(s.scalars(oldest.limit(8)))
@@ -198,3 +173,18 @@ class QueueMixin(StoreBase):
         """Mark the run's worker as alive now; a stale heartbeat means the worker died."""
         with self.session() as s:
             touch(s, run_id, heartbeat_at=utc_now())
+
+
+def _start(s: Session, run_id: str, worker: str) -> RunRow:
+    """The queued run, now running on ``worker`` (StoreError if it is not queued any more)."""
+    now = utc_now()
+    return transition(
+        s,
+        run_id,
+        "start",
+        ("queued",),
+        status="running",
+        started_at=now,
+        heartbeat_at=now,
+        worker=worker,
+    )

@@ -23,6 +23,15 @@ from db.records import (
     utc_now,
 )
 
+# The promotion the public app serves: the newest one whose run still exists and succeeded.
+_SERVED_PROMOTION = (
+    select(PromotionRow, RunRow)
+    .join(RunRow, PromotionRow.run_id == RunRow.id)
+    .where(RunRow.status == "succeeded")
+    .order_by(PromotionRow.promoted_at.desc(), PromotionRow.id.desc())
+    .limit(1)
+)
+
 
 class ServingMixin(StoreBase):
     """Promotions and worker presence of :class:`db.store.RunStore`."""
@@ -70,15 +79,9 @@ class ServingMixin(StoreBase):
         newest succeeded run named (or configured) as a baseline.
         """
         with self.session() as s:
-            promoted = s.scalars(
-                select(RunRow)
-                .join(PromotionRow, PromotionRow.run_id == RunRow.id)
-                .where(RunRow.status == "succeeded")
-                .order_by(PromotionRow.promoted_at.desc(), PromotionRow.id.desc())
-                .limit(1)
-            ).first()
+            promoted = s.execute(_SERVED_PROMOTION).first()
             if promoted is not None:
-                return run_record(promoted)
+                return run_record(promoted.RunRow)
             succeeded = s.scalars(
                 select(RunRow)
                 .where(RunRow.status == "succeeded")
@@ -93,16 +96,10 @@ class ServingMixin(StoreBase):
     def served_calibration(self) -> Calibration | None:
         """The site calibration the public app applies: that of the promotion it serves, if any."""
         with self.session() as s:
-            promotion = s.scalars(
-                select(PromotionRow)
-                .join(RunRow, PromotionRow.run_id == RunRow.id)
-                .where(RunRow.status == "succeeded")
-                .order_by(PromotionRow.promoted_at.desc(), PromotionRow.id.desc())
-                .limit(1)
-            ).first()
-            if promotion is None or promotion.calibration_id is None:
+            promoted = s.execute(_SERVED_PROMOTION).first()
+            if promoted is None or promoted.PromotionRow.calibration_id is None:
                 return None
-            row = s.get(CalibrationRow, promotion.calibration_id)
+            row = s.get(CalibrationRow, promoted.PromotionRow.calibration_id)
             return None if row is None else calibration_record(row)
 
     # Site calibrations

@@ -119,14 +119,7 @@ class RunStore(QueueMixin, ServingMixin):
 
     def create_suite(self, name: str, kind: str, description: str, spec: dict[str, Any]) -> Suite:
         """Record a new experiment suite; ``kind`` is a preset name or ``"custom"``."""
-        row = SuiteRow(
-            id=new_id(),
-            name=name,
-            kind=kind,
-            description=description,
-            spec_json=to_json(spec),
-            created_at=utc_now(),
-        )
+        row = _suite_row(name, kind, description, spec)
         with self.session() as s:
             s.add(row)
             return suite_record(row)
@@ -144,15 +137,7 @@ class RunStore(QueueMixin, ServingMixin):
         Either the suite and every run are stored, or nothing is: a crash half-way cannot
         leave a partial suite for the workers.
         """
-        created = utc_now()
-        suite = SuiteRow(
-            id=new_id(),
-            name=name,
-            kind=kind,
-            description=description,
-            spec_json=to_json(spec),
-            created_at=created,
-        )
+        suite = _suite_row(name, kind, description, spec)
         rows = [_queued_row(config, run_name, suite.id) for config, run_name in runs]
         with self.session() as s:
             s.add(suite)
@@ -391,4 +376,15 @@ def _queued_row(config: dict[str, Any], name: str, suite_id: str | None) -> RunR
         config_json=to_json(config),
         created_at=utc_now(),
         cancel_requested=False,
+    )
+
+
+def _suite_row(name: str, kind: str, description: str, spec: dict[str, Any]) -> SuiteRow:
+    return SuiteRow(
+        id=new_id(),
+        name=name,
+        kind=kind,
+        description=description,
+        spec_json=to_json(spec),
+        created_at=utc_now(),
     )
