@@ -67,11 +67,18 @@ def model_card(
             "with the threshold, not with 50 %."
         )
     for ev in external:
+        calibration = ev.metrics.get("calibration")
+        drift = (
+            f"; its P(TB) there is off by {calibration['ece']:.2f} on average (expected "
+            "calibration error)"
+            if calibration
+            else ""
+        )
         lines.append(
             f"- **Another collection** ({Path(ev.dataset_path).name}, {ev.n_images} images): "
             f"AUC {_ci(ev.auc, ev.metrics.get('auc_ci'))}, sensitivity {_pct(ev.sensitivity)}, "
-            f"specificity {_pct(ev.specificity)} — expect it to do this much worse on X-rays "
-            "from hospitals and machines it has not seen."
+            f"specificity {_pct(ev.specificity)}{drift} — expect it to do this much worse on "
+            "X-rays from hospitals and machines it has not seen."
         )
     lines += [
         f'- **"Cannot assess"**: an upload must pass image checks (not colour, blank, noise or '

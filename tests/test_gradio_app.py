@@ -572,7 +572,19 @@ def test_model_card_names_the_run_its_figures_and_its_limits(source):
     assert "phantoms (" in card  # the data it was trained on, with the split sizes
     assert "not a diagnosis" in card
     assert "fitted at training time" in card
+    assert "not a calibrated probability" in card  # trained without eval.calibration
     assert "No model is available yet" in model_card(None, [])
+
+    from pipeline import evaluate
+
+    y, p = np.array([0, 0, 1, 1] * 10), np.array([0.9, 0.8, 0.95, 0.7] * 10)
+    metrics = evaluate.external(y, p, served.run.threshold, n_boot=0)
+    external = source.store.add_external_eval(
+        served.run.id, dataset_path="/data/other-hospital", data_fingerprint="x", metrics=metrics
+    )
+    card = model_card(served, [external])
+    assert "other-hospital" in card
+    assert f"off by {metrics['calibration']['ece']:.2f}" in card
 
 
 def test_older_runs_get_their_ood_reference_rebuilt_or_fall_back_to_image_checks(source, tmp_path):
