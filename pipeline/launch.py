@@ -68,10 +68,14 @@ def services(
 def up(to_start: list[Service], poll_s: float = 1.0) -> int:
     """Start every service, wait until one exits or Ctrl-C, then stop the others.
 
-    Returns 0 after Ctrl-C, else the exit status of the service that stopped first.
+    Returns 0 after Ctrl-C or SIGTERM, else the exit status of the service that stopped first.
     """
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     running: list[tuple[Service, subprocess.Popen[bytes]]] = []
+    # Ctrl-C (even where a shell started us with SIGINT ignored) and a process manager's SIGTERM
+    # both stop everything: the services run in their own sessions and hear only from us.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         for service in to_start:
             # Each in its own session: a Ctrl-C in the terminal reaches only this process, which
@@ -100,3 +104,7 @@ def up(to_start: list[Service], poll_s: float = 1.0) -> int:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -173,8 +173,10 @@ def test_ctrl_c_on_a_training_worker_prints_one_line_and_requeues(phantoms):
     assert not list(runs_dir.glob(".partial-*"))  # nothing half-written left behind
 
 
-def test_ctrl_c_on_pipeline_up_stops_its_worker_once_and_cleanly():
-    """``make demo`` ends in ``pipeline up``; Ctrl-C there must not end in a traceback."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_stopping_pipeline_up_stops_its_worker_once_and_cleanly(sig):
+    """``make demo`` ends in ``pipeline up``; Ctrl-C (or a process manager's SIGTERM) there
+    must stop every service once, without a traceback."""
     script = (
         "import sys; from pipeline import launch; "
         "argv = [sys.executable, '-m', 'pipeline', 'worker', '--poll', '0.2', '--name', 'demo']; "
@@ -190,7 +192,7 @@ def test_ctrl_c_on_pipeline_up_stops_its_worker_once_and_cleanly():
     )
     store = RunStore()
     wait_for(lambda: any(w.name == "demo" and w.alive for w in store.workers()), timeout=120)
-    up.send_signal(signal.SIGINT)  # what the terminal sends to the foreground process
+    up.send_signal(sig)
     out = up.communicate(timeout=60)[0]
     assert up.returncode == 0
     assert "Traceback" not in out
