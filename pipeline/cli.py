@@ -1,4 +1,5 @@
-"""``python -m pipeline``: make data, inspect it, train, list runs, evaluate, predict, explain.
+"""``python -m pipeline``: make data, inspect it, train, list runs, evaluate, predict, explain,
+and the lung segmenter (``lungs``, in :mod:`pipeline.lungs.cli`).
 
 Heavy modules (TensorFlow) are imported inside the commands that need them, so ``--help`` and the
 store commands answer at once. Errors in what the user typed or pointed at are printed as one
@@ -105,7 +106,25 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         for b in index.bad_files:
             bad.add_row(os.path.relpath(b.path, index.root), b.reason)
         console.print(bad)
+    if args.lungs:
+        _inspect_lungs(index)
     return 0
+
+
+def _inspect_lungs(index: Any) -> None:
+    """Segment every image and list those without two plausible lungs."""
+    from pipeline.lungs.segmenter import audit, shipped
+
+    found = audit(shipped(), [r.path for r in index.records], progress=True)
+    bad = [(r, p) for r, p in zip(index.records, found, strict=True) if not p.ok]
+    title = f"{len(bad)} of {len(found)} images without two plausible lungs"
+    table = Table("file", "class", "lung share", "why", title=title)
+    for r, p in bad:
+        name = "TB" if r.label else "normal"
+        table.add_row(
+            os.path.relpath(r.path, index.root), name, f"{p.area:.1%}", "; ".join(p.reasons)
+        )
+    console.print(table)
 
 
 def _label_map(text: str | None) -> dict[str, int] | None:
@@ -526,6 +545,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--label-map", help="class folders to labels, e.g. healthy=0,tb=1")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument(
+        "--lungs", action="store_true", help="segment every image; list implausible lung masks"
+    )
 
     p = add("train", cmd_train, "train and evaluate one run now, in this process")
     _config_flags(p)
@@ -585,6 +607,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="explanations", help="output folder (default explanations)")
     p.add_argument("--lime-samples", type=int, default=1000, help="LIME samples (default 1000)")
     p.add_argument("--shap-evals", type=int, default=500, help="SHAP evaluations (default 500)")
+
+    from pipeline.lungs.cli import add_parser as add_lungs
+
+    add_lungs(sub)
 
     p = add("up", cmd_up, "start the dashboard, the public app and a worker until Ctrl-C")
     p.add_argument("--dashboard-port", type=int, default=8501, help="default 8501")
