@@ -457,11 +457,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
     import numpy as np
 
     from pipeline import explain
+    from pipeline.faithfulness import energy_inside
+    from pipeline.lungs.segmenter import SegmenterError
     from pipeline.predictor import Predictor
 
     predictor = Predictor.from_store(_store(), args.run_id)
     methods = explain.METHODS if args.method == "all" else (args.method,)
-    prediction = predictor.predict(args.image)
+    try:
+        prediction = predictor.predict(args.image, with_lungs=True)
+    except SegmenterError as err:  # a run with roi=full still explains without the lungs
+        err_console.print(f"[yellow]no in-lung share:[/yellow] {err}")
+        prediction = predictor.predict(args.image)
     options = {"lime": {"num_samples": args.lime_samples}, "shap": {"max_evals": args.shap_evals}}
     # Every method runs before anything is written: a failure leaves no half-filled folder.
     results = [
@@ -472,11 +478,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
     stem = Path(args.image).stem
     original = out / f"{stem}-input.png"
     cv2.imwrite(str(original), prediction.image)
-    table = Table("method", "seconds", "file", title=f"{args.image} with run {args.run_id}")
+    table = Table(
+        "method", "seconds", "in lungs", "file", title=f"{args.image} with run {args.run_id}"
+    )
+    lungs = prediction.lungs
     for result in results:
         path = out / f"{stem}-{result.method}.png"
         cv2.imwrite(str(path), cv2.cvtColor(result.overlay(prediction.image), cv2.COLOR_RGB2BGR))
-        table.add_row(result.method, f"{result.seconds:.3f}", str(path))
+        share = "—" if lungs is None else f"{energy_inside(result.heatmap, lungs):.0%}"
+        table.add_row(result.method, f"{result.seconds:.3f}", share, str(path))
     heatmaps = {result.method: result.heatmap for result in results}
     np.savez_compressed(out / f"{stem}-heatmaps.npz", **heatmaps)
     console.print(table)
