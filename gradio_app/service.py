@@ -5,7 +5,8 @@ succeeded baseline) at most every ``refresh_s`` seconds and loads a new :class:`
 when that changes, so a promotion takes effect without a restart. :meth:`ServedModel.assess`
 turns the bytes of one upload into an :class:`Assessment`: a verdict from the run's validated
 threshold, or "Cannot assess" with the reason (a refused file, a picture that is not a chest
-X-ray). Nothing here keeps an upload or writes a file: uploads are read and dropped.
+X-ray, or one where the shipped segmenter finds no two plausible lungs). Nothing here keeps an
+upload or writes a file: uploads are read and dropped.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ class Assessment:
     ``verdict`` is one of :data:`VERDICTS`; ``status`` says why (``assessed``, ``refused``,
     ``out_of_distribution``) and ``reason`` says it in a sentence. ``probability`` (P(TB)) and
     ``heatmap`` (Grad-CAM, (S, S) in [0, 1]) are None unless the image was assessed; ``image``
-    is the prepared model input (S, S) uint8 whenever the file could be read.
+    is the prepared model input (S, S) uint8 and ``lungs`` its lung mask (S, S) bool once the
+    image passed the cheap checks.
     """
 
     verdict: str
@@ -69,6 +71,7 @@ class Assessment:
     ood_distance: float | None = None
     ood_threshold: float | None = None
     image: np.ndarray | None = None
+    lungs: np.ndarray | None = None
     heatmap: np.ndarray | None = None
     seconds: float = 0.0
 
@@ -169,7 +172,7 @@ class ServedModel:
         reason = ood.image_checks(gray, ood.colourfulness(src))
         if reason is not None:
             return self._not_xray(reason)
-        prepared = self.predictor.prepare(gray)
+        prepared, lungs, found = self.predictor.prepare_with_lungs(gray)
         feats, prob = self._features_and_probability(prepared)
         distance = None if self.reference is None else float(self.reference.distance(feats)[0])
         if distance is not None and distance > self.reference.threshold:
@@ -178,6 +181,14 @@ class ServedModel:
                 f"(feature distance {distance:.1f}, limit {self.reference.threshold:.1f}); "
                 "upload a frontal chest radiograph (PNG or JPEG), uncropped and not a photo of "
                 "a screen",
+                distance,
+            )
+        # Last, so that bench/ood.py counts what this check adds to the others.
+        if not found.ok:
+            return self._not_xray(
+                "the lung fields could not be found as on a chest X-ray ("
+                + "; ".join(found.reasons)
+                + "); upload a frontal chest radiograph (PNG or JPEG), uncropped and upright",
                 distance,
             )
         threshold = self.predictor.threshold
@@ -199,6 +210,7 @@ class ServedModel:
             ood_distance=distance,
             ood_threshold=None if self.reference is None else self.reference.threshold,
             image=prepared,
+            lungs=lungs,
         )
 
     def assess(self, src: Upload, limits: Limits | None = None) -> Assessment:
