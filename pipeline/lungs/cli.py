@@ -10,14 +10,14 @@ from __future__ import annotations
 import argparse
 import shlex
 import shutil
-import sys
 import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-console = Console(soft_wrap=True)
+# As in pipeline.cli: one line per message, and tables at least 120 columns wide when piped.
+console = Console(soft_wrap=True, width=max(shutil.get_terminal_size((160, 24)).columns, 120))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -27,7 +27,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     pairs = load_pairs(args.data, args.size)
     console.print(f"{len(pairs.names)} pairs from {args.data} at {args.size} px")
-    command = "python -m pipeline " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
+    # Every option spelled out, defaults included: the card's command retrains the same model.
+    command = "python -m pipeline lungs train " + shlex.join(
+        [
+            *("--data", args.data, "--out", args.out, "--epochs", str(args.epochs)),
+            *("--holdout-epochs", str(args.holdout_epochs), "--size", str(args.size)),
+            *("--base", str(args.base), "--seed", str(args.seed)),
+            *(["--install"] if args.install else []),
+        ]
+    )
     card = train_and_card(
         pairs,
         Path(args.out),
@@ -93,6 +101,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
 
+    from pipeline.images import ImageError
     from pipeline.lungs.masks import draw_outline, plausibility
     from pipeline.lungs.segmenter import WEIGHTS, Segmenter
 
@@ -100,9 +109,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table = Table("image", "lung share", "plausible", "ms", "mask", "overlay")
+    failed = 0
     for path in args.images:
         start = time.perf_counter()
-        image, mask = seg.segment_file(path)
+        # One unreadable file must not hide the results of the others.
+        try:
+            image, mask = seg.segment_file(path)
+        except ImageError as err:
+            failed += 1
+            table.add_row(str(path), "—", f"[red]cannot read:[/red] {err.reason}", "", "", "")
+            continue
         ms = 1000 * (time.perf_counter() - start)
         stem = Path(path).stem
         mask_file, overlay_file = out / f"{stem}-lungs.png", out / f"{stem}-outline.png"
@@ -115,7 +131,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             str(path), f"{p.area:.1%}", verdict, f"{ms:.0f}", str(mask_file), str(overlay_file)
         )
     console.print(table)
-    return 0
+    return 2 if failed else 0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -128,7 +144,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     inner = lungs.add_subparsers(dest="lungs_command", required=True, metavar="SUBCOMMAND")
 
     p = inner.add_parser("train", help="train it, scoring one held-out source at a time")
-    p.set_defaults(fn=cmd_train, argv=None)
+    p.set_defaults(fn=cmd_train)
     p.add_argument("--data", required=True, help="folder of image / mask pairs (lung-masks)")
     p.add_argument("--out", default="runs/lungs", help="where the model and card go")
     p.add_argument("--epochs", type=int, default=40, help="final model epochs (default 40)")
