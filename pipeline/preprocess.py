@@ -158,6 +158,9 @@ def cached_arrays(
             tmp, mode="w+", dtype=np.uint8, shape=(len(index.records), size, size)
         )
 
+        if data.roi != "full":
+            segmenter.shipped()  # load it once here, not in several threads at once
+
         def work(i: int) -> None:
             out[i] = preprocess_image(images.read_image(index.records[i].path), data)
 
