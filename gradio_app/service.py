@@ -124,6 +124,7 @@ class ServedModel:
         self.reference, self.reference_note = self._load_reference()
         # Compile both graphs now, so the first user does not wait for tracing.
         blank = np.zeros((self.size, self.size), dtype=np.uint8)
+        self.predictor.prepare_with_lungs(blank)  # loads the lung segmenter
         self._features_and_probability(blank)
         explain.gradcam(model, blank)
 
