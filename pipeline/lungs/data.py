@@ -29,7 +29,9 @@ class LungDataError(ValueError):
 
 @dataclass(frozen=True)
 class Pairs:
-    """Images (N, S, S) uint8, masks (N, S, S) bool, and each pair's name and source."""
+    """Images (N, S, S) uint8, masks (N, S, S) bool, each pair's name and source, and
+    ``manifest_sha256``: SHA-256 over every pair's file name and image and mask sizes in bytes,
+    in manifest order (the identity of the training data recorded in the model card)."""
 
     images: np.ndarray
     masks: np.ndarray
