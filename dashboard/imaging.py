@@ -1,5 +1,6 @@
 """Image statistics for the Dataset page: a class-balanced sample, mean images, intensity
-histograms under each enhancement, and a check for bright boxes along the image border.
+histograms under each enhancement, a check for bright boxes along the image border, and the lung
+fields the shipped segmenter finds.
 
 Numpy only, over ``pipeline``'s decoding, enhancements and box detector. Everything works on
 a seeded sample of small gray thumbnails, so a dataset of thousands of radiographs is described
@@ -8,6 +9,7 @@ in seconds and the same sample is drawn on every visit.
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -112,3 +114,28 @@ def duplicate_groups(index: DatasetIndex, limit: int = 12) -> list[list[ImageRec
     groups = [g for g in members.values() if len(g) > 1]
     groups.sort(key=lambda g: (-len(g), g[0].path))
     return groups[:limit]
+
+
+def lung_fields(s: Sample, per_class: int = 48) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    """Lung masks of the first ``per_class`` thumbnails of each class, and one table row per
+    image: class, file, lung share of the image, left/right balance, plausible, why not."""
+    from pipeline.lungs.masks import plausibility
+    from pipeline.lungs.segmenter import shipped
+
+    seg = shipped()
+    found, rows = {}, []
+    for name, thumbs in s.thumbs.items():
+        found[name] = seg.segment_small(thumbs[:per_class]) if len(thumbs) else thumbs > 0
+        for record, mask in zip(s.records[name], found[name], strict=False):
+            p = plausibility(mask)
+            rows.append(
+                {
+                    "class": name,
+                    "file": os.path.basename(record.path),
+                    "lung share": p.area,
+                    "balance": p.balance,
+                    "plausible": p.ok,
+                    "why not": "; ".join(p.reasons),
+                }
+            )
+    return found, pd.DataFrame(rows)

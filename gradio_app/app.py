@@ -192,7 +192,7 @@ def build_demo(
                 verdict = gr.HTML(_WAITING, label="Verdict", elem_id="verdict")
                 probability = gr.Label(label="Probability", elem_id="probability")
                 heatmap = gr.Image(
-                    label="Grad-CAM: where the model looked (red = strongest)",
+                    label="Grad-CAM: where the model looked (red = strongest; magenta: lungs)",
                     type="numpy",
                     format="png",
                     interactive=False,
@@ -326,8 +326,10 @@ def _gradcam_overlay(a: Assessment) -> np.ndarray | None:
     if a.heatmap is None or a.image is None:
         return None
     from pipeline.explain import overlay
+    from pipeline.lungs.masks import draw_outline
 
-    return overlay(a.image, a.heatmap)
+    drawn = overlay(a.image, a.heatmap)
+    return drawn if a.lungs is None else draw_outline(drawn, a.lungs)
 
 
 def _explain_note(method: str, a: Assessment) -> str:

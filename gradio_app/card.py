@@ -37,7 +37,9 @@ def model_card(
         "",
         warning,
         f"- **Trained** {run.finished_at:%Y-%m-%d} on **{_data_summary(served)}**, at "
-        f"{cfg.data.image_size}×{cfg.data.image_size} px, enhancement `{cfg.data.enhancement}`.",
+        f"{cfg.data.image_size}×{cfg.data.image_size} px, enhancement `{cfg.data.enhancement}`, "
+        f"region `{cfg.data.roi}`"
+        + (" (the lungs found by the project's own segmenter)." if cfg.data.roi != "full" else "."),
         f"- **Held-out test set** ({m.get('n', '?')} images, {m.get('n_pos', '?')} TB): "
         f"AUC {_ci(run.auc, m.get('auc_ci'))}, sensitivity "
         f"{_ci(run.sensitivity, m.get('sensitivity_ci'))}, specificity "

@@ -5,8 +5,9 @@ succeeded baseline) at most every ``refresh_s`` seconds and loads a new :class:`
 when that changes, so a promotion takes effect without a restart. :meth:`ServedModel.assess`
 turns the bytes of one upload into an :class:`Assessment`: a verdict from the run's validated
 threshold, or "Cannot assess" with the reason (a refused file, a picture that is not a chest
-X-ray, a lateral DICOM view). Nothing here keeps an upload or writes a file: uploads are read
-and dropped, and of a DICOM header only what the image needs is read (:mod:`pipeline.dicom`).
+X-ray, a lateral DICOM view, or one where the shipped segmenter finds no two plausible lungs).
+Nothing here keeps an upload or writes a file: uploads are read and dropped, and of a DICOM
+header only what the image needs is read (:mod:`pipeline.dicom`).
 """
 
 from __future__ import annotations
@@ -65,8 +66,9 @@ class Assessment:
     ``verdict`` is one of :data:`VERDICTS`; ``status`` says why (``assessed``, ``refused``,
     ``out_of_distribution``) and ``reason`` says it in a sentence. ``probability`` (P(TB)) and
     ``heatmap`` (Grad-CAM, (S, S) in [0, 1]) are None unless the image was assessed; ``image``
-    is the prepared model input (S, S) uint8 whenever the file could be read. ``notes`` are
-    sentences the reader must see beside the verdict (e.g. text burned into a DICOM image).
+    is the prepared model input (S, S) uint8 and ``lungs`` its lung mask (S, S) bool once the
+    image passed the cheap checks. ``notes`` are sentences the reader must see beside the
+    verdict (e.g. text burned into a DICOM image).
     """
 
     verdict: str
@@ -78,6 +80,7 @@ class Assessment:
     ood_distance: float | None = None
     ood_threshold: float | None = None
     image: np.ndarray | None = None
+    lungs: np.ndarray | None = None
     heatmap: np.ndarray | None = None
     seconds: float = 0.0
     notes: tuple[str, ...] = ()
@@ -136,6 +139,7 @@ class ServedModel:
         self.reference, self.reference_note = self._load_reference()
         # Compile both graphs now, so the first user does not wait for tracing.
         blank = np.zeros((self.size, self.size), dtype=np.uint8)
+        self.predictor.prepare_with_lungs(blank)  # loads the lung segmenter
         self._features_and_probability(blank)
         explain.gradcam(model, blank)
 
@@ -197,7 +201,7 @@ class ServedModel:
         reason = ood.image_checks(gray, colour)
         if reason is not None:
             return self._not_xray(reason)
-        prepared = self.predictor.prepare(gray)
+        prepared, lungs, found = self.predictor.prepare_with_lungs(gray)
         feats, raw = self._features_and_probability(prepared)
         prob = float(self.predictor.calibrate(raw))
         distance = None if self.reference is None else float(self.reference.distance(feats)[0])
@@ -207,6 +211,15 @@ class ServedModel:
                 f"(feature distance {distance:.1f}, limit {self.reference.threshold:.1f}); "
                 "upload a frontal chest radiograph (PNG, JPEG or DICOM), uncropped and not a "
                 "photo of a screen",
+                distance,
+            )
+        # Last, so that bench/ood.py counts what this check adds to the others.
+        if not found.ok:
+            return self._not_xray(
+                "the lung fields could not be found as on a chest X-ray ("
+                + "; ".join(found.reasons)
+                + "); upload a frontal chest radiograph (PNG, JPEG or DICOM), uncropped and "
+                "upright",
                 distance,
             )
         threshold = self.predictor.threshold
@@ -223,6 +236,7 @@ class ServedModel:
             ood_distance=distance,
             ood_threshold=None if self.reference is None else self.reference.threshold,
             image=prepared,
+            lungs=lungs,
             notes=decoded.notes,
         )
 

@@ -1,4 +1,5 @@
-"""``python -m pipeline``: make data, inspect it, train, list runs, evaluate, predict, explain.
+"""``python -m pipeline``: make data, inspect it, train, list runs, evaluate, predict, explain,
+and the lung segmenter (``lungs``, in :mod:`pipeline.lungs.cli`).
 
 Heavy modules (TensorFlow) are imported inside the commands that need them, so ``--help`` and the
 store commands answer at once. Errors in what the user typed or pointed at are printed as one
@@ -105,7 +106,25 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         for b in index.bad_files:
             bad.add_row(os.path.relpath(b.path, index.root), b.reason)
         console.print(bad)
+    if args.lungs:
+        _inspect_lungs(index)
     return 0
+
+
+def _inspect_lungs(index: Any) -> None:
+    """Segment every image and list those without two plausible lungs."""
+    from pipeline.lungs.segmenter import audit, shipped
+
+    found = audit(shipped(), [r.path for r in index.records], progress=True)
+    bad = [(r, p) for r, p in zip(index.records, found, strict=True) if not p.ok]
+    title = f"{len(bad)} of {len(found)} images without two plausible lungs"
+    table = Table("file", "class", "lung share", "why", title=title)
+    for r, p in bad:
+        name = "TB" if r.label else "normal"
+        table.add_row(
+            os.path.relpath(r.path, index.root), name, f"{p.area:.1%}", "; ".join(p.reasons)
+        )
+    console.print(table)
 
 
 def _label_map(text: str | None) -> dict[str, int] | None:
@@ -575,11 +594,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
     import numpy as np
 
     from pipeline import explain
+    from pipeline.faithfulness import energy_inside
+    from pipeline.lungs.segmenter import SegmenterError
     from pipeline.predictor import Predictor
 
     predictor = Predictor.from_store(_store(), args.run_id)
     methods = explain.METHODS if args.method == "all" else (args.method,)
-    prediction = predictor.predict(args.image)
+    try:
+        prediction = predictor.predict(args.image, with_lungs=True)
+    except SegmenterError as err:  # a run with roi=full still explains without the lungs
+        err_console.print(f"[yellow]no in-lung share:[/yellow] {err}")
+        prediction = predictor.predict(args.image)
     options = {"lime": {"num_samples": args.lime_samples}, "shap": {"max_evals": args.shap_evals}}
     # Every method runs before anything is written: a failure leaves no half-filled folder.
     results = [
@@ -590,11 +615,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
     stem = Path(args.image).stem
     original = out / f"{stem}-input.png"
     cv2.imwrite(str(original), prediction.image)
-    table = Table("method", "seconds", "file", title=f"{args.image} with run {args.run_id}")
+    table = Table(
+        "method", "seconds", "in lungs", "file", title=f"{args.image} with run {args.run_id}"
+    )
+    lungs = prediction.lungs
     for result in results:
         path = out / f"{stem}-{result.method}.png"
         cv2.imwrite(str(path), cv2.cvtColor(result.overlay(prediction.image), cv2.COLOR_RGB2BGR))
-        table.add_row(result.method, f"{result.seconds:.3f}", str(path))
+        share = "—" if lungs is None else f"{energy_inside(result.heatmap, lungs):.0%}"
+        table.add_row(result.method, f"{result.seconds:.3f}", share, str(path))
     heatmaps = {result.method: result.heatmap for result in results}
     np.savez_compressed(out / f"{stem}-heatmaps.npz", **heatmaps)
     console.print(table)
@@ -663,6 +692,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--label-map", help="class folders to labels, e.g. healthy=0,tb=1")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument(
+        "--lungs", action="store_true", help="segment every image; list implausible lung masks"
+    )
 
     p = add("train", cmd_train, "train and evaluate one run now, in this process")
     _config_flags(p)
@@ -761,6 +793,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="explanations", help="output folder (default explanations)")
     p.add_argument("--lime-samples", type=int, default=1000, help="LIME samples (default 1000)")
     p.add_argument("--shap-evals", type=int, default=500, help="SHAP evaluations (default 500)")
+
+    from pipeline.lungs.cli import add_parser as add_lungs
+
+    add_lungs(sub)
 
     p = add("up", cmd_up, "start the dashboard, the public app and a worker until Ctrl-C")
     p.add_argument("--dashboard-port", type=int, default=8501, help="default 8501")

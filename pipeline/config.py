@@ -38,6 +38,15 @@ class DataConfig(_Section):
     enhancement: Enhancement = "none"
     clahe_clip: float = Field(2.0, gt=0, le=40, description="CLAHE clip limit")
     clahe_tile: int = Field(8, ge=1, le=64, description="CLAHE tiles per side")
+    # Why: shortcuts (boxes, markers, text) sit outside the lungs; see pipeline/lungs/roi.py.
+    roi: Literal["full", "lung_crop", "lung_mask"] = Field(
+        "full",
+        description="full: whole film; lung_crop: box of both lungs; lung_mask: outside "
+        "the lungs set to black (both by the shipped lung segmenter)",
+    )
+    roi_margin: float = Field(
+        0.05, ge=0, le=0.5, description="lung_crop: margin around the lungs, share of the box"
+    )
     normalisation: Literal["unit", "zscore"] = Field(
         "unit", description="unit: [0, 1]; zscore: per-image mean 0, std 1"
     )

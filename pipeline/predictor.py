@@ -1,9 +1,9 @@
 """Serving a trained run: load its model and preprocessing, score images, give a verdict.
 
-A predictor is built from a run's artifacts folder alone. The preprocessing (size, enhancement,
-PCA) and the operating threshold come from the run, never from the caller, so the dashboard, the
-CLI and the public app all score an image exactly as the run was evaluated. The model is loaded
-with Keras safe mode (no arbitrary code from the file).
+A predictor is built from a run's artifacts folder alone. The preprocessing (size, lung ROI,
+enhancement, PCA) and the operating threshold come from the run, never from the caller, so the
+dashboard, the CLI and the public app all score an image exactly as the run was evaluated. The
+model is loaded with Keras safe mode (no arbitrary code from the file).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pipeline import images
 from pipeline.calibration import Calibrator
 from pipeline.config import RunConfig, load_config_file
 from pipeline.enhance import PCADenoiser
-from pipeline.preprocess import preprocess_image
+from pipeline.lungs.masks import Plausibility
+from pipeline.preprocess import LungInput, preprocess_image, preprocess_with_lungs
 
 POSITIVE = "Possible TB — refer for testing"
 NEGATIVE = "No signs of TB"
@@ -27,12 +28,16 @@ NEGATIVE = "No signs of TB"
 
 @dataclass(frozen=True)
 class Prediction:
-    """One scored image: P(TB) in [0, 1], the verdict at the run's threshold, the model input."""
+    """One scored image: P(TB) in [0, 1], the verdict at the run's threshold, the model input
+    and, when asked for, the lung mask (bool S×S) in the model input's frame and whether the
+    lungs found look plausible."""
 
     probability: float
     verdict: str
     threshold: float
     image: np.ndarray
+    lungs: np.ndarray | None = None
+    plausibility: Plausibility | None = None
 
 
 class Predictor:
@@ -81,10 +86,15 @@ class Predictor:
 
     def prepare(self, img: np.ndarray) -> np.ndarray:
         """Grayscale uint8 H×W (any size) -> the uint8 S×S the model was trained on."""
-        out = preprocess_image(img, self.config.data)
-        if self.pca is not None:
-            out = self.pca.transform(out[np.newaxis])[0]
-        return out
+        return self._denoise(preprocess_image(img, self.config.data))
+
+    def prepare_with_lungs(self, img: np.ndarray) -> LungInput:
+        """:meth:`prepare`, the lung mask (bool S×S) in the model input's frame, plausibility."""
+        out = preprocess_with_lungs(img, self.config.data)
+        return out._replace(image=self._denoise(out.image))
+
+    def _denoise(self, out: np.ndarray) -> np.ndarray:
+        return out if self.pca is None else self.pca.transform(out[np.newaxis])[0]
 
     def predict_prepared(self, batch: np.ndarray) -> np.ndarray:
         """P(TB) for uint8 (N, S, S) model inputs, as float64 (N,), calibrated if the run is."""
@@ -99,11 +109,20 @@ class Predictor:
     def verdict(self, probability: float) -> str:
         return POSITIVE if probability >= self.threshold else NEGATIVE
 
-    def predict(self, src: str | Path | bytes | np.ndarray) -> Prediction:
-        """Score one image given as a path, encoded bytes, or a grayscale uint8 array."""
+    def predict(
+        self, src: str | Path | bytes | np.ndarray, *, with_lungs: bool = False
+    ) -> Prediction:
+        """Score one image given as a path, encoded bytes, or a grayscale uint8 array;
+        ``with_lungs`` also segments the lungs (for outlines and in-lung heatmap energy)."""
         img = src if isinstance(src, np.ndarray) else images.read_image(src)
-        prepared = self.prepare(img)
+        found = self.prepare_with_lungs(img) if with_lungs else None
+        prepared = self.prepare(img) if found is None else found.image
         p = float(self.predict_prepared(prepared[np.newaxis])[0])
         return Prediction(
-            probability=p, verdict=self.verdict(p), threshold=self.threshold, image=prepared
+            probability=p,
+            verdict=self.verdict(p),
+            threshold=self.threshold,
+            image=prepared,
+            lungs=None if found is None else found.lungs,
+            plausibility=None if found is None else found.plausibility,
         )

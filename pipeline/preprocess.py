@@ -1,4 +1,4 @@
-"""Preprocessing, done once per (dataset, size, enhancement) and cached on disk as uint8.
+"""Preprocessing, done once per (dataset, size, ROI, enhancement) and cached on disk as uint8.
 
 Every run of a sweep over one dataset and preprocessing reads the same cache file, memory-mapped,
 so a second run decodes nothing. The same :func:`preprocess_image` serves single images at
@@ -14,12 +14,15 @@ import pickle
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from tqdm import tqdm
 
 from pipeline import datasets, enhance, images
 from pipeline.config import DataConfig
+from pipeline.lungs import roi, segmenter
+from pipeline.lungs.masks import Plausibility, plausibility
 
 # Bump when the preprocessing code changes what it writes, so old caches are not reused.
 CACHE_VERSION = 2
@@ -39,11 +42,39 @@ def cache_dir() -> Path:
 
 
 def preprocess_image(img: np.ndarray, data: DataConfig) -> np.ndarray:
-    """Grayscale uint8 H×W of any size -> uint8 S×S resized (area) and enhanced per ``data``."""
-    small = images.resize(img, data.image_size)
-    return enhance.enhance(
+    """Grayscale uint8 H×W of any size -> uint8 S×S: lung ROI (``data.roi``), resize (area),
+    enhancement, per ``data``. With ``roi="full"`` the segmenter is not run."""
+    if data.roi == "full":
+        small = images.resize(img, data.image_size)
+        return enhance.enhance(
+            small, data.enhancement, clahe_clip=data.clahe_clip, clahe_tile=data.clahe_tile
+        )
+    return preprocess_with_lungs(img, data)[0]
+
+
+class LungInput(NamedTuple):
+    """A model input with its lungs: ``image`` uint8 S×S, ``lungs`` bool S×S in the same frame,
+    ``plausibility`` judged on the whole radiograph's mask."""
+
+    image: np.ndarray
+    lungs: np.ndarray
+    plausibility: Plausibility
+
+
+def preprocess_with_lungs(img: np.ndarray, data: DataConfig) -> LungInput:
+    """:func:`preprocess_image` and the lungs the shipped segmenter finds, whatever the ROI.
+
+    For drawing outlines, for measuring how much of a heatmap lies in the lungs, and for
+    refusing images without two plausible lungs.
+    """
+    lungs = segmenter.shipped().segment(img)
+    small, mask = roi.apply_roi(img, lungs, data.roi, data.image_size, data.roi_margin)
+    out = enhance.enhance(
         small, data.enhancement, clahe_clip=data.clahe_clip, clahe_tile=data.clahe_tile
     )
+    if data.roi == "lung_mask":
+        out[~mask] = roi.OUTSIDE
+    return LungInput(out, mask, plausibility(lungs))
 
 
 def _listing_key(root: Path, label_map: dict[str, int] | None) -> str:
@@ -99,6 +130,10 @@ def array_key(fingerprint: str, data: DataConfig) -> str:
         "size": data.image_size,
         "enhancement": data.enhancement,
         "clahe": [data.clahe_clip, data.clahe_tile] if data.enhancement == "clahe" else None,
+        "roi": data.roi,
+        "roi_margin": data.roi_margin if data.roi == "lung_crop" else None,
+        # A retrained segmenter draws other lungs: its weights are part of the key.
+        "segmenter": None if data.roi == "full" else segmenter.shipped_sha256(),
     }
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -112,8 +147,9 @@ def cached_arrays(
 ) -> np.ndarray:
     """All images of ``index`` preprocessed: uint8 (N, S, S), memory-mapped read-only from disk.
 
-    Built on the first call (decode → gray → resize → enhance, one thread per core) and written
-    atomically, so an interrupted build never leaves a cache that later runs would trust.
+    Built on the first call (decode → gray → lung ROI → resize → enhance, one thread per core)
+    and written atomically, so an interrupted build never leaves a cache that later runs would
+    trust.
     """
     folder = (cache or cache_dir()) / "arrays"
     path = folder / f"{array_key(index.fingerprint, data)}.npy"
@@ -126,6 +162,9 @@ def cached_arrays(
             out = np.lib.format.open_memmap(
                 tmp, mode="w+", dtype=np.uint8, shape=(len(index.records), size, size)
             )
+
+            if data.roi != "full":
+                segmenter.shipped()  # load it once here, not in several threads at once
 
             def work(i: int) -> None:
                 out[i] = preprocess_image(images.read_image(index.records[i].path), data)

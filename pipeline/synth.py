@@ -11,6 +11,8 @@ on a normalised body frame (``u`` left to right of the image, ``v`` top to botto
 [-1, 1] before the per-image shift, rotation and scale), so one image costs a few dozen
 whole-array numpy operations. Nothing but the lesions depends on the label: a TB image and the
 normal image rendered from the same generator state differ only inside and just around the mask.
+Every image's lung fields are saved too (``lungs/``), so the lung segmenter can be trained and
+scored without real data.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from tqdm import tqdm
 LESION_KINDS: tuple[str, ...] = ("nodule", "cavity", "infiltrate")
 CLASS_DIRS: dict[str, str] = {"normal": "Normal", "tb": "Tuberculosis"}
 MASK_DIR = "masks"
+LUNG_DIR = "lungs"
 MANIFEST = "manifest.csv"
 MANIFEST_COLUMNS: tuple[str, ...] = ("file", "label", "mask", "lesions", "lesion_fraction")
 MIN_SIZE, MAX_SIZE = 64, 2048
@@ -108,7 +111,8 @@ def generate(
 
     Layout: ``out/Normal/normal-0001.png``, ``out/Tuberculosis/tb-0001.png`` (8-bit gray,
     size x size), ``out/masks/tb-0001.png`` (uint8 0/255 lesion masks, outside the class folders
-    so that dataset scanners skip them) and ``out/manifest.csv`` (one row per image: file, label,
+    so that dataset scanners skip them), ``out/lungs/normal-0001.png`` (uint8 0/255 lung fields of
+    every image) and ``out/manifest.csv`` (one row per image: file, label,
     mask file, lesion kinds joined by ``;``, lesion area as a fraction of the image).
 
     The same arguments give byte-identical files. ``out`` must be missing, empty or a previous
@@ -123,7 +127,7 @@ def generate(
     n_tb = min(max(round(n / (tb_ratio + 1)), 1), n - 1)
     n_normal = n - n_tb
     _clear_previous_set(out)
-    for folder in (*CLASS_DIRS.values(), MASK_DIR):
+    for folder in (*CLASS_DIRS.values(), MASK_DIR, LUNG_DIR):
         (out / folder).mkdir(parents=True, exist_ok=True)
 
     digits = max(4, len(str(max(n_normal, n_tb))))
@@ -155,6 +159,7 @@ def _write_one(
     name = f"{label}-{index:0{digits}d}.png"
     file = f"{CLASS_DIRS[label]}/{name}"
     _write_png(out / file, phantom.image)
+    _write_png(out / LUNG_DIR / name, np.where(phantom.lung_mask, np.uint8(255), np.uint8(0)))
     mask_file, fraction = "", 0.0
     if phantom.lesion_mask is not None:
         mask_file = f"{MASK_DIR}/{name}"
@@ -180,7 +185,7 @@ def _clear_previous_set(out: Path) -> None:
             f"{out} is not empty and is not a phantom set written by pipeline.synth "
             f"({problem}); choose a new or empty folder"
         )
-    for folder in (*CLASS_DIRS.values(), MASK_DIR):
+    for folder in (*CLASS_DIRS.values(), MASK_DIR, LUNG_DIR):
         if (out / folder).exists():
             shutil.rmtree(out / folder)
     (out / MANIFEST).unlink()
@@ -195,7 +200,7 @@ def _foreign_entry(out: Path) -> str:
         header = next(csv.reader(f), [])
     if tuple(header) != MANIFEST_COLUMNS:
         return f"{MANIFEST} has columns {header}, not {list(MANIFEST_COLUMNS)}"
-    allowed = {*CLASS_DIRS.values(), MASK_DIR}
+    allowed = {*CLASS_DIRS.values(), MASK_DIR, LUNG_DIR}
     for entry in out.iterdir():
         if entry.name == MANIFEST:
             continue

@@ -441,7 +441,7 @@ def test_explain_scores_a_test_image_with_gradcam_then_lime(ids):
     assert shown["P(TB)"] == f"{p.probability:.3f}"
     assert shown["threshold"] == f"{run.threshold:.4f}"
     captions = [c for img in at.image for c in img.captions]
-    assert any(c.startswith("Grad-CAM") for c in captions)
+    assert any(c.startswith("Grad-CAM") and "in the lungs" in c for c in captions)
     at.button(key="ex.lime").click().run()
     assert not at.exception
     captions = [c for img in at.image for c in img.captions]
@@ -528,6 +528,11 @@ def test_dataset_page_describes_a_folder_and_lists_bad_files(isolated_store, tmp
     assert shown["bad files"] == "1"
     bad = next(d.value for d in at.dataframe if "reason" in d.value.columns)
     assert list(bad["file"]) == ["Normal/broken.png"]
+    # Lung fields of the sample: counted per class, with the outline drawn on the thumbnails.
+    lungs = next(d.value for d in at.dataframe if "mean_share" in d.value.columns)
+    assert lungs.loc["normal", "images"] == 20
+    assert lungs.loc["tb", "images"] == 4
+    assert 0.1 < lungs["mean_share"].min() < 0.6
 
 
 @pytest.mark.parametrize(

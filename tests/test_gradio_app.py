@@ -354,6 +354,31 @@ def test_the_size_limit_is_also_applied_to_files_that_reach_the_service(source):
     assert "over the 2.0 MB limit" in result.reason
 
 
+def test_the_lungs_are_outlined_and_an_upload_without_two_lungs_cannot_be_assessed(
+    source, monkeypatch
+):
+    from gradio_app.app import _gradcam_overlay
+    from pipeline.lungs.segmenter import Segmenter
+
+    normal, _ = phantom_pair(5)
+    seen = source.current().assess(png(normal), LIMITS)
+    assert seen.status == ASSESSED
+    assert seen.lungs.any()
+    drawn = _gradcam_overlay(seen)
+    assert np.all(drawn == (255, 0, 255), axis=-1).any()  # the magenta outline
+
+    def one_lung(self, image):
+        mask = np.zeros(image.shape, bool)
+        mask[image.shape[0] // 4 : -image.shape[0] // 4, : image.shape[1] // 2 - 2] = True
+        return mask
+
+    monkeypatch.setattr(Segmenter, "segment", one_lung)
+    refused = source.current().assess(png(normal), LIMITS)
+    assert refused.verdict == CANNOT_ASSESS
+    assert refused.status == OUT_OF_DISTRIBUTION
+    assert "lung fields" in refused.reason
+
+
 def test_twenty_concurrent_predictions_all_succeed(client, tmp_path):
     path = tmp_path / "tb.png"
     path.write_bytes(png(phantom_pair(3)[1]))

@@ -140,6 +140,12 @@ def test_regenerating_replaces_a_previous_phantom_set(tmp_path):
         "Normal/normal-0004.png",
         "Normal/normal-0005.png",
         "Tuberculosis/tb-0001.png",
+        "lungs/normal-0001.png",
+        "lungs/normal-0002.png",
+        "lungs/normal-0003.png",
+        "lungs/normal-0004.png",
+        "lungs/normal-0005.png",
+        "lungs/tb-0001.png",
         "masks/tb-0001.png",
     ]
 

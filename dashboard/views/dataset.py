@@ -1,6 +1,7 @@
 """Dataset: what is in a dataset folder before anything trains on it — counts, imbalance,
-sizes and modes, bad files, near-duplicates, sample images, mean images, intensity histograms
-under each enhancement, and bright boxes at the border that a model could learn instead of TB."""
+sizes and modes, bad files, near-duplicates, sample images with their lung outlines, lung-area
+statistics per class, mean images, intensity histograms under each enhancement, and bright boxes
+at the border that a model could learn instead of TB."""
 
 import os
 
@@ -11,6 +12,8 @@ import streamlit as st
 
 from dashboard import charts, imaging, ui
 from pipeline import datasets, preprocess
+from pipeline.lungs import segmenter
+from pipeline.lungs.masks import draw_outline
 
 st.title("Dataset")
 store = ui.store()
@@ -118,15 +121,62 @@ seed = st.number_input("Sample seed", min_value=0, value=0, step=1, key="ds.seed
 with st.spinner("Reading a sample of images…"):
     s = sample(path, index.fingerprint, seed)
 
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def lungs(folder: str, fingerprint: str, seed: int, weights: str) -> tuple[dict, pd.DataFrame]:
+    return imaging.lung_fields(sample(folder, fingerprint, seed))
+
+
+try:
+    with st.spinner("Finding the lungs in the sample…"):
+        lung_masks, lung_table = lungs(path, index.fingerprint, seed, segmenter.shipped().sha256)
+except segmenter.SegmenterError as err:
+    lung_masks, lung_table = None, None
+    st.warning(f"No lung outlines: {err}", icon=":material/warning:")
+
 st.subheader("Samples")
+if lung_masks is not None:
+    st.caption("Magenta: the lung fields found by the shipped segmenter (pipeline/lungs).")
 for cls in ("normal", "tb"):
     thumbs = s.thumbs[cls][:8]
+    if lung_masks is not None:
+        thumbs = [
+            draw_outline(np.stack([t] * 3, axis=-1), m)
+            for t, m in zip(thumbs, lung_masks[cls], strict=False)
+        ]
     st.markdown(f"**{'Normal' if cls == 'normal' else 'TB'}** ({counts[cls]} images)")
     st.image(
         list(thumbs),
         caption=[os.path.basename(r.path) for r in s.records[cls][:8]],
         width=112,
     )
+
+if lung_table is not None and len(lung_table):
+    st.subheader("Lung fields")
+    c_area, c_bad = st.columns(2)
+    fig = go.Figure(
+        [
+            go.Box(y=part["lung share"], name=cls, boxpoints="all")
+            for cls, part in lung_table.groupby("class")
+        ]
+    )
+    fig.update_layout(
+        height=320, margin={"l": 0, "r": 0, "t": 30, "b": 0}, title="lung share of the image"
+    )
+    fig.update_yaxes(tickformat=".0%")
+    c_area.plotly_chart(fig, key="ds.lungs")
+    per_class = lung_table.groupby("class").agg(
+        images=("file", "size"),
+        mean_share=("lung share", "mean"),
+        implausible=("plausible", lambda v: int((~v).sum())),
+    )
+    c_bad.dataframe(per_class, key="ds.lungstats")
+    bad = lung_table[~lung_table["plausible"]]
+    if len(bad):
+        c_bad.markdown(f"**{len(bad)} implausible lung masks** (check these images)")
+        c_bad.dataframe(bad[["class", "file", "why not"]], hide_index=True, key="ds.lungbad")
+    else:
+        c_bad.caption("Every sampled image shows two plausible lungs.")
 
 st.subheader("Mean image per class")
 means = imaging.mean_images(s)

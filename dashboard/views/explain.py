@@ -1,5 +1,6 @@
 """Explain: one image through a succeeded run — P(TB) and the verdict at the run's threshold,
-Grad-CAM at once, LIME and SHAP on request, side by side with the image the model saw.
+Grad-CAM at once, LIME and SHAP on request, side by side with the image the model saw, each with
+the lung outline and the share of its energy inside the lungs.
 
 The only page (with the Run page's heatmaps) that loads a model, and so TensorFlow; the
 model is cached per run."""
@@ -7,6 +8,7 @@ model is cached per run."""
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
 from dashboard import ui
@@ -93,14 +95,35 @@ if decoded.view in ("LL", "RL"):
     )
 
 from pipeline import explain  # noqa: E402 - TensorFlow, only once there is an image to explain
+from pipeline.faithfulness import energy_inside  # noqa: E402
+from pipeline.lungs import segmenter  # noqa: E402
+from pipeline.lungs.masks import draw_outline  # noqa: E402
 
 try:
     predictor = ui.predictor(run)
 except (OSError, ValueError) as err:
     st.error(f"Cannot load run {run.id}'s model: {err}")
     st.stop()
-prediction = predictor.predict(img)
+try:
+    prediction = predictor.predict(img, with_lungs=True)
+except segmenter.SegmenterError as err:
+    st.warning(f"No lung outline: {err}", icon=":material/warning:")
+    prediction = predictor.predict(img)
 prepared = prediction.image
+lungs = prediction.lungs
+
+
+def shown(result: explain.Explanation) -> np.ndarray:
+    """The overlay with the lung outline drawn on it, when the lungs were found."""
+    drawn = result.overlay(prepared, alpha)
+    return drawn if lungs is None else draw_outline(drawn, lungs)
+
+
+def in_lungs(result: explain.Explanation) -> str:
+    """Caption part: the share of the heatmap's energy inside the lungs (no lesion labels)."""
+    return "" if lungs is None else f", {energy_inside(result.heatmap, lungs):.0%} in the lungs"
+
+
 image_key = hashlib.sha1(data).hexdigest()[:16]
 
 c = st.columns(4)
@@ -121,7 +144,14 @@ results = st.session_state.setdefault("ex.results", {})
 cols = st.columns(4)
 side = prepared.shape[0]
 cols[0].image(
-    prepared, caption=f"what the model sees ({side}×{side}, preprocessed)", width="stretch"
+    prepared if lungs is None else draw_outline(np.stack([prepared] * 3, axis=-1), lungs),
+    caption=f"what the model sees ({side}×{side}, preprocessed"
+    + (
+        f", ROI {predictor.config.data.roi}; magenta: the lungs found)"
+        if lungs is not None
+        else ")"
+    ),
+    width="stretch",
 )
 try:
     cam = explain.explain(predictor.model, prepared, "gradcam")
@@ -129,8 +159,8 @@ except explain.ExplainError as err:
     cols[1].error(str(err))
 else:
     cols[1].image(
-        cam.overlay(prepared, alpha),
-        caption=f"Grad-CAM ({cam.seconds * 1000:.0f} ms)",
+        shown(cam),
+        caption=f"Grad-CAM ({cam.seconds * 1000:.0f} ms{in_lungs(cam)})",
         width="stretch",
     )
 
@@ -144,8 +174,8 @@ for col, (method, (title, what)) in zip(cols[2:], DESCRIPTIONS.items(), strict=T
         if key in results:
             result = results[key]
             st.image(
-                result.overlay(prepared, alpha),
-                caption=f"{title} ({result.seconds:.1f} s)",
+                shown(result),
+                caption=f"{title} ({result.seconds:.1f} s{in_lungs(result)})",
                 width="stretch",
             )
         elif st.button(f"Run {title}", key=f"ex.{method}", help=what, icon=":material/play_arrow:"):

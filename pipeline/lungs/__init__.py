@@ -1,0 +1,10 @@
+"""Lung-field segmentation: a compact U-Net the project trains, ships and applies everywhere.
+
+- :mod:`~pipeline.lungs.masks` — Dice / IoU, post-processing, plausibility, outline, ROI box.
+- :mod:`~pipeline.lungs.unet` — the network and its Dice + BCE loss.
+- :mod:`~pipeline.lungs.data` — image / mask pairs (lung-masks layout or phantoms), augmentation.
+- :mod:`~pipeline.lungs.train` — training, held-out-source scoring and the model card.
+- :mod:`~pipeline.lungs.segmenter` — the shipped model: load it, segment any X-ray.
+- :mod:`~pipeline.lungs.roi` — the classifier's region of interest (``data.roi``).
+- :mod:`~pipeline.lungs.cli` — ``python -m pipeline lungs train | eval | predict``.
+"""

@@ -1,0 +1,137 @@
+"""The shipped lung segmenter: load it (no download, Keras safe mode) and segment any X-ray.
+
+The weights live in the repository, ``pipeline/lungs/weights/lungs.keras``, with a card beside
+it (``lungs.json``: training manifest hash, command, seed, date, Dice per held-out source, input
+size). ``python -m pipeline lungs train --install`` replaces both. A missing or corrupt file
+raises :class:`SegmenterError`, whose one-line message says how to retrain it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pipeline import images
+from pipeline.lungs.masks import Plausibility, plausibility, postprocess
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS = WEIGHTS_DIR / "lungs.keras"
+CARD = WEIGHTS_DIR / "lungs.json"
+RETRAIN = "python -m pipeline lungs train --data ../shared/data/lung-masks --install"
+
+
+class SegmenterError(ValueError):
+    """The segmenter's weights cannot be used; the message is one line with the fix."""
+
+
+def normalise(batch: np.ndarray) -> np.ndarray:
+    """uint8 or [0, 1] float (N, S, S) -> float32 (N, S, S, 1), each image mean 0 and std 1.
+
+    Per-image standardisation makes the segmenter indifferent to exposure and window, which
+    differ most between sources.
+    """
+    x = np.asarray(batch, dtype=np.float32)
+    mean = x.mean(axis=(1, 2), keepdims=True)
+    std = x.std(axis=(1, 2), keepdims=True)
+    return ((x - mean) / np.maximum(std, 1e-6))[..., np.newaxis]
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Segmenter:
+    """A trained lung U-Net and its card; :meth:`segment` gives a lung mask for any image."""
+
+    def __init__(self, weights: str | Path = WEIGHTS) -> None:
+        import keras
+
+        self.weights = Path(weights)
+        if not self.weights.is_file():
+            raise SegmenterError(
+                f"the lung segmenter's weights {self.weights} are missing; retrain them: {RETRAIN}"
+            )
+        try:
+            self.model = keras.saving.load_model(self.weights, compile=False, safe_mode=True)
+        except Exception as err:  # a truncated zip, bad JSON, wrong shapes: all one problem
+            raise SegmenterError(
+                f"the lung segmenter's weights {self.weights} cannot be loaded "
+                f"({type(err).__name__}); retrain them: {RETRAIN}"
+            ) from None
+        self.size = int(self.model.input_shape[1])
+        self.sha256 = file_sha256(self.weights)
+        card = self.weights.with_suffix(".json")
+        self.card: dict[str, Any] = json.loads(card.read_text()) if card.is_file() else {}
+        # Keras models are not documented as safe to call from several threads at once, and
+        # preprocessing runs one thread per core.
+        self._lock = threading.Lock()
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """P(lung) float32 (N, S, S) for gray images already at the model's side S."""
+        x = normalise(batch)
+        with self._lock:
+            return np.asarray(self.model.predict_on_batch(x))[..., 0]
+
+    def segment(self, image: np.ndarray) -> np.ndarray:
+        """Lung mask (bool, same H×W as ``image``) of a gray uint8 image of any size.
+
+        The probability map is resized back to the image (linear) before the 0.5 threshold, so
+        the outline is smooth at any resolution; then the two largest parts are kept and filled.
+        """
+        image = np.asarray(image)
+        h, w = image.shape
+        prob = self.probabilities(images.resize(image, self.size)[np.newaxis])[0]
+        prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
+        return postprocess(prob >= 0.5)
+
+    def segment_file(self, src: str | Path | bytes) -> tuple[np.ndarray, np.ndarray]:
+        """``(gray image, lung mask)`` of an image file (8/16-bit, gray or RGB)."""
+        image = images.read_image(src)
+        return image, self.segment(image)
+
+    def segment_small(self, batch: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """Post-processed lung masks (N, s, s) bool of same-sized gray images (N, s, s), e.g.
+        thumbnails; each is resized to the model's side and its probability map back."""
+        batch = np.asarray(batch)
+        out = np.empty(batch.shape, bool)
+        side = batch.shape[1]
+        for start in range(0, len(batch), batch_size):
+            chunk = np.stack(
+                [images.resize(b, self.size) for b in batch[start : start + batch_size]]
+            )
+            for k, prob in enumerate(self.probabilities(chunk)):
+                small = cv2.resize(prob, (side, side), interpolation=cv2.INTER_LINEAR)
+                out[start + k] = postprocess(small >= 0.5)
+        return out
+
+
+def shipped_sha256() -> str:
+    """SHA-256 of the shipped weights file (without loading it); part of preprocessing keys."""
+    if not WEIGHTS.is_file():
+        raise SegmenterError(
+            f"the lung segmenter's weights {WEIGHTS} are missing; retrain them: {RETRAIN}"
+        )
+    return file_sha256(WEIGHTS)
+
+
+def audit(seg: Segmenter, paths: list[str], progress: bool = False) -> list[Plausibility]:
+    """The plausibility of the lungs found in each image file, in order (for ``inspect``)."""
+    from tqdm import tqdm
+
+    return [
+        plausibility(seg.segment(images.read_image(p)))
+        for p in tqdm(paths, desc="lungs", unit="img", disable=not progress)
+    ]
+
+
+@functools.cache
+def shipped() -> Segmenter:
+    """The segmenter shipped in the repository, loaded once per process."""
+    return Segmenter(WEIGHTS)
