@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-# As in pipeline.cli: one line per message, and tables at least 120 columns wide when piped.
+# As in pipeline.cli.common: one line per message, and tables at least 120 columns wide when piped.
 console = Console(soft_wrap=True, width=max(shutil.get_terminal_size((160, 24)).columns, 120))
 
 

@@ -1,0 +1,129 @@
+"""Shared by the command modules: the consoles, number formatting, the store, run configs
+from flags."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# soft_wrap: messages stay on one line when piped, so they can be grepped and copied whole.
+# Tables get at least 120 columns when piped (rich would assume 80 and squash them).
+_WIDTH = max(shutil.get_terminal_size((160, 24)).columns, 120)
+console = Console(soft_wrap=True, width=_WIDTH)
+err_console = Console(stderr=True, soft_wrap=True, width=_WIDTH)
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return "nan" if value != value else f"{value:.{digits}f}"
+    return str(value)
+
+
+def ci(point: float | None, interval: Sequence[float] | None) -> str:
+    if point is None:
+        return "—"
+    if not interval or interval[0] is None:
+        return fmt(point)
+    return f"{point:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def open_store():  # noqa: ANN201 - RunStore (imported lazily)
+    from db import RunStore
+
+    return RunStore()
+
+
+def _parse_set(items: list[str]) -> dict[str, Any]:
+    """``["model.pooling=avg", "model.filters=[8,16]"]`` -> dotted overrides (JSON values)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: write FIELD=VALUE, e.g. --set model.pooling=avg")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config changes the user typed: named flags, then --set FIELD=VALUE."""
+    if args.data is not None and not Path(args.data).is_dir():
+        raise ValueError(f"--data {args.data}: no such folder; pass the dataset folder")
+    flags = {
+        # Absolute, so a worker started in another directory finds the same folder.
+        "data.path": str(Path(args.data).resolve()) if args.data is not None else None,
+        "data.image_size": args.size,
+        "data.enhancement": args.enhancement,
+        "train.epochs": args.epochs,
+        "train.batch_size": args.batch_size,
+        "seed": args.seed,
+        "name": args.name,
+    }
+    changes = {k: v for k, v in flags.items() if v is not None}
+    changes.update(_parse_set(args.set or []))
+    return changes
+
+
+def build_config(args: argparse.Namespace):  # noqa: ANN201 - RunConfig
+    """The run config from --config or --preset, then the flags, then --set overrides."""
+    from pipeline.config import load_config_file, override, preset
+
+    cfg = load_config_file(args.config) if args.config else preset(args.preset)
+    return override(cfg, config_overrides(args))
+
+
+def metrics_table(run: Any) -> Table:
+    table = Table("metric", "test (95% CI)", title=f"run {run.id} · {run.name} · {run.status}")
+    m = run.metrics
+    table.add_row("AUC", ci(run.auc, m.get("auc_ci")))
+    table.add_row("sensitivity", ci(run.sensitivity, m.get("sensitivity_ci")))
+    table.add_row("specificity", ci(run.specificity, m.get("specificity_ci")))
+    table.add_row("F1", fmt(run.f1))
+    table.add_row("accuracy", fmt(run.accuracy))
+    table.add_row(
+        "threshold (chosen on validation)", f"{fmt(run.threshold, 4)} ({m.get('threshold_rule')})"
+    )
+    table.add_row("WHO target (sens ≥ 0.90, spec ≥ 0.70)", "met" if run.who_met else "not met")
+    confusion = m.get("confusion", {})
+    table.add_row(
+        "confusion (tn fp / fn tp)",
+        "{tn} {fp} / {fn} {tp}".format(**confusion) if confusion else "—",
+    )
+    table.add_row("epochs trained", fmt(m.get("epochs_trained")))
+    table.add_row("duration", f"{run.duration_s:.1f} s" if run.duration_s else "—")
+    table.add_row("artifacts", run.artifacts_dir or "—")
+    return table
+
+
+def config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="baseline", help="smoke | baseline (default baseline)")
+    p.add_argument("--config", help="a config.json (e.g. from an earlier run) instead of a preset")
+    p.add_argument("--data", help="dataset folder (default: the preset's, data/phantoms)")
+    p.add_argument("--size", type=int, help="image side in pixels")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--enhancement", help="none | contrast_stretch | hist_eq | clahe")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--name", help="run name")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="FIELD=VALUE",
+        help="any config field, e.g. model.pooling=avg (repeatable)",
+    )

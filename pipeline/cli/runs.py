@@ -1,0 +1,195 @@
+"""Commands about runs: ``train``, ``runs``, ``show``, ``evaluate``, ``predict``, ``explain``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.table import Column, Table
+
+from pipeline.cli.common import (
+    build_config,
+    ci,
+    console,
+    err_console,
+    fmt,
+    metrics_table,
+    open_store,
+)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pipeline import train
+
+    cfg = build_config(args)
+    store = open_store()
+    console.print(f"training [bold]{cfg.name}[/bold] on {cfg.data.path} ({cfg.data.image_size} px)")
+    try:
+        run = train.run(cfg, store, progress=True)
+    except train.RunCancelled as cancelled:
+        err_console.print(f"run {cancelled} was cancelled; its epochs so far are kept in the store")
+        return 1
+    console.print(metrics_table(run))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    store = open_store()
+    runs = store.list_runs(status=args.status, limit=args.limit)
+    if not runs:
+        console.print("no runs yet: train one with `python -m pipeline train --preset smoke`")
+        return 0
+    table = Table(
+        Column("id", no_wrap=True, min_width=10),
+        "name",
+        "status",
+        "created",
+        "size",
+        "AUC",
+        "sens",
+        "spec",
+        "F1",
+        "WHO",
+        "ext AUC",
+        "time",
+    )
+    for r in runs:
+        ext = store.external_evals(r.id)
+        table.add_row(
+            r.id,
+            r.name,
+            r.status,
+            r.created_at.strftime("%Y-%m-%d %H:%M"),
+            fmt(r.config.get("data", {}).get("image_size")),
+            fmt(r.auc),
+            fmt(r.sensitivity),
+            fmt(r.specificity),
+            fmt(r.f1),
+            fmt(r.who_met),
+            fmt(ext[0].auc) if ext else "—",
+            f"{r.duration_s:.0f} s" if r.duration_s else "—",
+        )
+    console.print(table)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    store = open_store()
+    run = store.get_run(args.run_id)
+    console.print(metrics_table(run))
+    epochs = store.epochs(run.id)
+    if epochs:
+        table = Table(
+            "epoch", "loss", "val loss", "acc", "val acc", "AUC", "val AUC", "s", title="epochs"
+        )
+        for e in epochs:
+            table.add_row(
+                str(e.epoch),
+                *(
+                    fmt(v)
+                    for v in (e.loss, e.val_loss, e.accuracy, e.val_accuracy, e.auc, e.val_auc)
+                ),
+                fmt(e.seconds, 1),
+            )
+        console.print(table)
+    for ev in store.external_evals(run.id):
+        console.print(
+            f"external: {ev.dataset_path} · n={ev.n_images} · "
+            f"AUC {ci(ev.auc, [ev.auc_lo, ev.auc_hi])} · "
+            f"sens {fmt(ev.sensitivity)} · spec {fmt(ev.specificity)}"
+        )
+    if run.error:
+        console.print("[red]failed:[/red]\n" + run.error)
+    if args.config:
+        console.print_json(json.dumps(run.config))
+    return 0
+
+
+# ----------------------------------------------------------------------------- evaluate, predict
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pipeline.external import evaluate_external
+
+    store = open_store()
+    ev = evaluate_external(store, args.run_id, args.data, progress=True)
+    run = store.get_run(args.run_id)
+    table = Table("", "internal test", "external", title=f"run {run.id} on {ev.dataset_path}")
+    table.add_row("images", fmt(run.metrics.get("n")), fmt(ev.n_images))
+    table.add_row("AUC", ci(run.auc, run.metrics.get("auc_ci")), ci(ev.auc, [ev.auc_lo, ev.auc_hi]))
+    table.add_row("sensitivity", fmt(run.sensitivity), fmt(ev.sensitivity))
+    table.add_row("specificity", fmt(run.specificity), fmt(ev.specificity))
+    table.add_row("F1", fmt(run.f1), fmt(ev.f1))
+    table.add_row("accuracy", fmt(run.accuracy), fmt(ev.accuracy))
+    console.print(table)
+    console.print(
+        f"threshold {run.threshold:.4f} from the run's validation split, applied unchanged"
+    )
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pipeline.predictor import Predictor
+
+    predictor = Predictor.from_store(open_store(), args.run_id)
+    table = Table("image", "P(TB)", "verdict", title=f"threshold {predictor.threshold:.4f}")
+    from pipeline.images import ImageError
+
+    failed = 0
+    for path in args.images:
+        # One unreadable file must not hide the results of the others.
+        try:
+            p = predictor.predict(path)
+        except ImageError as err:
+            failed += 1
+            table.add_row(str(path), "—", f"[red]cannot read:[/red] {err.reason}")
+            continue
+        table.add_row(str(path), f"{p.probability:.3f}", p.verdict)
+    console.print(table)
+    return 2 if failed else 0
+
+
+# -------------------------------------------------------------------------------------- explain
+def cmd_explain(args: argparse.Namespace) -> int:
+    import cv2
+    import numpy as np
+
+    from pipeline import explain
+    from pipeline.faithfulness import energy_inside
+    from pipeline.lungs.segmenter import SegmenterError
+    from pipeline.predictor import Predictor
+
+    predictor = Predictor.from_store(open_store(), args.run_id)
+    methods = explain.METHODS if args.method == "all" else (args.method,)
+    try:
+        prediction = predictor.predict(args.image, with_lungs=True)
+    except SegmenterError as err:  # a run with roi=full still explains without the lungs
+        err_console.print(f"[yellow]no in-lung share:[/yellow] {err}")
+        prediction = predictor.predict(args.image)
+    options = {"lime": {"num_samples": args.lime_samples}, "shap": {"max_evals": args.shap_evals}}
+    # Every method runs before anything is written: a failure leaves no half-filled folder.
+    results = [
+        explain.explain(predictor.model, prediction.image, m, **options.get(m, {})) for m in methods
+    ]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = Path(args.image).stem
+    original = out / f"{stem}-input.png"
+    cv2.imwrite(str(original), prediction.image)
+    table = Table(
+        "method", "seconds", "in lungs", "file", title=f"{args.image} with run {args.run_id}"
+    )
+    lungs = prediction.lungs
+    for result in results:
+        path = out / f"{stem}-{result.method}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(result.overlay(prediction.image), cv2.COLOR_RGB2BGR))
+        share = "—" if lungs is None else f"{energy_inside(result.heatmap, lungs):.0%}"
+        table.add_row(result.method, f"{result.seconds:.3f}", share, str(path))
+    heatmaps = {result.method: result.heatmap for result in results}
+    np.savez_compressed(out / f"{stem}-heatmaps.npz", **heatmaps)
+    console.print(table)
+    console.print(
+        f"P(TB) {prediction.probability:.3f} — {prediction.verdict} "
+        f"(threshold {prediction.threshold:.4f}); model input {original}, "
+        f"raw heatmaps {out / f'{stem}-heatmaps.npz'}"
+    )
+    return 0
