@@ -8,6 +8,7 @@ page can promote the run with one of its calibrations.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -75,8 +76,11 @@ def site_sweep(table: list[dict[str, float]], site: float, run: float) -> go.Fig
                 line={"color": colour, "shape": "hv"},
             )
         )
-    fig.add_vline(x=site, line={"color": "#54A24B"}, annotation_text="site")
-    fig.add_vline(x=run, line={"color": "#333", "dash": "dot"}, annotation_text="validated")
+    below = {"annotation_position": "bottom right", "annotation_yshift": -2}
+    fig.add_vline(x=site, line={"color": "#54A24B"}, annotation_text="site", **below)
+    fig.add_vline(
+        x=run, line={"color": "#333", "dash": "dot"}, annotation_text="validated", **below
+    )
     fig.update_xaxes(title_text="threshold", range=[0, 1])
     fig.update_yaxes(range=[0, 1.02])
     return charts.layout(fig)
@@ -142,6 +146,10 @@ def _stored(calibrations: list[Calibration]) -> None:
     _result_view(shown.details, key="cal.stored_view")
 
 
+def _same_folder(a: str, b: str) -> bool:
+    return bool(a and b) and Path(a).resolve() == Path(b).resolve()
+
+
 def section(store: RunStore, run: Run) -> None:
     """The whole Calibrate section of a succeeded run."""
     m = run.metrics
@@ -173,9 +181,11 @@ def section(store: RunStore, run: Run) -> None:
         _stored(calibrations)
     with st.form("cal.form"):
         c = st.columns([2, 2, 2, 1, 1])
+        trained_on = run.config.get("data", {}).get("path", "")
+        sites = [f for f in ui.known_datasets(store) if not _same_folder(f, trained_on)]
         known = c[0].selectbox(
             "Site images (labelled)",
-            ui.known_datasets(store),
+            sites,
             key="cal.folder",
             help="A dataset folder of the site's own X-rays, labelled; never the training data.",
         )

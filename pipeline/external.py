@@ -7,6 +7,8 @@ threshold on one part of a site's labelled sample and reports it on the other pa
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from tqdm import tqdm
 
@@ -69,6 +71,11 @@ def site_calibration(
     The site threshold is chosen by the run's own rule on the calibration part and reported on
     the check part (see :func:`pipeline.calibration.calibrate_site`).
     """
+    if Path(data_path).resolve() == Path(predictor.config.data.path).resolve():
+        raise ValueError(
+            f"{data_path} is the data this run was trained on; a site calibration needs "
+            "labelled X-rays from the site itself, which the model has never seen"
+        )
     index, scores = score_folder(predictor, data_path, progress=progress)
     rule = predictor.config.eval
     result = calibration.calibrate_site(

@@ -192,6 +192,12 @@ def test_a_calibrated_run_and_a_site_calibration_from_the_command_line(phantoms,
     assert main(["promote", run.id, "--calibration", str(cal.id)]) == 0
     assert "calibrated for 'Clinic B'" in capsys.readouterr().out
     assert RunStore().served_calibration() == cal
+    # The run's own training data is no site.
+    assert (
+        main(["calibrate", run.id, "--data", str(phantoms), "--site", "S", "--prevalence", "0.1"])
+        == 2
+    )
+    assert "the data this run was trained on" in capsys.readouterr().err
     # Too small a site sample is refused in one line, naming what is needed.
     small = tmp_path / "small"
     synth.generate(small, 16, size=64, seed=8, tb_ratio=1.0)
