@@ -94,14 +94,16 @@ def _result_view(result: dict[str, Any], key: str) -> None:
     cols[1].metric(
         "sensitivity (check)",
         ui.fmt(site["sensitivity"]),
-        delta=f"{site['sensitivity'] - at_run['sensitivity']:+.3f} vs validated",
-        help=f"95% CI {ui.fmt_ci(site['sensitivity'], *(site['sensitivity_ci'] or [None] * 2))}",
+        delta=f"{site['sensitivity'] - at_run['sensitivity']:+.3f}",
+        help="change: against the run's validated threshold on the same images; 95% CI "
+        f"{ui.fmt_ci(site['sensitivity'], *(site['sensitivity_ci'] or [None] * 2))}",
     )
     cols[2].metric(
         "specificity (check)",
         ui.fmt(site["specificity"]),
-        delta=f"{site['specificity'] - at_run['specificity']:+.3f} vs validated",
-        help=f"95% CI {ui.fmt_ci(site['specificity'], *(site['specificity_ci'] or [None] * 2))}",
+        delta=f"{site['specificity'] - at_run['specificity']:+.3f}",
+        help="change: against the run's validated threshold on the same images; 95% CI "
+        f"{ui.fmt_ci(site['specificity'], *(site['specificity_ci'] or [None] * 2))}",
     )
     cols[3].metric("AUC at the site", ui.fmt(site["auc"]))
     st.caption(
@@ -180,7 +182,7 @@ def section(store: RunStore, run: Run) -> None:
     if calibrations:
         _stored(calibrations)
     with st.form("cal.form"):
-        c = st.columns([2, 2, 2, 1, 1])
+        c = st.columns(2) + st.columns([2, 1, 1])
         trained_on = run.config.get("data", {}).get("path", "")
         sites = [f for f in ui.known_datasets(store) if not _same_folder(f, trained_on)]
         known = c[0].selectbox(
