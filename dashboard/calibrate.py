@@ -91,20 +91,14 @@ def _result_view(result: dict[str, Any], key: str) -> None:
     site, at_run = result["check"], result["check_at_run_threshold"]
     cols = st.columns(4)
     cols[0].metric("site threshold", ui.fmt(result["threshold"], 4))
-    cols[1].metric(
-        "sensitivity (check)",
-        ui.fmt(site["sensitivity"]),
-        delta=f"{site['sensitivity'] - at_run['sensitivity']:+.3f}",
-        help="change: against the run's validated threshold on the same images; 95% CI "
-        f"{ui.fmt_ci(site['sensitivity'], *(site['sensitivity_ci'] or [None] * 2))}",
-    )
-    cols[2].metric(
-        "specificity (check)",
-        ui.fmt(site["specificity"]),
-        delta=f"{site['specificity'] - at_run['specificity']:+.3f}",
-        help="change: against the run's validated threshold on the same images; 95% CI "
-        f"{ui.fmt_ci(site['specificity'], *(site['specificity_ci'] or [None] * 2))}",
-    )
+    for col, name in zip(cols[1:3], ("sensitivity", "specificity"), strict=True):
+        col.metric(
+            f"{name} (check)",
+            ui.fmt(site[name]),
+            delta=f"{site[name] - at_run[name]:+.3f}",
+            help="change: against the run's validated threshold on the same images; 95% CI "
+            f"{ui.fmt_ci(site[name], *(site[f'{name}_ci'] or [None] * 2))}",
+        )
     cols[3].metric("AUC at the site", ui.fmt(site["auc"]))
     st.caption(
         f"Threshold chosen on {result['n_calibration']} images, checked on the other "
