@@ -204,7 +204,8 @@ def section(store: RunStore, run: Run) -> None:
         except (ValueError, OSError, DatasetLayoutError, ImageError) as err:
             st.error(f"Cannot calibrate on {folder}: {err}")
         else:
-            st.session_state["cal.preview"] = (run.id, site, folder, index.fingerprint, result)
+            where = str(index.root)
+            st.session_state["cal.preview"] = (run.id, site, where, index.fingerprint, result)
     preview = st.session_state.get("cal.preview")
     if preview and preview[0] == run.id:
         _, site_name, folder, fingerprint, result = preview
