@@ -528,7 +528,10 @@ def test_dataset_page_describes_a_folder_and_lists_bad_files(isolated_store, tmp
     assert shown["bad files"] == "1"
     bad = next(d.value for d in at.dataframe if "reason" in d.value.columns)
     assert list(bad["file"]) == ["Normal/broken.png"]
-    # Lung fields of the sample: counted per class, with the outline drawn on the thumbnails.
+    # Lung fields of the sample, on request: counted per class, outlines on the thumbnails.
+    assert not any("mean_share" in d.value.columns for d in at.dataframe)
+    at.toggle(key="ds.lungs_on").set_value(True).run()
+    assert not at.exception
     lungs = next(d.value for d in at.dataframe if "mean_share" in d.value.columns)
     assert lungs.loc["normal", "images"] == 20
     assert lungs.loc["tb", "images"] == 4

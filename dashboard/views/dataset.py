@@ -127,12 +127,20 @@ def lungs(folder: str, fingerprint: str, seed: int, weights: str) -> tuple[dict,
     return imaging.lung_fields(sample(folder, fingerprint, seed))
 
 
-try:
-    with st.spinner("Finding the lungs in the sample…"):
-        lung_masks, lung_table = lungs(path, index.fingerprint, seed, segmenter.shipped().sha256)
-except segmenter.SegmenterError as err:
-    lung_masks, lung_table = None, None
-    st.warning(f"No lung outlines: {err}", icon=":material/warning:")
+lung_masks, lung_table = None, None
+# Opt-in: the segmenter is a Keras model, and a page that shows no model loads no TensorFlow.
+if st.toggle(
+    "Find the lungs in the sample",
+    key="ds.lungs_on",
+    help="outlines on the thumbnails and lung-area statistics per class (loads the shipped "
+    "segmenter: a few seconds the first time)",
+):
+    try:
+        with st.spinner("Finding the lungs in the sample…"):
+            weights = segmenter.shipped().sha256
+            lung_masks, lung_table = lungs(path, index.fingerprint, seed, weights)
+    except segmenter.SegmenterError as err:
+        st.warning(f"No lung outlines: {err}", icon=":material/warning:")
 
 st.subheader("Samples")
 if lung_masks is not None:
