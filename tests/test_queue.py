@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,13 +26,35 @@ from pipeline.worker import WorkerOptions, work
 from tests.test_worker import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
+_SPAWNED: list[subprocess.Popen] = []
+
+
+def spawn(argv: list[str], **kwargs: object) -> subprocess.Popen:
+    """A process of this test, stopped afterwards even when an assertion failed first."""
+    proc = subprocess.Popen(argv, **kwargs)
+    _SPAWNED.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def _stop_spawned() -> Iterator[None]:
+    yield
+    while _SPAWNED:
+        proc = _SPAWNED.pop()
+        if proc.poll() is None:
+            proc.terminate()  # SIGTERM: a worker or `pipeline up` stops what it started
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
 
 
 def queue_worker(url: str, name: str, *extra: str, runs_dir: Path | None = None):
     env = {**os.environ, "TBXRAY_DB_URL": url, "PYTHONPATH": str(ROOT)}
     if runs_dir is not None:
         env["TBXRAY_RUNS_DIR"] = str(runs_dir)
-    return subprocess.Popen(
+    return spawn(
         [sys.executable, "-m", "tests.queue_worker", "--name", name, *extra],
         cwd=ROOT,
         env=env,
@@ -153,7 +176,7 @@ def test_ctrl_c_on_a_training_worker_prints_one_line_and_requeues(phantoms):
     store = RunStore()
     cfg = preset("smoke", **{"data.path": str(phantoms), "train.epochs": 40, "name": "long"})
     run = store.create_run(json.loads(cfg.to_json()), name=cfg.name)
-    worker = subprocess.Popen(
+    worker = spawn(
         [sys.executable, "-m", "pipeline", "worker", "--poll", "0.2", "--name", "cli"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -182,7 +205,7 @@ def test_stopping_pipeline_up_stops_its_worker_once_and_cleanly(sig):
         "argv = [sys.executable, '-m', 'pipeline', 'worker', '--poll', '0.2', '--name', 'demo']; "
         "sys.exit(launch.up([launch.Service('worker', argv)]))"
     )
-    up = subprocess.Popen(
+    up = spawn(
         [sys.executable, "-c", script],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
