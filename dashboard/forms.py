@@ -50,7 +50,9 @@ def to_widget_values(config: dict[str, Any]) -> dict[str, Any]:
         node: Any = config
         for part in dotted.split("."):
             node = node.get(part) if isinstance(node, dict) else None
-        if _is_tuple(info.annotation):
+        if _is_folders(info.annotation):
+            node = "\n".join(node or ())
+        elif _is_tuple(info.annotation):
             node = ", ".join(str(v) for v in node or ())
         elif info.annotation is float and node is not None:
             node = float(node)
@@ -137,6 +139,16 @@ def _is_tuple(annotation: Any) -> bool:
     return typing.get_origin(annotation) is tuple
 
 
+def _is_folders(annotation: Any) -> bool:
+    """A tuple of paths (``data.external``): one per line in a text area."""
+    return _is_tuple(annotation) and typing.get_args(annotation)[0] is str
+
+
+def folder_lines(text: str) -> tuple[str, ...]:
+    """The non-empty lines of a text area, stripped."""
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
 def _optional_int(annotation: Any) -> bool:
     return isinstance(annotation, types.UnionType) and set(typing.get_args(annotation)) == {
         int,
@@ -161,6 +173,9 @@ def _widget(dotted: str, info: FieldInfo, problems: list[str]) -> Any:
         return st.number_input(
             label, step=_step(info.default), format="%g", key=key, help=help_text
         )
+    if _is_folders(annotation):
+        text = st.text_area(label, key=key, help=f"one folder per line; {help_text}", height=68)
+        return folder_lines(text)
     if _is_tuple(annotation):
         text = st.text_input(label, key=key, help=help_text)
         return _parse_ints(dotted, text, problems)

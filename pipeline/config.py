@@ -8,6 +8,7 @@ message names the field, the value given and the allowed range.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,8 +54,32 @@ class DataConfig(_Section):
     pca_components: int | None = Field(
         None, ge=1, le=4096, description="PCA denoising: keep this many components (None = off)"
     )
+    external: tuple[str, ...] = Field(
+        (),
+        description="dataset folders from other hospitals: after training the run is evaluated "
+        "on each at its validated threshold (a folder of TB images alone gives sensitivity)",
+    )
     val_fraction: float = Field(0.1, ge=0.05, le=0.4, description="share of all images")
     test_fraction: float = Field(0.2, ge=0.05, le=0.5, description="share of all images")
+
+    @field_validator("external")
+    @classmethod
+    def _distinct_folders(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        folders = [os.path.normpath(p.strip()) for p in v]
+        if any(not p.strip() for p in v):
+            raise ValueError("an external folder is an empty path")
+        if len(set(folders)) < len(folders):
+            raise ValueError(f"an external folder is listed twice ({list(v)})")
+        return tuple(folders)
+
+    @model_validator(mode="after")
+    def _external_is_not_the_training_data(self) -> DataConfig:
+        if os.path.normpath(self.path) in self.external:
+            raise ValueError(
+                f"external: {self.path} is the training data itself; external folders must "
+                "hold X-rays from elsewhere"
+            )
+        return self
 
     @model_validator(mode="after")
     def _enough_training_data(self) -> DataConfig:

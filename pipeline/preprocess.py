@@ -96,8 +96,12 @@ def load_index(
     label_map: dict[str, int] | None = None,
     progress: bool = False,
     cache: Path | None = None,
+    one_class: bool = False,
 ) -> datasets.DatasetIndex:
-    """:func:`datasets.scan` with the result cached while no file under ``root`` changes."""
+    """:func:`datasets.scan` with the result cached while no file under ``root`` changes.
+
+    ``one_class``: also accept a folder of one class (for external evaluation only).
+    """
     root = Path(root)
     if not root.is_dir():
         raise datasets.DatasetLayoutError(
@@ -109,16 +113,30 @@ def load_index(
     if path.exists():
         try:
             with path.open("rb") as f:
-                return pickle.load(f)
+                index = pickle.load(f)
         except (pickle.UnpicklingError, EOFError, AttributeError):
             # A cache written by another version of the code: scan again and replace it.
             path.unlink()
-    index = datasets.scan(root, label_map=label_map, progress=progress)
+        else:
+            return _check_classes(index, one_class)
+    index = datasets.scan(root, label_map=label_map, progress=progress, one_class=one_class)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     with tmp.open("wb") as f:
         pickle.dump(index, f)
     tmp.replace(path)
+    return index
+
+
+def _check_classes(index: datasets.DatasetIndex, one_class: bool) -> datasets.DatasetIndex:
+    """A cached one-class index (scanned for an external evaluation) is refused as the scan
+    would refuse the folder for training."""
+    missing = [n for c, n in datasets.CLASS_NAMES.items() if not (index.labels == c).any()]
+    if missing and not one_class:
+        raise datasets.DatasetLayoutError(
+            f"{index.root}: no usable {missing[0]} image found (layout {index.layout!r}); "
+            "a dataset needs both classes"
+        )
     return index
 
 

@@ -30,6 +30,14 @@ def path_problem(path: str, field: str) -> list[str]:
     return []
 
 
+def folder_problems(values: dict[str, Any]) -> list[str]:
+    """The form's folders that do not exist: the dataset and each external folder."""
+    problems = path_problem(str(values["data.path"]), "data.path")
+    for folder in values["data.external"] or ():
+        problems += path_problem(folder, "data.external")
+    return problems
+
+
 def absolute(path: str) -> str:
     # Absolute, so that a worker started in another directory finds the same folder.
     return str(Path(path).expanduser().resolve())
@@ -58,7 +66,7 @@ with tab_run:
     if datasets:
         st.caption("Dataset folders found: " + " · ".join(f"`{d}`" for d in datasets))
 
-    config = forms.render(check=lambda v: path_problem(str(v["data.path"]), "data.path"))
+    config = forms.render(check=folder_problems)
     c_seeds, c_go = st.columns([1, 3], vertical_alignment="bottom")
     repeats = c_seeds.number_input(
         "Seeds",
@@ -78,6 +86,7 @@ with tab_run:
                         "seed": config.seed + i,
                         "name": config.name if repeats == 1 else f"{config.name} · seed {i}",
                         "data.path": absolute(config.data.path),
+                        "data.external": [absolute(f) for f in config.data.external],
                     },
                 )
                 for i in range(repeats)

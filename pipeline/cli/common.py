@@ -65,9 +65,13 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The config changes the user typed: named flags, then --set FIELD=VALUE."""
     if args.data is not None and not Path(args.data).is_dir():
         raise ValueError(f"--data {args.data}: no such folder; pass the dataset folder")
+    for folder in args.external or []:
+        if not Path(folder).is_dir():
+            raise ValueError(f"--external {folder}: no such folder; pass a dataset folder")
     flags = {
         # Absolute, so a worker started in another directory finds the same folder.
         "data.path": str(Path(args.data).resolve()) if args.data is not None else None,
+        "data.external": [str(Path(f).resolve()) for f in args.external] if args.external else None,
         "data.image_size": args.size,
         "data.enhancement": args.enhancement,
         "train.epochs": args.epochs,
@@ -115,6 +119,13 @@ def config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="baseline", help="smoke | baseline (default baseline)")
     p.add_argument("--config", help="a config.json (e.g. from an earlier run) instead of a preset")
     p.add_argument("--data", help="dataset folder (default: the preset's, data/phantoms)")
+    p.add_argument(
+        "--external",
+        action="append",
+        metavar="FOLDER",
+        help="a dataset folder from another hospital to evaluate the run on after training "
+        "(repeatable; a folder of TB images alone gives sensitivity)",
+    )
     p.add_argument("--size", type=int, help="image side in pixels")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
