@@ -48,6 +48,18 @@ class DataConfig(_Section):
     roi_margin: float = Field(
         0.05, ge=0, le=0.5, description="lung_crop: margin around the lungs, share of the box"
     )
+    # Why: the collection's marks and grey levels are shortcuts (pipeline/artefacts.py,
+    # pipeline/intensity.py); both steps run before the lung ROI and enhancement.
+    artefacts: Literal["keep", "inpaint", "crop_border"] = Field(
+        "keep",
+        description="keep: as is; inpaint: burned-in boxes, text and markers filled in; "
+        "crop_border: uniform bands trimmed and a border band cut off (bottom fifth)",
+    )
+    intensity: Literal["none", "percentile", "hist_match"] = Field(
+        "none",
+        description="percentile: clip to the 1st-99th percentile and stretch; hist_match: "
+        "grey levels mapped onto the shipped reference distribution",
+    )
     normalisation: Literal["unit", "zscore"] = Field(
         "unit", description="unit: [0, 1]; zscore: per-image mean 0, std 1"
     )
@@ -99,6 +111,29 @@ class AugmentConfig(_Section):
     horizontal_flip: bool = False
     zoom: float = Field(0.1, ge=0, le=0.5, description="max zoom in/out, fraction")
     brightness: float = Field(0.1, ge=0, le=0.5, description="max brightness shift, fraction")
+    # Appearance: what another machine or hospital changes (pipeline/appearance.py). All off by
+    # default; each is drawn per image (blur and resampling per batch, on a random half).
+    gamma: float = Field(0.0, ge=0, le=1, description="gamma drawn from [1/(1+g), 1+g]; 0 = off")
+    contrast: float = Field(
+        0.0, ge=0, lt=1, description="contrast scaled by [1-c, 1+c] about the mean; 0 = off"
+    )
+    blur: float = Field(0.0, ge=0, le=4, description="max Gaussian blur sigma, pixels; 0 = off")
+    noise: float = Field(
+        0.0, ge=0, le=0.2, description="max Gaussian noise std, fraction of the range; 0 = off"
+    )
+    resample: float = Field(
+        1.0, ge=1, le=4, description="down-sample by up to this factor and back; 1 = off"
+    )
+    jpeg: int = Field(
+        0, ge=0, le=95, description="re-encode as JPEG at quality from this to 95; 0 = off"
+    )
+
+    @field_validator("jpeg")
+    @classmethod
+    def _jpeg_quality(cls, v: int) -> int:
+        if 0 < v < 10:
+            raise ValueError("a JPEG quality below 10 destroys the image; use 10-95, or 0 (off)")
+        return v
 
 
 class ModelConfig(_Section):

@@ -152,6 +152,7 @@ def _fit(cfg: RunConfig, data: PreparedData, store: RunStore, run_id: str, progr
         training=True,
         oversample=cfg.train.imbalance == "oversample",
         seed=cfg.seed,
+        appearance=cfg.augment,
     )
     val_ds = inputs.make_dataset(
         data.arrays, labels, data.split.val, batch_size=cfg.train.batch_size
