@@ -37,7 +37,7 @@ def main() -> None:
     os.environ["TBXRAY_RUNS_DIR"] = str(Path(args.store).resolve())
     os.environ.pop("TBXRAY_DB_URL", None)
     from db import RunStore
-    from pipeline import experiments
+    from pipeline import experiments, summary
     from pipeline.worker import WorkerOptions, work
 
     overrides = {}
@@ -72,9 +72,9 @@ def main() -> None:
     ]
     total = 0.0
     for name in names:
-        table = experiments.summary(store, launched[name].id)
+        table = summary.summary(store, launched[name].id)
         total += float(table["wall_time_s"].sum())
-        text = experiments.format_summary(table)
+        text = summary.format_summary(table)
         print(f"\n== {name}: {experiments.SUITES[name].question}\n{text}", flush=True)
         sections += [
             f"## {name}",

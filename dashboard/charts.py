@@ -318,7 +318,11 @@ def factor_chart(summary: pd.DataFrame, metric: str) -> go.Figure:
             ],
         )
     )
-    fig.update_yaxes(title_text=f"{metric} (mean ± std over seeds)", range=[0, 1.05])
+    # The axis spans the data, not 0..1: differences of a few hundredths must stay visible.
+    low = (means - stds).min(skipna=True)
+    high = (means + stds).max(skipna=True)
+    span = [0.0, 1.05] if pd.isna(low) else [max(0.0, low - 0.05), min(1.05, high + 0.05)]
+    fig.update_yaxes(title_text=f"{metric} (mean ± std over seeds)", range=span)
     return layout(fig)
 
 

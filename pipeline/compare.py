@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from scipy.stats import norm, rankdata
+from scipy.stats import t as student_t
 
 
 @dataclass(frozen=True)
@@ -67,3 +68,36 @@ def delong(y_true: Any, score_a: Any, score_b: Any) -> AucComparison:
     se = variance**0.5
     z = (auc_a - auc_b) / se
     return AucComparison(auc_a, auc_b, se, float(z), float(2 * norm.sf(abs(z))))
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """A metric of setting A against setting B over the seeds both have: the mean of the per-seed
+    differences (A − B), their sample std, the paired t statistic and its two-sided p."""
+
+    n: int
+    mean_difference: float
+    sd: float
+    t: float
+    p: float
+
+
+def paired_seeds(a: dict[int, float], b: dict[int, float]) -> PairedComparison | None:
+    """The paired t-test over the seeds both ``a`` and ``b`` (seed -> metric) have results for.
+
+    Runs of the same seed share their split, so their difference removes what the split
+    contributes. None with fewer than two shared seeds (no spread to test against). Identical
+    differences on every seed (sd 0) give p = 0 unless they are all 0 (p = 1).
+    """
+    seeds = sorted(set(a) & set(b))
+    if len(seeds) < 2:
+        return None
+    d = np.array([a[s] - b[s] for s in seeds], dtype=np.float64)
+    mean, sd = float(d.mean()), float(d.std(ddof=1))
+    if sd <= 1e-12:
+        p = 1.0 if abs(mean) <= 1e-12 else 0.0
+        return PairedComparison(len(seeds), mean, sd, float("inf") * np.sign(mean), p)
+    t = mean / (sd / np.sqrt(len(seeds)))
+    return PairedComparison(
+        len(seeds), mean, sd, float(t), float(2 * student_t.sf(abs(t), len(d) - 1))
+    )

@@ -2,9 +2,8 @@
 
 A suite expands into planned runs (:func:`expand`), which :func:`enqueue` records in the run store
 as queued runs for the workers; nothing trains here, and this module never imports TensorFlow (the
-dashboard imports it). When the runs have finished, :func:`summary` puts one row per setting:
-mean ± std over seeds, the mean bootstrap interval of the AUC, the best setting and the settings
-that cannot be told apart from it.
+dashboard imports it). When the runs have finished, :func:`pipeline.summary.summary` puts one row
+per setting, compared with the suite's reference setting by a paired test.
 
 Every run's config is ``preset("baseline")`` + the suite's ``base`` + the caller's overrides +
 ``data.path`` + the setting + the run's seed, validated like any other run config.
@@ -49,7 +48,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -67,24 +65,6 @@ _PER_RUN = ("seed", "name")
 _FROM_CALLER = "data.path"
 # RunConfig.name's max_length: long setting labels are shortened to fit in run names.
 _MAX_NAME = 120
-SUMMARY_COLUMNS: tuple[str, ...] = (
-    "setting",
-    "runs",
-    "succeeded",
-    "auc_mean",
-    "auc_std",
-    "auc_lo",
-    "auc_hi",
-    "sensitivity_mean",
-    "sensitivity_std",
-    "specificity_mean",
-    "specificity_std",
-    "f1_mean",
-    "epochs_mean",
-    "wall_time_s",
-    "best",
-    "indistinguishable",
-)
 
 
 def _flatten(changes: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -442,8 +422,8 @@ def enqueue(store: RunStore, spec: SuiteSpec, planned: list[Planned]) -> tuple[S
     varied = varied_fields(spec)
     settings: dict[str, dict[str, Any]] = {}
     for p in planned:
-        values = _values_at(p.config.model_dump(mode="json"), varied)
-        settings.setdefault(_key(values, varied), {"label": p.label, "values": values})
+        values = values_at(p.config.model_dump(mode="json"), varied)
+        settings.setdefault(key_of(values, varied), {"label": p.label, "values": values})
     skipped = getattr(planned, "skipped", ())
     record = {
         **spec.model_dump(mode="json"),
@@ -460,88 +440,6 @@ def enqueue(store: RunStore, spec: SuiteSpec, planned: list[Planned]) -> tuple[S
         spec=record,
         runs=[(p.config.model_dump(mode="json"), p.config.name) for p in planned],
     )
-
-
-def summary(store: RunStore, suite_id: str) -> pd.DataFrame:
-    """One row per setting of the suite, best mean AUC first (columns: ``SUMMARY_COLUMNS``).
-
-    Runs are grouped by the values of the suite's varied fields in their configs. ``runs`` counts
-    every run of the setting; means and stds (sample std, NaN for fewer than two) use only the
-    succeeded ones; ``auc_lo``/``auc_hi`` are the means of the runs' bootstrap 95% bounds;
-    ``wall_time_s`` sums every run's duration, failed ones included, since that is what the
-    setting cost. ``best`` marks the highest mean AUC; ``indistinguishable`` marks the others
-    whose AUC interval overlaps the best's — a screen, not a significance test: they are not
-    shown to be worse. ``df.attrs`` holds ``suite``, ``question`` and ``skipped``.
-    """
-    suite = store.get_suite(suite_id)
-    varied = suite.spec.get("varied_fields")
-    if varied is None:
-        raise ValueError(
-            f"suite {suite_id} ({suite.name}) has no 'varied_fields' in its spec; it was not "
-            "created by pipeline.experiments.enqueue, so its runs cannot be grouped by setting"
-        )
-    labels = {_key(s["values"], varied): s["label"] for s in suite.spec.get("settings", [])}
-    groups: dict[str, list[Run]] = {key: [] for key in labels}
-    for run in store.list_runs(suite_id=suite_id):
-        values = _values_at(run.config, varied)
-        key = _key(values, varied)
-        labels.setdefault(key, setting_label(values))
-        groups.setdefault(key, []).append(run)
-
-    df = pd.DataFrame([_row(labels[key], runs) for key, runs in groups.items()])
-    df = df.reindex(columns=list(SUMMARY_COLUMNS))
-    df = df.sort_values("auc_mean", ascending=False, na_position="last", kind="stable")
-    df = df.reset_index(drop=True)
-    df["best"] = False
-    df["indistinguishable"] = False
-    if df["auc_mean"].notna().any():
-        df.loc[0, "best"] = True
-        lo, hi = df.loc[0, "auc_lo"], df.loc[0, "auc_hi"]
-        # Comparisons with NaN are False: a setting without an interval is never flagged.
-        overlaps = (df["auc_lo"] <= hi) & (df["auc_hi"] >= lo)
-        df["indistinguishable"] = overlaps & ~df["best"]
-    df.attrs = {
-        "suite": suite.name,
-        "question": suite.description,
-        "skipped": suite.spec.get("skipped", []),
-    }
-    return df
-
-
-def format_summary(df: pd.DataFrame) -> str:
-    """:func:`summary` as an aligned plain-text table, with a legend and any skipped settings.
-
-    Cells read ``mean ± std`` (the mean alone for a single run, ``—`` with no result). ★ marks
-    the best mean AUC, ≈ a setting not distinguishable from it. Labels may contain brackets, so
-    print it with rich markup off (``console.print(text, markup=False)``).
-    """
-    header = ("", "setting", "ok/runs", "AUC", "AUC 95% CI", "sensitivity", "specificity")
-    header += ("F1", "epochs", "wall time")
-    rows = [header]
-    for r in df.itertuples(index=False):
-        mark = "★" if r.best else "≈" if r.indistinguishable else ""
-        rows.append(
-            (
-                mark,
-                r.setting,
-                f"{r.succeeded}/{r.runs}",
-                _mean_std(r.auc_mean, r.auc_std),
-                "—" if pd.isna(r.auc_lo) else f"[{r.auc_lo:.3f}, {r.auc_hi:.3f}]",
-                _mean_std(r.sensitivity_mean, r.sensitivity_std),
-                _mean_std(r.specificity_mean, r.specificity_std),
-                "—" if pd.isna(r.f1_mean) else f"{r.f1_mean:.3f}",
-                "—" if pd.isna(r.epochs_mean) else f"{r.epochs_mean:.1f}",
-                _duration(r.wall_time_s),
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
-    ]
-    lines.append("★ best mean AUC · ≈ its AUC interval overlaps the best's: not distinguishable")
-    for s in df.attrs.get("skipped", []):
-        lines.append(f"skipped {setting_label(s['setting'])}: {s['reason']}")
-    return "\n".join(lines)
 
 
 def _argument_problems(
@@ -604,7 +502,7 @@ def _settings(
         ]
         skippable = True
 
-    base_key = _key(_values_at(base.model_dump(mode="json"), varied), varied)
+    base_key = key_of(values_at(base.model_dump(mode="json"), varied), varied)
     seen: dict[str, str] = {}
     settings: list[tuple[dict[str, Any], RunConfig]] = []
     skipped: list[Skipped] = []
@@ -620,8 +518,8 @@ def _settings(
             skipped.append(Skipped(setting=changes, reason="; ".join(err.problems)))
             continue
         as_json = cfg.model_dump(mode="json")
-        setting = _values_at(as_json, list(changes))
-        key = _key(_values_at(as_json, varied), varied)
+        setting = values_at(as_json, list(changes))
+        key = key_of(values_at(as_json, varied), varied)
         # one_at_a_time lists each factor's base value too; that is the base setting again.
         if mode == "one_at_a_time" and changes and key == base_key:
             continue
@@ -655,7 +553,7 @@ def _build(where: str, cfg: RunConfig, changes: dict[str, Any]) -> RunConfig:
         raise ConfigError([f"{where}: {problem}" for problem in err.problems]) from None
 
 
-def _values_at(config: dict[str, Any], fields: list[str]) -> dict[str, Any]:
+def values_at(config: dict[str, Any], fields: list[str]) -> dict[str, Any]:
     """The value of each dotted field in a JSON config dict (None where the field is absent)."""
     values = {}
     for field in fields:
@@ -666,7 +564,7 @@ def _values_at(config: dict[str, Any], fields: list[str]) -> dict[str, Any]:
     return values
 
 
-def _key(values: dict[str, Any], fields: list[str]) -> str:
+def key_of(values: dict[str, Any], fields: list[str]) -> str:
     """A hashable identity of a setting: its varied fields' values as JSON, in field order."""
     return json.dumps([values.get(field) for field in fields])
 
@@ -682,50 +580,6 @@ def _run_name(suite: str, label: str, seed: int) -> str:
     if len(head) > room:
         head = head[: room - 1] + "…"
     return head + tail
-
-
-def _row(label: str, runs: list[Run]) -> dict[str, Any]:
-    """One summary row: counts over all runs, statistics over the succeeded ones."""
-    ok = [r for r in runs if r.status == "succeeded"]
-
-    def column(values: Iterable[Any]) -> pd.Series:
-        # dtype float turns a missing metric (None) into NaN, which means and stds skip.
-        return pd.Series(list(values), dtype=float)
-
-    auc = column(r.auc for r in ok)
-    sensitivity = column(r.sensitivity for r in ok)
-    specificity = column(r.specificity for r in ok)
-    return {
-        "setting": label,
-        "runs": len(runs),
-        "succeeded": len(ok),
-        "auc_mean": auc.mean(),
-        "auc_std": auc.std(),
-        "auc_lo": column(r.auc_lo for r in ok).mean(),
-        "auc_hi": column(r.auc_hi for r in ok).mean(),
-        "sensitivity_mean": sensitivity.mean(),
-        "sensitivity_std": sensitivity.std(),
-        "specificity_mean": specificity.mean(),
-        "specificity_std": specificity.std(),
-        "f1_mean": column(r.f1 for r in ok).mean(),
-        "epochs_mean": column(r.metrics.get("epochs_trained") for r in ok).mean(),
-        "wall_time_s": float(sum(r.duration_s or 0.0 for r in runs)),
-    }
-
-
-def _mean_std(mean: float, std: float) -> str:
-    if pd.isna(mean):
-        return "—"
-    return f"{mean:.3f}" if pd.isna(std) else f"{mean:.3f} ± {std:.3f}"
-
-
-def _duration(seconds: float) -> str:
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    return f"{s // 3600}h {s % 3600 // 60:02d}m"
 
 
 def _spec_problems(err: ValidationError) -> list[str]:

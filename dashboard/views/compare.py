@@ -6,6 +6,15 @@ import streamlit as st
 
 from dashboard import charts, tables, ui
 from pipeline import experiments
+from pipeline import summary as suite_summary
+
+METRIC_NAMES = {
+    "auc": "AUC",
+    "sensitivity": "sensitivity",
+    "specificity": "specificity",
+    "ext_auc": "external AUC (mean)",
+    "ext_sens": "external sensitivity (worst)",
+}
 
 st.title("Compare")
 store = ui.store()
@@ -122,56 +131,69 @@ with tab_suite:
             key="cmp.suite",
         )
         try:
-            summary = experiments.summary(store, suite_id)
+            summary = suite_summary.summary(store, suite_id)
         except ValueError as err:
             st.error(str(err))
             st.stop()
         st.caption(summary.attrs.get("question", ""))
+        external = bool(summary["ext_auc_mean"].notna().any())
+        choices = ["auc", "sensitivity", "specificity"] + (
+            ["ext_auc", "ext_sens"] if external else []
+        )
         metric = st.segmented_control(
             "Metric",
-            ["auc", "sensitivity", "specificity"],
-            default="auc",
+            choices,
+            default="ext_auc" if external else "auc",
+            format_func=METRIC_NAMES.get,
             key="cmp.suite_metric",
         )
         st.plotly_chart(charts.factor_chart(summary, metric or "auc"), key="cmp.factor")
-        shown = pd.DataFrame(
-            {
-                "": [
-                    "★" if b else "≈" if i else ""
-                    for b, i in zip(summary["best"], summary["indistinguishable"], strict=True)
-                ],
-                "setting": summary["setting"],
-                "ok / runs": [
-                    f"{s}/{r}" for s, r in zip(summary["succeeded"], summary["runs"], strict=True)
-                ],
-                "AUC": [
-                    tables.mean_std(m, s)
-                    for m, s in zip(summary["auc_mean"], summary["auc_std"], strict=True)
-                ],
-                "AUC 95% CI": [
-                    "—" if pd.isna(lo) else f"{lo:.3f}–{hi:.3f}"
-                    for lo, hi in zip(summary["auc_lo"], summary["auc_hi"], strict=True)
-                ],
-                "sensitivity": [
-                    tables.mean_std(m, s)
-                    for m, s in zip(
-                        summary["sensitivity_mean"], summary["sensitivity_std"], strict=True
-                    )
-                ],
-                "specificity": [
-                    tables.mean_std(m, s)
-                    for m, s in zip(
-                        summary["specificity_mean"], summary["specificity_std"], strict=True
-                    )
-                ],
-                "F1": [ui.fmt(v) for v in summary["f1_mean"]],
-                "wall time": [ui.duration(v) for v in summary["wall_time_s"]],
+
+        def vs_ref(metric: str) -> list[str]:
+            return [
+                "ref" if ref else suite_summary.p_text(p, verdict)
+                for ref, p, verdict in zip(
+                    summary["reference"],
+                    summary[f"{metric}_p"],
+                    summary[f"{metric}_vs_ref"],
+                    strict=True,
+                )
+            ]
+
+        def cells(metric: str) -> list[str]:
+            return [
+                suite_summary.mean_std(m, s)
+                for m, s in zip(summary[f"{metric}_mean"], summary[f"{metric}_std"], strict=True)
+            ]
+
+        columns = {
+            "": ["★" if b else "" for b in summary["best"]],
+            "setting": summary["setting"],
+            "ok / runs": [
+                f"{s}/{r}" for s, r in zip(summary["succeeded"], summary["runs"], strict=True)
+            ],
+            "AUC": cells("auc"),
+            "AUC vs ref": vs_ref("auc"),
+        }
+        if external:
+            columns |= {
+                "ext AUC mean": cells("ext_auc"),
+                "ext AUC vs ref": vs_ref("ext_auc"),
+                "ext AUC worst": [ui.fmt(v) for v in summary["ext_auc_worst"]],
+                "ext sens worst": cells("ext_sens"),
+                "ext sens vs ref": vs_ref("ext_sens"),
             }
-        )
-        st.dataframe(shown, hide_index=True, key="cmp.summary")
+        columns |= {
+            "sensitivity": cells("sensitivity"),
+            "specificity": cells("specificity"),
+            "wall time": [ui.duration(v) for v in summary["wall_time_s"]],
+        }
+        st.dataframe(pd.DataFrame(columns), hide_index=True, key="cmp.summary")
+        best = "mean external AUC" if external else "mean AUC"
         st.caption(
-            "★ best mean AUC · ≈ its AUC interval overlaps the best's: not distinguishable. "
-            "Means and standard deviations are over seeds, succeeded runs only."
+            f"★ best {best} · vs ref: p of the paired test against the reference setting (paired "
+            "t over seeds; DeLong on the shared test images for one seed); ▲ better, ▼ worse "
+            f"only when p < {suite_summary.ALPHA}. Means ± std over seeds, succeeded runs only."
         )
         for s in summary.attrs.get("skipped", []):
             st.caption(f"skipped {experiments.setting_label(s['setting'])}: {s['reason']}")

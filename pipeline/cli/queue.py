@@ -138,11 +138,11 @@ def cmd_suites(args: argparse.Namespace) -> int:
 
 
 def cmd_suite(args: argparse.Namespace) -> int:
-    from pipeline import experiments
+    from pipeline import summary
 
     store = open_store()
     suite = store.get_suite(args.suite_id)
-    console.print(experiments.format_summary(experiments.summary(store, suite.id)), markup=False)
+    console.print(summary.format_summary(summary.summary(store, suite.id)), markup=False)
     return 0
 
 
