@@ -106,6 +106,28 @@ def border_artefacts(s: Sample) -> tuple[pd.DataFrame, dict[str, list[int]]]:
     return pd.DataFrame(rows), flagged
 
 
+def artefact_audit(s: Sample, examples: int = 4) -> tuple[pd.DataFrame, list[tuple]]:
+    """Share of each class's sampled images with burned-in boxes and with text or markers
+    (:func:`pipeline.artefacts.artefact_kinds`; columns ``kind``, ``class``, ``share``,
+    ``images``), and up to ``examples`` ``(class, before, marked, after inpainting)`` thumbnails,
+    boxed images first."""
+    rows, shown = [], []
+    for cls, thumbs in s.thumbs.items():
+        kinds = [artefacts.artefact_kinds(img) for img in thumbs]
+        for kind in ("boxes", "marks"):
+            hits = sum(bool(k[kind].any()) for k in kinds)
+            share = hits / len(thumbs) if len(thumbs) else 0.0
+            rows.append({"kind": kind, "class": cls, "share": share, "images": hits})
+        order = sorted(range(len(kinds)), key=lambda i: -int(kinds[i]["boxes"].sum()))
+        for i in order[: examples // 2]:
+            mask = kinds[i]["boxes"] | kinds[i]["marks"]
+            if mask.any():
+                marked = np.repeat(thumbs[i][..., None], 3, axis=2)
+                marked[mask] = (230, 60, 60)
+                shown.append((cls, thumbs[i], marked, artefacts.inpaint(thumbs[i], mask)))
+    return pd.DataFrame(rows), shown
+
+
 def duplicate_groups(index: DatasetIndex, limit: int = 12) -> list[list[ImageRecord]]:
     """Near-duplicate groups (more than one image), largest first, at most ``limit`` of them."""
     members: dict[str, list[ImageRecord]] = {}

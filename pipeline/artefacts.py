@@ -68,12 +68,19 @@ FLAT_BAND = 3.0  # a border row or column with a std below this (of 255) is a un
 
 
 def find_artefacts(image: np.ndarray) -> np.ndarray:
-    """Boolean mask (same shape as the gray uint8 ``image``) of burned-in marks.
+    """Boolean mask (same shape as the gray uint8 ``image``) of burned-in marks: the union of
+    :func:`artefact_kinds`."""
+    kinds = artefact_kinds(image)
+    return kinds["boxes"] | kinds["marks"]
 
-    Two kinds: solid near-white rectangles anywhere (``WHITE``, at least ``MIN_FILL`` of their
-    bounding box, the size of an anonymisation box or a label), and small bright strokes that
-    stand out from their surroundings within ``EDGE_BAND`` of an edge (text, "PA"/"L" markers).
-    The lungs lie inside the edge band, so the lung fields are never marked by the second rule.
+
+def artefact_kinds(image: np.ndarray) -> dict[str, np.ndarray]:
+    """Boolean masks of the two kinds of burned-in marks in a gray uint8 ``image``.
+
+    ``boxes``: solid near-white rectangles anywhere (``WHITE``, at least ``MIN_FILL`` of their
+    bounding box, the size of an anonymisation box or a label). ``marks``: small bright strokes
+    that stand out from their surroundings within ``EDGE_BAND`` of an edge (text, "PA"/"L"
+    markers). The lungs lie inside the edge band, so the lung fields are never marked as text.
     """
     image = np.asarray(image)
     h, w = image.shape
@@ -95,8 +102,7 @@ def find_artefacts(image: np.ndarray) -> np.ndarray:
         (strokes & band).astype(np.uint8), connectivity=8
     )
     small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] <= MAX_STROKE_AREA * h * w)
-    mask |= np.isin(labels, small[small > 0])
-    return mask
+    return {"boxes": mask, "marks": np.isin(labels, small[small > 0]) & ~mask}
 
 
 def inpaint(image: np.ndarray, mask: np.ndarray) -> np.ndarray:

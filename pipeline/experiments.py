@@ -377,6 +377,18 @@ def expand(
     return plan
 
 
+def missing_folders(plan: Iterable[Planned]) -> list[str]:
+    """The planned runs' external folders that are not on this machine, one line each (a run
+    would fail on them after its preprocessing; say so before queueing)."""
+    missing = {f for p in plan for f in p.config.data.external if not Path(f).is_dir()}
+    return [
+        f"data.external: no such folder {f}; a suite with external sets needs them on the "
+        "workers' machine (../shared/data beside the checkout), or leave them out with "
+        "data.external=[]"
+        for f in sorted(missing)
+    ]
+
+
 def load_suite_file(path: str | Path) -> SuiteSpec:
     """Read a custom suite from a ``.yaml``/``.yml`` or ``.json`` file (module docstring example).
 

@@ -528,6 +528,10 @@ def test_dataset_page_describes_a_folder_and_lists_bad_files(isolated_store, tmp
     assert shown["bad files"] == "1"
     bad = next(d.value for d in at.dataframe if "reason" in d.value.columns)
     assert list(bad["file"]) == ["Normal/broken.png"]
+    # Burned-in marks per class: the phantoms carry none.
+    marks = next(d.value for d in at.dataframe if "solid boxes" in d.value.index)
+    assert set(marks.index) == {"solid boxes", "text and markers"}
+    assert (marks.to_numpy() == 0).all()
     # Lung fields of the sample, on request: counted per class, outlines on the thumbnails.
     assert not any("mean_share" in d.value.columns for d in at.dataframe)
     at.toggle(key="ds.lungs_on").set_value(True).run()

@@ -230,6 +230,27 @@ st.caption(
     "learn; check its heatmaps on the Explain page, or crop or mask it."
 )
 
+st.subheader("Burned-in marks, and what removing them does")
+audit, shown = imaging.artefact_audit(s)
+c_share, c_pairs = st.columns([1, 2])
+share = audit.pivot(index="kind", columns="class", values="share").rename(
+    index={"boxes": "solid boxes", "marks": "text and markers"}
+)
+c_share.dataframe(share.style.format("{:.0%}"), key="ds.marks")
+with c_pairs:
+    for cls, before, marked, after in shown:
+        st.image(
+            [before, marked, after],
+            caption=[f"{cls}: as stored", "marks found", "inpainted (data.artefacts=inpaint)"],
+            width=150,
+        )
+st.caption(
+    "Share of the sampled images of each class with burned-in marks (pipeline.artefacts): "
+    "solid near-white boxes anywhere, and small bright text or markers near the edges. A mark "
+    "far commoner in one class is a shortcut; train with data.artefacts=inpaint (shown) or "
+    "crop_border, and compare the runs' external AUC."
+)
+
 st.subheader("Near-duplicate groups")
 groups = imaging.duplicate_groups(index, limit=6)
 if not groups:

@@ -166,6 +166,9 @@ with tab_suite:
             )
         except ConfigError as err:
             problems = err.problems
+        else:
+            problems = experiments.missing_folders(plan)
+            plan = None if problems else plan
     if problems:
         st.error("\n\n".join(problems), icon=":material/error:")
     if plan is not None:

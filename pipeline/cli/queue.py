@@ -41,6 +41,9 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         mode="grid" if args.grid else None,
         overrides=overrides,
     )
+    missing = experiments.missing_folders(planned)
+    if missing:
+        raise ValueError("\n".join(missing))
     suite, runs = experiments.enqueue(store, spec, planned)
     console.print(
         f"queued suite {suite.id} ({spec.name}: {spec.question}) with {len(runs)} runs; start "
