@@ -119,3 +119,48 @@ def test_the_same_folder_twice_is_refused(tmp_path):
     index = preprocess.load_index(a)
     with pytest.raises(ValueError, match="listed twice"):
         sources.combine([index, index])
+
+
+def test_a_smoke_run_trains_on_two_sources_with_balanced_weights(tmp_path, capsys, monkeypatch):
+    import csv
+    import json
+
+    from db import RunStore
+    from pipeline import inputs, train
+    from pipeline.cli import main
+
+    a, b = two_sources(tmp_path)
+    # Through the CLI's --data, as a user would give two folders.
+    assert main(["train", "--preset", "smoke", "--data", str(a), str(b), "--name", "two"]) == 0
+    capsys.readouterr()
+    (run,) = RunStore().list_runs()
+    assert run.status == "succeeded"
+    assert run.config["data"]["path"] == [str(a.resolve()), str(b.resolve())]
+    folder = Path(run.artifacts_dir)
+    split = json.loads((folder / "split.json").read_text())
+    # Paths are relative to the common parent: each names its source, and both are in test.
+    assert {p.split("/")[0] for p in split["test"]} == {"a", "b"}
+    assert split["data_fingerprint"] == run.data_fingerprint
+    with (folder / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert all((tmp_path / r["path"]).is_file() for r in rows)
+
+    seen = []
+    make_dataset = inputs.make_dataset
+
+    def spy(arrays, labels, indices, **kwargs):
+        if kwargs.get("training"):
+            seen.append((indices, kwargs.get("weights")))
+        return make_dataset(arrays, labels, indices, **kwargs)
+
+    monkeypatch.setattr(inputs, "make_dataset", spy)
+    cfg = preset(
+        "smoke", **{"data.path": [str(a), str(b)], "train.balance_sources": True, "seed": 1}
+    )
+    assert train.run(cfg, RunStore()).status == "succeeded"
+    ((train_idx, weights),) = seen
+    source = sources.load_index(cfg.data.sources).sources[train_idx]
+    # About 42 training images of a/ and 28 of b/, and each source weighs the same in the loss.
+    assert weights[train_idx][source == 0].sum() == pytest.approx(
+        weights[train_idx][source == 1].sum()
+    )
