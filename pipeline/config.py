@@ -60,12 +60,19 @@ class DataConfig(_Section):
     pca_components: int | None = Field(
         None, ge=1, le=4096, description="PCA denoising: keep this many components (None = off)"
     )
+    # Declared as on main, where the run evaluates these folders at the end of training; the
+    # leave-one-source-out suite mode (pipeline.experiments) names its held-out folder here.
+    external: tuple[str, ...] = Field(
+        (),
+        description="dataset folders from other hospitals: after training the run is evaluated "
+        "on each at its validated threshold (a folder of TB images alone gives sensitivity)",
+    )
     val_fraction: float = Field(0.1, ge=0.05, le=0.4, description="share of all images")
     test_fraction: float = Field(0.2, ge=0.05, le=0.5, description="share of all images")
 
     @field_validator("path")
     @classmethod
-    def _distinct_folders(cls, v: str | tuple[str, ...]) -> str | tuple[str, ...]:
+    def _distinct_sources(cls, v: str | tuple[str, ...]) -> str | tuple[str, ...]:
         if isinstance(v, str):
             return v
         if not v:
