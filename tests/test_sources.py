@@ -164,3 +164,20 @@ def test_a_smoke_run_trains_on_two_sources_with_balanced_weights(tmp_path, capsy
     assert weights[train_idx][source == 0].sum() == pytest.approx(
         weights[train_idx][source == 1].sum()
     )
+
+
+def test_inspect_counts_each_source_and_class_and_the_radiographs_they_share(tmp_path, capsys):
+    import json
+    import shutil
+
+    from pipeline.cli import main
+
+    a, b = two_sources(tmp_path)
+    shutil.copy(a / "Tuberculosis" / "tb-0002.png", b / "tb" / "copy.png")
+    assert main(["inspect", "--data", str(a), str(b), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [(s["name"], s["normal"], s["tb"]) for s in out["sources"]] == [
+        ("a", 50, 10),
+        ("b", 20, 21),
+    ]
+    assert len(out["cross_source_duplicate_groups"]) == 1
