@@ -50,7 +50,9 @@ def to_widget_values(config: dict[str, Any]) -> dict[str, Any]:
         node: Any = config
         for part in dotted.split("."):
             node = node.get(part) if isinstance(node, dict) else None
-        if _is_tuple(info.annotation):
+        if _is_folders(info.annotation):
+            node = node if isinstance(node, str) else "\n".join(node or ())
+        elif _is_tuple(info.annotation):
             node = ", ".join(str(v) for v in node or ())
         elif info.annotation is float and node is not None:
             node = float(node)
@@ -137,6 +139,17 @@ def _is_tuple(annotation: Any) -> bool:
     return typing.get_origin(annotation) is tuple
 
 
+def _is_folders(annotation: Any) -> bool:
+    """Folders, one per line in a text area: ``data.path`` (one or several) and
+    ``data.external`` (none or several)."""
+    return tuple[str, ...] in (annotation, *typing.get_args(annotation))
+
+
+def folder_lines(text: str) -> list[str]:
+    """The non-empty lines of a text area, stripped: one folder each."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 def _optional_int(annotation: Any) -> bool:
     return isinstance(annotation, types.UnionType) and set(typing.get_args(annotation)) == {
         int,
@@ -161,6 +174,11 @@ def _widget(dotted: str, info: FieldInfo, problems: list[str]) -> Any:
         return st.number_input(
             label, step=_step(info.default), format="%g", key=key, help=help_text
         )
+    if _is_folders(annotation):
+        text = st.text_area(label, key=key, help=f"one folder per line; {help_text}", height=68)
+        folders = folder_lines(text)
+        # A single folder stays a string, as data.path has always been.
+        return folders[0] if str in typing.get_args(annotation) and len(folders) == 1 else folders
     if _is_tuple(annotation):
         text = st.text_input(label, key=key, help=help_text)
         return _parse_ints(dotted, text, problems)

@@ -71,7 +71,7 @@ def site_calibration(
     The site threshold is chosen by the run's own rule on the calibration part and reported on
     the check part (see :func:`pipeline.calibration.calibrate_site`).
     """
-    if Path(data_path).resolve() == Path(predictor.config.data.path).resolve():
+    if any(Path(data_path).resolve() == Path(p).resolve() for p in predictor.config.data.sources):
         raise ValueError(
             f"{data_path} is the data this run was trained on; a site calibration needs "
             "labelled X-rays from the site itself, which the model has never seen"
