@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from db import ExternalEval, Run
+from db import ExternalSummary, Run
 
 # Short names for the config fields people filter and sort by most; each is also present under
 # its dotted name with the rest of the config.
@@ -48,6 +48,13 @@ METRICS: tuple[str, ...] = (
     "precision",
     "threshold",
 )
+# A run's external evaluations, summarised (see db.ExternalSummary): rankable like the metrics.
+EXTERNAL: dict[str, str] = {
+    "ext_auc_mean": "auc_mean",
+    "ext_auc_worst": "auc_worst",
+    "ext_sens_mean": "sensitivity_mean",
+    "ext_sens_worst": "sensitivity_worst",
+}
 # The leaderboard's default columns, in order (the rest can be added in the page).
 DEFAULT_COLUMNS: tuple[str, ...] = (
     "name",
@@ -60,7 +67,9 @@ DEFAULT_COLUMNS: tuple[str, ...] = (
     "f1",
     "accuracy",
     "who_met",
-    "ext_auc",
+    "ext_auc_mean",
+    "ext_auc_worst",
+    "ext_sens_worst",
     "duration_s",
     "suite",
     "image_size",
@@ -111,13 +120,14 @@ def progress(run: Run) -> str:
 def leaderboard(
     runs: Iterable[Run],
     suites: dict[str, str] | None = None,
-    externals: dict[str, ExternalEval] | None = None,
+    externals: dict[str, ExternalSummary] | None = None,
 ) -> pd.DataFrame:
     """One row per run: id, name, status, progress, suite, metrics, key config, dotted config.
 
-    ``suites`` maps suite ids to names; ``externals`` maps run ids to their newest external
-    evaluation (its AUC becomes ``ext_auc``). Metric columns are float (NaN until a run has
-    them); ``auc_ci`` is the interval as text; ``created`` is a timezone-aware timestamp.
+    ``suites`` maps suite ids to names; ``externals`` maps run ids to the summary of their
+    external evaluations (columns :data:`EXTERNAL`: mean and worst external AUC and sensitivity,
+    and ``ext_sets``, the number of external folders). Metric columns are float (NaN until a run
+    has them); ``auc_ci`` is the interval as text; ``created`` is a timezone-aware timestamp.
     """
     suites = suites or {}
     externals = externals or {}
@@ -140,7 +150,8 @@ def leaderboard(
             "auc_hi": run.auc_hi,
             "auc_ci": f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "",
             "who_met": run.who_met,
-            "ext_auc": ext.auc if ext else None,
+            **{c: getattr(ext, field) if ext else None for c, field in EXTERNAL.items()},
+            "ext_sets": len(ext.datasets) if ext else 0,
             "duration_s": run.duration_s,
             "error": (run.error or "").strip().splitlines()[-1] if run.error else "",
         }
@@ -152,7 +163,7 @@ def leaderboard(
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    for column in (*METRICS, "auc_lo", "auc_hi", "ext_auc", "duration_s", "epoch"):
+    for column in (*METRICS, *EXTERNAL, "auc_lo", "auc_hi", "duration_s", "epoch"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     return frame
 

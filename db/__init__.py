@@ -8,7 +8,16 @@ from __future__ import annotations
 from db.errors import RunNotFound, StoreError
 from db.migrate import StoreVersionError
 from db.models import RUN_STATUSES
-from db.records import Calibration, Epoch, ExternalEval, Promotion, Run, Suite, Worker
+from db.records import (
+    Calibration,
+    Epoch,
+    ExternalEval,
+    ExternalSummary,
+    Promotion,
+    Run,
+    Suite,
+    Worker,
+)
 from db.store import EPOCH_METRICS, RunStore, default_url
 
 __all__ = [
@@ -17,6 +26,7 @@ __all__ = [
     "Calibration",
     "Epoch",
     "ExternalEval",
+    "ExternalSummary",
     "Promotion",
     "Run",
     "RunNotFound",

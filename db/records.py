@@ -138,6 +138,39 @@ class ExternalEval:
 
 
 @dataclass(frozen=True)
+class ExternalSummary:
+    """A run's external evaluations at a glance: the newest one per dataset folder, summarised.
+
+    AUCs come from folders with both classes, sensitivities from folders with TB images; a mean
+    or worst value is None when no folder could measure it.
+    """
+
+    run_id: str
+    datasets: tuple[str, ...]
+    auc_mean: float | None
+    auc_worst: float | None
+    sensitivity_mean: float | None
+    sensitivity_worst: float | None
+
+    @classmethod
+    def of(cls, run_id: str, evals: list[ExternalEval]) -> ExternalSummary:
+        """Summarise ``evals`` (newest first; older evaluations of the same folder ignored)."""
+        newest: dict[str, ExternalEval] = {}
+        for e in evals:
+            newest.setdefault(e.dataset_path, e)
+        aucs = [e.auc for e in newest.values() if e.auc is not None]
+        sens = [e.sensitivity for e in newest.values() if e.sensitivity is not None]
+        return cls(
+            run_id=run_id,
+            datasets=tuple(sorted(newest)),
+            auc_mean=sum(aucs) / len(aucs) if aucs else None,
+            auc_worst=min(aucs) if aucs else None,
+            sensitivity_mean=sum(sens) / len(sens) if sens else None,
+            sensitivity_worst=min(sens) if sens else None,
+        )
+
+
+@dataclass(frozen=True)
 class Promotion:
     """A run promoted to be served by the public app, when, and with which site calibration."""
 

@@ -40,6 +40,7 @@ from db.records import (
     RUN_SCALARS,
     Epoch,
     ExternalEval,
+    ExternalSummary,
     Run,
     Suite,
     epoch_record,
@@ -255,8 +256,13 @@ class RunStore(QueueMixin, ServingMixin):
         data_fingerprint: str,
         versions: Mapping[str, Any],
         duration_s: float,
+        external_evals: Sequence[tuple[str, str, Mapping[str, Any]]] = (),
     ) -> Run:
         """Record a successful run's results in one transaction: status ``succeeded``.
+
+        ``external_evals``: the run's evaluations on its external sets, as ``(dataset_path,
+        data_fingerprint, metrics)`` (see :meth:`add_external_eval`), stored in the same
+        transaction, so a run is never shown finished with only some of them.
 
         The leaderboard columns come from ``metrics`` keys ``auc``, ``auc_ci`` ([lo, hi]),
         ``sensitivity``, ``sensitivity_ci``, ``specificity``, ``specificity_ci``, ``f1``,
@@ -265,7 +271,7 @@ class RunStore(QueueMixin, ServingMixin):
         NaN and infinities stored as null. Raises StoreError unless the run is running.
         """
         with self.session() as s:
-            return run_record(
+            finished = run_record(
                 transition(
                     s,
                     run_id,
@@ -282,6 +288,8 @@ class RunStore(QueueMixin, ServingMixin):
                     **metric_columns(metrics, RUN_SCALARS, RUN_INTERVALS),
                 )
             )
+            s.add_all(_external_row(run_id, *e) for e in external_evals)
+            return finished
 
     def fail_run(self, run_id: str, error: str, duration_s: float | None = None) -> Run:
         """Mark a queued or running run ``failed``, keeping ``error`` (the traceback) for display.
@@ -325,29 +333,44 @@ class RunStore(QueueMixin, ServingMixin):
         with self.session() as s:
             if s.get(RunRow, run_id) is None:
                 raise not_found(run_id)
-            n = metrics.get("n")
-            row = ExternalEvalRow(
-                run_id=run_id,
-                dataset_path=dataset_path,
-                data_fingerprint=data_fingerprint,
-                n_images=None if n is None else int(n),
-                metrics_json=to_json(metrics),
-                created_at=utc_now(),
-                **metric_columns(metrics, EXTERNAL_SCALARS, EXTERNAL_INTERVALS),
-            )
+            row = _external_row(run_id, dataset_path, data_fingerprint, metrics)
             s.add(row)
             s.flush()
             return external_eval_record(row)
 
     def external_evals(self, run_id: str) -> list[ExternalEval]:
         """The run's external evaluations, newest first."""
-        query = (
-            select(ExternalEvalRow)
-            .where(ExternalEvalRow.run_id == run_id)
-            .order_by(ExternalEvalRow.created_at.desc(), ExternalEvalRow.id.desc())
-        )
+        query = _newest_first(select(ExternalEvalRow).where(ExternalEvalRow.run_id == run_id))
         with self.session() as s:
             return [external_eval_record(row) for row in s.scalars(query)]
+
+    def external_summaries(self) -> dict[str, ExternalSummary]:
+        """Every run that has external evaluations -> their :class:`ExternalSummary`, read in
+        one query (the leaderboard shows it for every run)."""
+        by_run: dict[str, list[ExternalEval]] = {}
+        with self.session() as s:
+            for row in s.scalars(_newest_first(select(ExternalEvalRow))):
+                by_run.setdefault(row.run_id, []).append(external_eval_record(row))
+        return {run_id: ExternalSummary.of(run_id, evals) for run_id, evals in by_run.items()}
+
+
+def _newest_first(query: Any) -> Any:
+    return query.order_by(ExternalEvalRow.created_at.desc(), ExternalEvalRow.id.desc())
+
+
+def _external_row(
+    run_id: str, dataset_path: str, data_fingerprint: str, metrics: Mapping[str, Any]
+) -> ExternalEvalRow:
+    n = metrics.get("n")
+    return ExternalEvalRow(
+        run_id=run_id,
+        dataset_path=dataset_path,
+        data_fingerprint=data_fingerprint,
+        n_images=None if n is None else int(n),
+        metrics_json=to_json(metrics),
+        created_at=utc_now(),
+        **metric_columns(metrics, EXTERNAL_SCALARS, EXTERNAL_INTERVALS),
+    )
 
 
 def _prepare_sqlite(engine: Engine) -> None:

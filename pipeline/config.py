@@ -54,14 +54,24 @@ class DataConfig(_Section):
     roi_margin: float = Field(
         0.05, ge=0, le=0.5, description="lung_crop: margin around the lungs, share of the box"
     )
+    # Why: the collection's marks and grey levels are shortcuts (pipeline/artefacts.py,
+    # pipeline/intensity.py); both steps run before the lung ROI and enhancement.
+    artefacts: Literal["keep", "inpaint", "crop_border"] = Field(
+        "keep",
+        description="keep: as is; inpaint: burned-in boxes, text and markers filled in; "
+        "crop_border: uniform bands trimmed and a border band cut off (bottom fifth)",
+    )
+    intensity: Literal["none", "percentile", "hist_match"] = Field(
+        "none",
+        description="percentile: clip to the 1st-99th percentile and stretch; hist_match: "
+        "grey levels mapped onto the shipped reference distribution",
+    )
     normalisation: Literal["unit", "zscore"] = Field(
         "unit", description="unit: [0, 1]; zscore: per-image mean 0, std 1"
     )
     pca_components: int | None = Field(
         None, ge=1, le=4096, description="PCA denoising: keep this many components (None = off)"
     )
-    # Declared as on main, where the run evaluates these folders at the end of training; the
-    # leave-one-source-out suite mode (pipeline.experiments) names its held-out folder here.
     external: tuple[str, ...] = Field(
         (),
         description="dataset folders from other hospitals: after training the run is evaluated "
@@ -104,6 +114,26 @@ class DataConfig(_Section):
         relative to: ``path`` itself for one folder, the folders' common parent for several."""
         return data_root(self.path)
 
+    @field_validator("external")
+    @classmethod
+    def _distinct_folders(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        folders = [os.path.normpath(p.strip()) for p in v]
+        if any(not p.strip() for p in v):
+            raise ValueError("an external folder is an empty path")
+        if len(set(folders)) < len(folders):
+            raise ValueError(f"an external folder is listed twice ({list(v)})")
+        return tuple(folders)
+
+    @model_validator(mode="after")
+    def _external_is_not_the_training_data(self) -> DataConfig:
+        for folder in self.sources:
+            if os.path.normpath(folder) in self.external:
+                raise ValueError(
+                    f"external: {folder} is training data itself; external folders must "
+                    "hold X-rays from elsewhere"
+                )
+        return self
+
     @model_validator(mode="after")
     def _enough_training_data(self) -> DataConfig:
         if self.val_fraction + self.test_fraction > 0.7:
@@ -122,6 +152,29 @@ class AugmentConfig(_Section):
     horizontal_flip: bool = False
     zoom: float = Field(0.1, ge=0, le=0.5, description="max zoom in/out, fraction")
     brightness: float = Field(0.1, ge=0, le=0.5, description="max brightness shift, fraction")
+    # Appearance: what another machine or hospital changes (pipeline/appearance.py). All off by
+    # default; each is drawn per image (blur and resampling per batch, on a random half).
+    gamma: float = Field(0.0, ge=0, le=1, description="gamma drawn from [1/(1+g), 1+g]; 0 = off")
+    contrast: float = Field(
+        0.0, ge=0, lt=1, description="contrast scaled by [1-c, 1+c] about the mean; 0 = off"
+    )
+    blur: float = Field(0.0, ge=0, le=4, description="max Gaussian blur sigma, pixels; 0 = off")
+    noise: float = Field(
+        0.0, ge=0, le=0.2, description="max Gaussian noise std, fraction of the range; 0 = off"
+    )
+    resample: float = Field(
+        1.0, ge=1, le=4, description="down-sample by up to this factor and back; 1 = off"
+    )
+    jpeg: int = Field(
+        0, ge=0, le=95, description="re-encode as JPEG at quality from this to 95; 0 = off"
+    )
+
+    @field_validator("jpeg")
+    @classmethod
+    def _jpeg_quality(cls, v: int) -> int:
+        if 0 < v < 10:
+            raise ValueError("a JPEG quality below 10 destroys the image; use 10-95, or 0 (off)")
+        return v
 
 
 class ModelConfig(_Section):

@@ -172,6 +172,7 @@ def scan(
     label_map: dict[str, int] | None = None,
     progress: bool = False,
     dup_distance: int = DUP_DISTANCE,
+    one_class: bool = False,
 ) -> DatasetIndex:
     """Find, decode, hash and label every image of a dataset folder.
 
@@ -184,14 +185,16 @@ def scan(
 
     Decoding runs on a thread pool (PIL releases the GIL while decoding); ``progress`` shows a
     tqdm bar. Raises :class:`DatasetLayoutError` when the layout is not recognised or a class
-    has no usable image.
+    has no usable image. ``one_class``: a folder of one class only is accepted too (one class
+    folder, e.g. ``Tuberculosis/`` alone, or NLM names of one class) — for external evaluation,
+    which then reports sensitivity (or specificity) alone; training always needs both.
     """
     if not 0 <= dup_distance <= 64:
         raise ValueError(f"dup_distance is a number of pHash bits, 0..64; got {dup_distance}")
     base = Path(root).expanduser().resolve()
     if not base.is_dir():
         raise DatasetLayoutError(f"dataset folder {base} does not exist or is not a folder")
-    layout, candidates, bad = _find_files(base, label_map)
+    layout, candidates, bad = _find_files(base, label_map, one_class)
     candidates.sort(key=lambda item: _relative(item[0], base))
     workers = min(16, (os.cpu_count() or 1) + 4)
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -202,8 +205,9 @@ def scan(
 
     found = [o for o in outcomes if not isinstance(o, BadFile)]
     bad += [o for o in outcomes if isinstance(o, BadFile)]
+    present = {f.label for f in found}
     for label, name in CLASS_NAMES.items():
-        if not any(f.label == label for f in found):
+        if label not in present and not (one_class and present):
             raise DatasetLayoutError(
                 f"{base}: no usable {name} image found (layout {layout!r}, "
                 f"{len(bad)} bad files); a dataset needs both classes"
@@ -313,16 +317,16 @@ def _read_one(item: tuple[Path, int]) -> _Found | BadFile:
 
 
 def _find_files(
-    base: Path, label_map: dict[str, int] | None
+    base: Path, label_map: dict[str, int] | None, one_class: bool = False
 ) -> tuple[str, list[tuple[Path, int]], list[BadFile]]:
     """Detect the layout; return its name, the (file, label) pairs to read and early bad files."""
     if label_map is not None:
         folders = _label_map_folders(base, label_map)
         return "label_map", _class_folder_files(folders), _nested_dirs_as_bad(folders)
-    found = _layout_in(base)
+    found = _layout_in(base, one_class)
     if found is not None:
         return found
-    nested = {d: f for d in _subdirs(base) if (f := _layout_in(d)) is not None}
+    nested = {d: f for d in _subdirs(base) if (f := _layout_in(d, one_class)) is not None}
     if len(nested) > 1:
         names = ", ".join(d.name + "/" for d in nested)
         raise DatasetLayoutError(
@@ -334,9 +338,11 @@ def _find_files(
     raise DatasetLayoutError(_describe_unknown(base))
 
 
-def _layout_in(folder: Path) -> tuple[str, list[tuple[Path, int]], list[BadFile]] | None:
+def _layout_in(
+    folder: Path, one_class: bool = False
+) -> tuple[str, list[tuple[Path, int]], list[BadFile]] | None:
     """The layout found directly in ``folder`` (class folders or NLM names), else None."""
-    folders = _class_folders(folder)
+    folders = _class_folders(folder, one_class)
     if folders is not None:
         names = {p.name.lower() for p in folders}
         layout = "tb_chest_xray_db" if names == {"normal", "tuberculosis"} else "class_folders"
@@ -347,11 +353,12 @@ def _layout_in(folder: Path) -> tuple[str, list[tuple[Path, int]], list[BadFile]
     return None
 
 
-def _class_folders(folder: Path) -> dict[Path, int] | None:
-    """The two class folders directly in ``folder``, or None when the names do not say."""
+def _class_folders(folder: Path, one_class: bool = False) -> dict[Path, int] | None:
+    """The two class folders directly in ``folder`` (or one, if ``one_class``), or None when the
+    names do not say."""
     normal = [d for d in _subdirs(folder) if _folder_key(d.name) in NORMAL_FOLDERS]
     tb = [d for d in _subdirs(folder) if _folder_key(d.name) in TB_FOLDERS]
-    if not normal or not tb:
+    if not (normal or tb) or (not one_class and not (normal and tb)):
         return None
     if len(normal) > 1 or len(tb) > 1:
         found = ", ".join(d.name + "/" for d in normal + tb)
@@ -359,7 +366,7 @@ def _class_folders(folder: Path) -> dict[Path, int] | None:
             f"{folder}: more than one folder per class ({found}); keep one normal and one TB "
             f"folder, or choose two with label_map.\n{_LAYOUT_HELP}"
         )
-    return {normal[0]: NORMAL, tb[0]: TB}
+    return {d: label for ds, label in ((normal, NORMAL), (tb, TB)) for d in ds}
 
 
 def _label_map_folders(base: Path, label_map: dict[str, int]) -> dict[Path, int]:

@@ -220,6 +220,17 @@ class Plan(list[Planned]):
 
 
 _AT_128 = {"data.image_size": 128}
+# The generalisation suite's external sets (../shared/data, beside the checkout) and its
+# appearance augmentation: what a 224-px JPEG copy from a brighter, blurrier machine looks like.
+GENERALISATION_EXTERNAL = ("../shared/data/nlm-224", "../shared/data/montgomery")
+APPEARANCE = {
+    "augment.gamma": 0.3,
+    "augment.contrast": 0.3,
+    "augment.blur": 1.0,
+    "augment.noise": 0.03,
+    "augment.resample": 2.0,
+    "augment.jpeg": 40,
+}
 
 SUITES: dict[str, SuiteSpec] = {
     spec.name: spec
@@ -295,6 +306,29 @@ SUITES: dict[str, SuiteSpec] = {
             },
         ),
         SuiteSpec(
+            name="generalisation",
+            question="which change makes the model find TB on X-rays from other hospitals? each "
+            "shortcut remedy alone against the baseline (artefacts inpainted or cropped, "
+            "intensity standardised, appearance augmentation, lungs only), then all together; "
+            "read by external AUC and sensitivity on nlm-224 and Montgomery, over 3 seeds",
+            base={**_AT_128, "data.external": list(GENERALISATION_EXTERNAL)},
+            settings=[
+                {},
+                {"data.artefacts": "inpaint"},
+                {"data.artefacts": "crop_border"},
+                {"data.intensity": "percentile"},
+                {"data.intensity": "hist_match"},
+                APPEARANCE,
+                {"data.roi": "lung_mask"},
+                {
+                    "data.roi": "lung_mask",
+                    "data.artefacts": "inpaint",
+                    "data.intensity": "hist_match",
+                    **APPEARANCE,
+                },
+            ],
+        ),
+        SuiteSpec(
             name="input-size",
             question="does resolution matter: 128, 224 or 512 px, at about 3x and 16x the "
             "compute of 128 px?",
@@ -364,6 +398,9 @@ def expand(
     if not isinstance(data_path, str):
         data_path = list(data_path)
     changes = {**_flatten(spec.base), **user, _FROM_CALLER: data_path}
+    if "data.external" in changes:
+        # Absolute, like data.path from the CLI and the dashboard: a worker elsewhere finds them.
+        changes["data.external"] = [str(Path(f).resolve()) for f in changes["data.external"]]
     base = _build(f"{where}, base and overrides", preset("baseline"), changes)
     settings, skipped = _settings(spec, mode, base, varied)
     if max_runs is not None and len(settings) > max_runs:

@@ -13,35 +13,72 @@ import numpy as np
 from tqdm import tqdm
 
 from db import Calibration, ExternalEval, RunStore
-from pipeline import calibration, evaluate, preprocess
+from pipeline import calibration, evaluate, overlap, preprocess, sources
+from pipeline.config import RunConfig
 from pipeline.datasets import DatasetIndex
 from pipeline.predictor import Predictor
 
 
+def load_external(
+    folder: str, reference: DatasetIndex | None, *, progress: bool = False
+) -> DatasetIndex:
+    """The index of an external folder (one class accepted), refused with
+    :class:`~pipeline.overlap.OverlapError` if it shares an image with ``reference`` (the run's
+    own data; None when that folder is not on this machine, and then nothing is checked)."""
+    index = preprocess.load_index(folder, progress=progress, one_class=True)
+    if reference is not None:
+        overlap.check_external(reference, index)
+    return index
+
+
+def run_index(config: RunConfig, *, progress: bool = False) -> DatasetIndex | None:
+    """The index of the data a run was trained on (all its sources), or None when one of its
+    folders is not here."""
+    if not all(Path(folder).is_dir() for folder in config.data.sources):
+        return None
+    return sources.load_index(config.data.sources, progress=progress)
+
+
 def score_folder(
-    predictor: Predictor, data_path: str, *, batch_size: int = 64, progress: bool = False
+    predictor: Predictor,
+    data_path: str,
+    *,
+    batch_size: int = 64,
+    progress: bool = False,
+    one_class: bool = False,
 ) -> tuple[DatasetIndex, np.ndarray]:
     """Every image of a dataset folder scored by the run, with the run's own preprocessing."""
-    index = preprocess.load_index(data_path, progress=progress)
+    index = preprocess.load_index(data_path, progress=progress, one_class=one_class)
+    return index, score_index(predictor, index, batch_size=batch_size, progress=progress)
+
+
+def score_index(
+    predictor: Predictor, index: DatasetIndex, *, batch_size: int = 64, progress: bool = False
+) -> np.ndarray:
+    """Every image of ``index`` scored by the run, with the run's own preprocessing."""
     arrays = preprocess.cached_arrays(index, predictor.config.data, progress=progress)
     if predictor.pca is not None:
         arrays = predictor.pca.transform(np.asarray(arrays))
     starts = range(0, len(arrays), batch_size)
-    scores = np.concatenate(
+    return np.concatenate(
         [
             predictor.predict_prepared(arrays[i : i + batch_size])
             for i in tqdm(starts, desc="score", unit="batch", disable=not progress)
         ]
     )
-    return index, scores
 
 
 def evaluate_external(
     store: RunStore, run_id: str, data_path: str, *, batch_size: int = 64, progress: bool = False
 ) -> ExternalEval:
-    """Evaluate run ``run_id`` on the dataset at ``data_path``; the result is stored with it."""
+    """Evaluate run ``run_id`` on the dataset at ``data_path``; the result is stored with it.
+
+    A folder of one class is accepted (sensitivity or specificity alone, no AUC). A folder that
+    shares images with the run's own data is refused (:class:`~pipeline.overlap.OverlapError`).
+    """
     predictor = Predictor.from_store(store, run_id)
-    index, scores = score_folder(predictor, data_path, batch_size=batch_size, progress=progress)
+    index = load_external(data_path, run_index(predictor.config, progress=progress))
+    scores = score_index(predictor, index, batch_size=batch_size, progress=progress)
     result = evaluate.external(
         index.labels,
         scores,

@@ -11,6 +11,9 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from pipeline import appearance as pipeline_appearance
+from pipeline.config import AugmentConfig
+
 
 def class_weights(labels: np.ndarray) -> dict[int, float]:
     """Inverse-frequency weights ``n / (2 n_c)``: both classes weigh the same in the loss."""
@@ -58,6 +61,7 @@ def make_dataset(
     training: bool = False,
     oversample: bool = False,
     seed: int = 0,
+    appearance: AugmentConfig | None = None,
     weights: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """Batches of (uint8 values as float32 (B, S, S, 1), float32 labels (B,)) for ``indices``.
@@ -66,8 +70,10 @@ def make_dataset(
     :func:`pipeline.preprocess.cached_arrays`; only the rows of a batch are read, when the batch
     is made, and the pixels become float32 only then. training: reshuffled every epoch.
     oversample (training only): each batch draws the two classes with equal probability, an
-    epoch still being ``len(indices)`` images. weights: (N,) per-image loss weights, indexed like
-    ``labels`` (e.g. :func:`source_weights`); then batches also carry float32 weights (B,).
+    epoch still being ``len(indices)`` images. appearance (training only): the appearance
+    transforms of :mod:`pipeline.appearance` that it turns on, applied per batch. weights: (N,)
+    per-image loss weights, indexed like ``labels`` (e.g. :func:`source_weights`); then batches
+    also carry float32 weights (B,).
     """
     indices = np.asarray(indices, dtype=np.int64)
     subset_labels = np.asarray(labels)[indices]
@@ -99,8 +105,17 @@ def make_dataset(
             return x, tf.gather(y, positions)
         return x, tf.gather(y, positions), tf.gather(w, positions)
 
-    return (
-        order.batch(batch_size)
-        .map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )
+    batches = order.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    if training and appearance is not None and pipeline_appearance.active(appearance):
+        # One random stream per batch, drawn afresh every epoch, from the run's seed.
+        streams = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+
+        def vary(batch: tuple[tf.Tensor, ...], k: tf.Tensor) -> tuple:
+            key = tf.stack([tf.constant(seed, tf.int64), k])
+            # Labels (and weights, when given) pass through unchanged.
+            return pipeline_appearance.augment(batch[0], appearance, key), *batch[1:]
+
+        batches = tf.data.Dataset.zip(batches, streams).map(
+            vary, num_parallel_calls=tf.data.AUTOTUNE
+        )
+    return batches.prefetch(tf.data.AUTOTUNE)

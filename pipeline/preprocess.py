@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
-from pipeline import datasets, enhance, images
+from pipeline import artefacts, datasets, enhance, images, intensity
 from pipeline.config import DataConfig
 from pipeline.lungs import roi, segmenter
 from pipeline.lungs.masks import Plausibility, plausibility
@@ -42,10 +42,12 @@ def cache_dir() -> Path:
 
 
 def preprocess_image(img: np.ndarray, data: DataConfig) -> np.ndarray:
-    """Grayscale uint8 H×W of any size -> uint8 S×S: lung ROI (``data.roi``), resize (area),
-    enhancement, per ``data``. With ``roi="full"`` the segmenter is not run."""
+    """Grayscale uint8 H×W of any size -> uint8 S×S: artefacts (``data.artefacts``), lung ROI
+    (``data.roi``), resize (area), intensity standardisation, enhancement, per ``data``. With
+    ``roi="full"`` the segmenter is not run."""
     if data.roi == "full":
-        small = images.resize(img, data.image_size)
+        img = artefacts.remove(img, data.artefacts)
+        small = intensity.standardise(images.resize(img, data.image_size), data.intensity)
         return enhance.enhance(
             small, data.enhancement, clahe_clip=data.clahe_clip, clahe_tile=data.clahe_tile
         )
@@ -67,8 +69,10 @@ def preprocess_with_lungs(img: np.ndarray, data: DataConfig) -> LungInput:
     For drawing outlines, for measuring how much of a heatmap lies in the lungs, and for
     refusing images without two plausible lungs.
     """
+    img = artefacts.remove(img, data.artefacts)
     lungs = segmenter.shipped().segment(img)
     small, mask = roi.apply_roi(img, lungs, data.roi, data.image_size, data.roi_margin)
+    small = intensity.standardise(small, data.intensity)
     out = enhance.enhance(
         small, data.enhancement, clahe_clip=data.clahe_clip, clahe_tile=data.clahe_tile
     )
@@ -96,8 +100,12 @@ def load_index(
     label_map: dict[str, int] | None = None,
     progress: bool = False,
     cache: Path | None = None,
+    one_class: bool = False,
 ) -> datasets.DatasetIndex:
-    """:func:`datasets.scan` with the result cached while no file under ``root`` changes."""
+    """:func:`datasets.scan` with the result cached while no file under ``root`` changes.
+
+    ``one_class``: also accept a folder of one class (for external evaluation only).
+    """
     root = Path(root)
     if not root.is_dir():
         raise datasets.DatasetLayoutError(
@@ -109,16 +117,30 @@ def load_index(
     if path.exists():
         try:
             with path.open("rb") as f:
-                return pickle.load(f)
+                index = pickle.load(f)
         except (pickle.UnpicklingError, EOFError, AttributeError):
             # A cache written by another version of the code: scan again and replace it.
             path.unlink()
-    index = datasets.scan(root, label_map=label_map, progress=progress)
+        else:
+            return _check_classes(index, one_class)
+    index = datasets.scan(root, label_map=label_map, progress=progress, one_class=one_class)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     with tmp.open("wb") as f:
         pickle.dump(index, f)
     tmp.replace(path)
+    return index
+
+
+def _check_classes(index: datasets.DatasetIndex, one_class: bool) -> datasets.DatasetIndex:
+    """A cached one-class index (scanned for an external evaluation) is refused as the scan
+    would refuse the folder for training."""
+    missing = [n for c, n in datasets.CLASS_NAMES.items() if not (index.labels == c).any()]
+    if missing and not one_class:
+        raise datasets.DatasetLayoutError(
+            f"{index.root}: no usable {missing[0]} image found (layout {index.layout!r}); "
+            "a dataset needs both classes"
+        )
     return index
 
 
@@ -135,6 +157,13 @@ def array_key(fingerprint: str, data: DataConfig) -> str:
         # A retrained segmenter draws other lungs: its weights are part of the key.
         "segmenter": None if data.roi == "full" else segmenter.shipped_sha256(),
     }
+    # Added only when used, so caches built before these steps existed stay valid.
+    if data.artefacts != "keep":
+        params["artefacts"] = data.artefacts
+    if data.intensity != "none":
+        params["intensity"] = data.intensity
+        if data.intensity == "hist_match":
+            params["reference"] = intensity.shipped_reference().round(3).tolist()
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:24]
 
 

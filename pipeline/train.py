@@ -30,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from tqdm import tqdm
 
 from db import Run, RunStore
-from pipeline import calibration, evaluate, inputs, ood, preprocess, sources
+from pipeline import calibration, evaluate, external, inputs, ood, preprocess, sources
 from pipeline.config import RunConfig
 from pipeline.datasets import DatasetIndex
 from pipeline.enhance import PCADenoiser
@@ -166,6 +166,7 @@ def _fit(cfg: RunConfig, data: PreparedData, store: RunStore, run_id: str, progr
         training=True,
         oversample=cfg.train.imbalance == "oversample",
         seed=cfg.seed,
+        appearance=cfg.augment,
         weights=sample_weights,
     )
     val_ds = inputs.make_dataset(
@@ -346,6 +347,11 @@ def _train(
     """The body of :func:`run`: everything that can fail and must then be cleaned up."""
     keras.utils.set_random_seed(cfg.seed)
     data = prepare_data(cfg, progress=progress)
+    # Checked before training: a missing or overlapping external folder fails the run at once.
+    externals = [
+        external.load_external(folder, data.index, progress=progress)
+        for folder in cfg.data.external
+    ]
     model, history = _fit(cfg, data, store, run_id, progress)
     batch = cfg.train.batch_size
     scores = {part: _scores(model, data, data.split.part(part), batch) for part in ("val", "test")}
@@ -365,6 +371,8 @@ def _train(
     if before is not None:
         result["calibration_before"] = before
     _write_artifacts(partial, cfg, data, model, history, scores, result)
+    evaluations = _evaluate_externals(cfg, data, model, calibrator, result["threshold"], externals)
+    _write_external_predictions(partial, evaluations)
     if calibrator is not None:
         calibrator.save(partial)
     # The public app's "Cannot assess" check: distance to these training features.
@@ -377,4 +385,52 @@ def _train(
         data_fingerprint=data.index.fingerprint,
         versions=package_versions(),
         duration_s=time.perf_counter() - started,
+        external_evals=[(e.index.root, e.index.fingerprint, e.metrics) for e in evaluations],
     )
+
+
+@dataclass(frozen=True)
+class _External:
+    index: DatasetIndex
+    scores: np.ndarray
+    metrics: dict
+
+
+def _evaluate_externals(
+    cfg: RunConfig,
+    data: PreparedData,
+    model: keras.Model,
+    calibrator: calibration.Calibrator | None,
+    threshold: float,
+    externals: list[DatasetIndex],
+) -> list[_External]:
+    """Each external set scored with the run's preprocessing, PCA and calibration, and evaluated
+    at the threshold chosen on validation (never re-fitted on the external set)."""
+    out = []
+    for index in externals:
+        arrays = preprocess.cached_arrays(index, cfg.data)
+        if data.pca is not None:
+            arrays = data.pca.transform(np.asarray(arrays))
+        every = np.arange(len(index.records))
+        ds = inputs.make_dataset(arrays, index.labels, every, batch_size=cfg.train.batch_size)
+        scores = model.predict(ds, verbose=0).reshape(-1).astype(np.float64)
+        if calibrator is not None:
+            scores = calibrator(scores)
+        metrics = evaluate.external(
+            index.labels, scores, threshold, n_boot=cfg.eval.bootstrap, seed=cfg.seed
+        )
+        out.append(_External(index, scores, metrics))
+    return out
+
+
+def _write_external_predictions(folder: Path, evaluations: list[_External]) -> None:
+    """``external_predictions.csv``: every external image's P(TB), for paired tests between runs."""
+    if not evaluations:
+        return
+    with (folder / "external_predictions.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["dataset", "path", "label", "score"])
+        for e in evaluations:
+            for record, score in zip(e.index.records, e.scores, strict=True):
+                rel = os.path.relpath(record.path, e.index.root)
+                writer.writerow([e.index.root, rel, record.label, repr(float(score))])

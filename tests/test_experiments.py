@@ -35,6 +35,7 @@ EXPECTED_SETTINGS = {
     "enhancement": 4,
     "width": 3,
     "input-size": 3,
+    "generalisation": 8,  # base, 6 single remedies, all together
 }
 
 

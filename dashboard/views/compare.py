@@ -51,14 +51,22 @@ with tab_runs:
             "WHO target": [
                 "—" if r.who_met is None else "met" if r.who_met else "not met" for r in chosen
             ],
-            "external AUC": [],
+            "external AUC mean / worst": [],
+            "external sensitivity mean / worst": [],
             "epochs trained": [str(r.metrics.get("epochs_trained", "—")) for r in chosen],
             "duration": [ui.duration(r.duration_s) for r in chosen],
         }
+        summaries = store.external_summaries()
         for r in chosen:
-            ext = store.external_evals(r.id)
-            rows["external AUC"].append(
-                f"{ui.fmt(ext[0].auc)} ({ext[0].dataset_path.rsplit('/', 1)[-1]})" if ext else "—"
+            ext = summaries.get(r.id)
+            sets = f" ({len(ext.datasets)} sets)" if ext else ""
+            rows["external AUC mean / worst"].append(
+                f"{ui.fmt(ext.auc_mean)} / {ui.fmt(ext.auc_worst)}{sets}" if ext else "none"
+            )
+            rows["external sensitivity mean / worst"].append(
+                f"{ui.fmt(ext.sensitivity_mean)} / {ui.fmt(ext.sensitivity_worst)}"
+                if ext
+                else "none"
             )
         st.dataframe(
             pd.DataFrame.from_dict(rows, orient="index", columns=labels),

@@ -30,6 +30,14 @@ def path_problem(path: str, field: str) -> list[str]:
     return []
 
 
+def folder_problems(values: dict[str, Any]) -> list[str]:
+    """The form's folders that do not exist: each dataset folder and each external folder."""
+    problems = folders_problem(values["data.path"], "data.path")
+    for folder in values["data.external"] or ():
+        problems += path_problem(folder, "data.external")
+    return problems
+
+
 def folders_problem(paths: str | list[str], field: str) -> list[str]:
     """``path_problem`` for one folder or each of several (``data.path``)."""
     if isinstance(paths, str) or not paths:
@@ -70,7 +78,7 @@ with tab_run:
     if datasets:
         st.caption("Dataset folders found: " + " · ".join(f"`{d}`" for d in datasets))
 
-    config = forms.render(check=lambda v: folders_problem(v["data.path"], "data.path"))
+    config = forms.render(check=folder_problems)
     c_seeds, c_go = st.columns([1, 3], vertical_alignment="bottom")
     repeats = c_seeds.number_input(
         "Seeds",
@@ -90,6 +98,7 @@ with tab_run:
                         "seed": config.seed + i,
                         "name": config.name if repeats == 1 else f"{config.name} · seed {i}",
                         "data.path": absolute_paths(config.data.path),
+                        "data.external": [absolute(f) for f in config.data.external],
                     },
                 )
                 for i in range(repeats)

@@ -18,16 +18,9 @@ store = ui.store()
 
 
 def load() -> pd.DataFrame:
-    """Every run as a leaderboard row, with its newest external AUC."""
-    runs = store.list_runs()
+    """Every run as a leaderboard row, with its external evaluations summarised."""
     suites = {s.id: s.name for s in store.list_suites()}
-    externals = {}
-    for run in runs:
-        if run.status == "succeeded":
-            evals = store.external_evals(run.id)
-            if evals:
-                externals[run.id] = evals[0]
-    return tables.leaderboard(runs, suites, externals)
+    return tables.leaderboard(store.list_runs(), suites, store.external_summaries())
 
 
 frame = load()
@@ -103,8 +96,21 @@ COLUMN_CONFIG = {
     "who_met": st.column_config.CheckboxColumn(
         "WHO", help="sensitivity ≥ 0.90 and specificity ≥ 0.70 on test"
     ),
-    "ext_auc": st.column_config.NumberColumn(
-        "external AUC", format="%.3f", help="newest external evaluation"
+    "ext_auc_mean": st.column_config.NumberColumn(
+        "ext AUC mean", format="%.3f", help="mean AUC over the run's external folders"
+    ),
+    "ext_auc_worst": st.column_config.NumberColumn(
+        "ext AUC worst", format="%.3f", help="lowest AUC over the run's external folders"
+    ),
+    "ext_sens_mean": st.column_config.NumberColumn(
+        "ext sens mean",
+        format="%.3f",
+        help="mean sensitivity on external folders, at the threshold chosen on validation",
+    ),
+    "ext_sens_worst": st.column_config.NumberColumn(
+        "ext sens worst",
+        format="%.3f",
+        help="lowest sensitivity on external folders, at the threshold chosen on validation",
     ),
     "duration_s": st.column_config.NumberColumn("duration (s)", format="%.0f"),
     "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm"),
@@ -182,7 +188,7 @@ c_params, c_metric = st.columns([4, 1])
 chosen = c_params.multiselect(
     "Params", params, default=varied[:4] or params[1:3], key="lb.parcoords"
 )
-metric = c_metric.selectbox("Metric", tables.METRICS[:5], key="lb.parmetric")
+metric = c_metric.selectbox("Metric", [*tables.METRICS[:5], *tables.EXTERNAL], key="lb.parmetric")
 if chosen:
     st.plotly_chart(charts.parallel_coordinates(done, chosen, metric), key="lb.parfig")
 

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import calibrate, charts, ui
-from db import Run, StoreError
+from db import ExternalSummary, Run, StoreError
 from pipeline import evaluate, images
 
 store = ui.store()
@@ -223,11 +223,17 @@ if run.status == "succeeded":
             hide_index=True,
             key="run.externals",
         )
-        st.caption(f"Internal test AUC for comparison: {ui.fmt(run.auc)}")
+        summary = ExternalSummary.of(run.id, externals)
+        st.caption(
+            f"Internal test AUC {ui.fmt(run.auc)} · external AUC mean {ui.fmt(summary.auc_mean)}, "
+            f"worst {ui.fmt(summary.auc_worst)} · external sensitivity worst "
+            f"{ui.fmt(summary.sensitivity_worst)} (newest evaluation per folder, at the "
+            "threshold chosen on validation). A folder of one class has no AUC."
+        )
     else:
         st.caption(
-            f"None yet. Evaluate on another dataset folder: "
-            f"`python -m pipeline evaluate {run.id} --data ../shared/data/nlm-224`"
+            "None yet. Train with external folders (`data.external`, `--external FOLDER`), or "
+            f"evaluate this run on one: `python -m pipeline evaluate {run.id} --data FOLDER`"
         )
 
     st.subheader("Calibrate")

@@ -62,6 +62,17 @@ def _parser() -> argparse.ArgumentParser:
         "--lungs", action="store_true", help="segment every image; list implausible lung masks"
     )
 
+    p = add(
+        "intensity-reference",
+        data.cmd_intensity_reference,
+        "make the reference grey-level distribution of data.intensity=hist_match",
+    )
+    p.add_argument("--data", required=True, help="dataset folder the reference comes from")
+    p.add_argument(
+        "--out", help="where to write it (default: the shipped pipeline/reference/intensity.json)"
+    )
+    p.add_argument("--size", type=int, default=128, help="image side it is measured at")
+
     p = add("train", runs.cmd_train, "train and evaluate one run now, in this process")
     config_flags(p)
 

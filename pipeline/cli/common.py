@@ -67,10 +67,14 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     for folder in folders:
         if not Path(folder).is_dir():
             raise ValueError(f"--data {folder}: no such folder; pass the dataset folder")
+    for folder in args.external or []:
+        if not Path(folder).is_dir():
+            raise ValueError(f"--external {folder}: no such folder; pass a dataset folder")
     # Absolute, so a worker started in another directory finds the same folders.
     paths = [str(Path(folder).resolve()) for folder in folders]
     flags = {
         "data.path": (paths[0] if len(paths) == 1 else paths) if paths else None,
+        "data.external": [str(Path(f).resolve()) for f in args.external] if args.external else None,
         "data.image_size": args.size,
         "data.enhancement": args.enhancement,
         "train.epochs": args.epochs,
@@ -125,6 +129,13 @@ def config_flags(p: argparse.ArgumentParser) -> None:
         help="dataset folder (default: the preset's, data/phantoms); several folders, each in "
         "its own layout, train together with each image keeping its source: --data A B "
         "(or --data A --data B)",
+    )
+    p.add_argument(
+        "--external",
+        action="append",
+        metavar="FOLDER",
+        help="a dataset folder from another hospital to evaluate the run on after training "
+        "(repeatable; a folder of TB images alone gives sensitivity)",
     )
     p.add_argument("--size", type=int, help="image side in pixels")
     p.add_argument("--epochs", type=int)

@@ -1,4 +1,4 @@
-"""Commands about datasets: ``synth`` (the phantoms) and ``inspect``."""
+"""Commands about datasets: ``synth`` (the phantoms), ``inspect`` and ``intensity-reference``."""
 
 from __future__ import annotations
 
@@ -100,6 +100,22 @@ def _inspect_sources(args: argparse.Namespace) -> int:
     console.print(
         f"radiographs in more than one source: {len(spanning)} (kept on one side of every "
         f"split); fingerprint {index.fingerprint}"
+    )
+    return 0
+
+
+def cmd_intensity_reference(args: argparse.Namespace) -> int:
+    from pipeline import images, intensity, preprocess
+
+    index = preprocess.load_index(args.data, progress=True)
+    pictures = [images.resize(images.read_image(p), args.size) for p in index.paths]
+    out = Path(args.out) if args.out else intensity.REFERENCE
+    command = f"python -m pipeline intensity-reference --data {args.data} --size {args.size}"
+    card = intensity.write_reference(pictures, source=args.data, command=command, path=out)
+    q = card["quantiles"]
+    console.print(
+        f"wrote {out}: {card['images']} images of {index.root}; grey levels at the 5th / 50th / "
+        f"95th percentile {q[13]:.0f} / {q[128]:.0f} / {q[242]:.0f}"
     )
     return 0
 

@@ -125,7 +125,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     console.print(
         f"threshold {run.threshold:.4f} from the run's validation split, applied unchanged"
     )
+    one_class = one_class_note(ev.metrics)
+    if one_class:
+        console.print(one_class)
     return 0
+
+
+def one_class_note(metrics: dict) -> str | None:
+    """What a one-class external folder can and cannot tell, or None for two classes."""
+    if not metrics.get("n_neg"):
+        return "TB images only: sensitivity is measured; AUC and specificity need normal images too"
+    if not metrics.get("n_pos"):
+        return "normal images only: specificity is measured; AUC and sensitivity need TB images too"
+    return None
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
