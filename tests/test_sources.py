@@ -3,6 +3,7 @@ near-duplicates are grouped across sources, and one folder behaves exactly as be
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -123,7 +124,6 @@ def test_the_same_folder_twice_is_refused(tmp_path):
 
 def test_a_smoke_run_trains_on_two_sources_with_balanced_weights(tmp_path, capsys, monkeypatch):
     import csv
-    import json
 
     from db import RunStore
     from pipeline import inputs, train
@@ -167,7 +167,6 @@ def test_a_smoke_run_trains_on_two_sources_with_balanced_weights(tmp_path, capsy
 
 
 def test_inspect_counts_each_source_and_class_and_the_radiographs_they_share(tmp_path, capsys):
-    import json
     import shutil
 
     from pipeline.cli import main
@@ -181,3 +180,25 @@ def test_inspect_counts_each_source_and_class_and_the_radiographs_they_share(tmp
         ("b", 20, 21),
     ]
     assert len(out["cross_source_duplicate_groups"]) == 1
+
+
+def test_a_leave_one_source_out_run_is_evaluated_on_the_folder_it_never_saw(tmp_path):
+    from db import RunStore
+    from pipeline import train
+    from pipeline.experiments import SuiteSpec, expand
+
+    a, b = two_sources(tmp_path)
+    c = tmp_path / "c"
+    synth.generate(c, 30, tb_ratio=2.0, size=64, seed=3)
+    spec = SuiteSpec(name="loso", question="?", mode="leave_one_source_out")
+    folders = [str(a.resolve()), str(b.resolve()), str(c.resolve())]
+    plan = expand(spec, data_path=folders, overrides={"data.image_size": 64, "train.epochs": 1})
+    first = plan[0].config  # a/ held out: trained on b/ and c/
+    assert first.data.external == (folders[0],)
+    store = RunStore()
+    run = train.run(first, store)
+    (ev,) = store.external_evals(run.id)
+    assert ev.dataset_path == folders[0]
+    assert ev.n_images == 60
+    split = json.loads((Path(run.artifacts_dir) / "split.json").read_text())
+    assert {p.split("/")[0] for p in split["train"]} == {"b", "c"}
