@@ -131,3 +131,21 @@ def test_weights_travel_with_their_images(data):
         pixels.append(x.numpy()[:, 0, 0, 0])
         ws.append(w.numpy())
     assert np.allclose(np.concatenate(ws), np.concatenate(pixels) / 10)
+
+
+def test_weights_survive_the_appearance_augmentation(data):
+    from pipeline.config import preset
+
+    arrays, labels = data
+    appearance = preset("smoke", **{"augment.gamma": 0.2}).augment
+    weights = np.arange(100, dtype=np.float32)
+    ds = make_dataset(
+        arrays,
+        labels,
+        np.arange(100),
+        batch_size=25,
+        training=True,
+        appearance=appearance,
+        weights=weights,
+    )
+    assert sorted(np.concatenate([w.numpy() for _, _, w in ds])) == list(range(100))
