@@ -273,8 +273,6 @@ def test_launch_form_enqueues_one_run_per_seed(ids, phantoms):
 
 
 def test_launch_form_takes_several_dataset_folders_one_per_line(ids, phantoms, tmp_path):
-    from pipeline import synth
-
     second = tmp_path / "second"
     synth.generate(second, 12, size=64, seed=5)
     store = RunStore()
@@ -395,6 +393,19 @@ def test_run_page_shows_metrics_and_a_live_threshold(ids):
         assert shown["PPV"] == ui.fmt(expected["precision"])
         assert shown["NPV"] == ui.fmt(expected["npv"])
     assert at.image or "No test image is misclassified" in texts(at, "success")
+
+
+def test_run_page_of_a_two_source_run_finds_its_test_images(ids, phantoms, tmp_path):
+    second = tmp_path / "second"
+    synth.generate(second, 40, tb_ratio=1.0, size=64, seed=6)
+    cfg = preset("smoke", **{"data.path": [str(phantoms), str(second)], "name": "two sources"})
+    run = train.run(cfg, RunStore())
+    # Saved paths are relative to the folders' common parent and resolve to the images.
+    files = ui.predictions(run)["file"]
+    assert all(Path(f).is_file() for f in files)
+    assert {Path(f).parents[1] for f in files} == {phantoms.resolve(), second.resolve()}
+    at = page("views/run.py", run=run.id)
+    assert metrics(at)["AUC (test)"] == f"{run.auc:.3f}"
 
 
 def test_run_page_shows_a_failed_runs_traceback(ids):
