@@ -178,7 +178,11 @@ def section(store: RunStore, run: Run) -> None:
     with st.form("cal.form"):
         c = st.columns(2) + st.columns([2, 1, 1])
         trained_on = run.config.get("data", {}).get("path", "")
-        sites = [f for f in ui.known_datasets(store) if not _same_folder(f, trained_on)]
+        # One folder (a string) or several: none of them is a site.
+        trained = [trained_on] if isinstance(trained_on, str) else trained_on
+        sites = [
+            f for f in ui.known_datasets(store) if not any(_same_folder(f, t) for t in trained)
+        ]
         known = c[0].selectbox(
             "Site images (labelled)",
             sites,

@@ -51,7 +51,7 @@ def to_widget_values(config: dict[str, Any]) -> dict[str, Any]:
         for part in dotted.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         if _is_folders(info.annotation):
-            node = "\n".join(node or ())
+            node = node if isinstance(node, str) else "\n".join(node or ())
         elif _is_tuple(info.annotation):
             node = ", ".join(str(v) for v in node or ())
         elif info.annotation is float and node is not None:
@@ -140,13 +140,14 @@ def _is_tuple(annotation: Any) -> bool:
 
 
 def _is_folders(annotation: Any) -> bool:
-    """A tuple of paths (``data.external``): one per line in a text area."""
-    return _is_tuple(annotation) and typing.get_args(annotation)[0] is str
+    """Folders, one per line in a text area: ``data.path`` (one or several) and
+    ``data.external`` (none or several)."""
+    return tuple[str, ...] in (annotation, *typing.get_args(annotation))
 
 
-def folder_lines(text: str) -> tuple[str, ...]:
-    """The non-empty lines of a text area, stripped."""
-    return tuple(line.strip() for line in text.splitlines() if line.strip())
+def folder_lines(text: str) -> list[str]:
+    """The non-empty lines of a text area, stripped: one folder each."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def _optional_int(annotation: Any) -> bool:
@@ -175,7 +176,9 @@ def _widget(dotted: str, info: FieldInfo, problems: list[str]) -> Any:
         )
     if _is_folders(annotation):
         text = st.text_area(label, key=key, help=f"one folder per line; {help_text}", height=68)
-        return folder_lines(text)
+        folders = folder_lines(text)
+        # A single folder stays a string, as data.path has always been.
+        return folders[0] if str in typing.get_args(annotation) and len(folders) == 1 else folders
     if _is_tuple(annotation):
         text = st.text_input(label, key=key, help=help_text)
         return _parse_ints(dotted, text, problems)

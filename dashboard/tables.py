@@ -157,7 +157,7 @@ def leaderboard(
         }
         for short, dotted in KEY_CONFIG.items():
             value = flat.get(dotted)
-            row[short] = Path(value).name if short == "dataset" and value else value
+            row[short] = dataset_name(value) if short == "dataset" and value else value
         row.update(flat)
         rows.append(row)
     frame = pd.DataFrame(rows)
@@ -166,6 +166,11 @@ def leaderboard(
     for column in (*METRICS, *EXTERNAL, "auc_lo", "auc_hi", "duration_s", "epoch"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     return frame
+
+
+def dataset_name(path: str | list[str]) -> str:
+    """A run's ``data.path`` in short: ``tb-cxr``, or ``tb-cxr + montgomery`` for several."""
+    return " + ".join(Path(p).name for p in ([path] if isinstance(path, str) else path))
 
 
 def config_columns(frame: pd.DataFrame) -> list[str]:

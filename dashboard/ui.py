@@ -22,6 +22,7 @@ import streamlit as st
 
 from db import Run, RunStore, Worker, default_url
 from pipeline import preprocess
+from pipeline.config import data_root
 from pipeline.worker import log_path
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ def known_datasets(s: RunStore) -> list[str]:
     for run in runs:
         path = run.config.get("data", {}).get("path")
         if path:
-            candidates.append(Path(path))
+            candidates += [Path(p) for p in ([path] if isinstance(path, str) else path)]
     for parent in (ROOT / "data", ROOT.parent / "shared" / "data"):
         if parent.is_dir():
             candidates += sorted(p for p in parent.iterdir() if p.is_dir())
@@ -186,7 +187,7 @@ def predictions(run: Run) -> pd.DataFrame:
     if not path.exists():
         return pd.DataFrame(columns=["split", "path", "label", "score", "file"])
     frame = _predictions(str(path), path.stat().st_mtime)
-    root = Path(run.config.get("data", {}).get("path", "."))
+    root = Path(data_root(run.config.get("data", {}).get("path", ".")))
     return frame.assign(file=[str(root / p) for p in frame["path"]])
 
 

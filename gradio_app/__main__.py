@@ -78,7 +78,7 @@ def example_images(source: ModelSource, per_class: int = 2) -> list[Path]:
     served = source.current()
     if served is None:
         return []
-    data = Path(served.predictor.config.data.path)
+    data = Path(served.predictor.config.data.root)
     try:
         with (Path(served.run.artifacts_dir or "") / "predictions.csv").open() as f:
             rows = [r for r in csv.DictReader(f) if r["split"] == "test"]

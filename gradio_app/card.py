@@ -94,7 +94,7 @@ def model_card(
 
 def _data_summary(served: ServedModel) -> str:
     """'tb-cxr (650 training, 93 validation, 186 test images)' from the run's split.json."""
-    name = Path(served.predictor.config.data.path).name
+    name = " + ".join(Path(p).name for p in served.predictor.config.data.sources)
     split_file = Path(served.run.artifacts_dir or "") / "split.json"
     if not split_file.is_file():
         return name

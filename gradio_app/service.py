@@ -153,7 +153,7 @@ class ServedModel:
         if saved.is_file():
             ref = ood.FeatureDistance.load(saved)
             return ref, f"fitted at training time on {ref.n_images} training and validation images"
-        data = Path(self.predictor.config.data.path)
+        data = Path(self.predictor.config.data.root)
         try:
             ref = ood.fit_from_split(self.predictor.model, folder, self.predictor.prepare, data)
         except (OSError, KeyError, ValueError) as err:  # missing files, ImageError, too few

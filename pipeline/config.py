@@ -33,7 +33,13 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Where the images come from and how they are preprocessed before the model sees them."""
 
-    path: str = Field("data/phantoms", description="dataset folder (see pipeline.datasets)")
+    # One folder (a string, as every config before several sources) or a list of folders, each
+    # in its own layout; several are combined by pipeline.sources. Read it through ``sources``.
+    path: str | tuple[str, ...] = Field(
+        "data/phantoms",
+        description="dataset folder, or a list of folders trained on together, each image "
+        "keeping its source (see pipeline.datasets, pipeline.sources)",
+    )
     image_size: int = Field(128, ge=32, le=1024, description="square side in pixels")
     channels: Literal[1, 3] = Field(3, description="1 = gray; 3 = gray copied to RGB")
     enhancement: Enhancement = "none"
@@ -74,6 +80,40 @@ class DataConfig(_Section):
     val_fraction: float = Field(0.1, ge=0.05, le=0.4, description="share of all images")
     test_fraction: float = Field(0.2, ge=0.05, le=0.5, description="share of all images")
 
+    @field_validator("path")
+    @classmethod
+    def _distinct_sources(cls, v: str | tuple[str, ...]) -> str | tuple[str, ...]:
+        if isinstance(v, str):
+            return v
+        if not v:
+            raise ValueError("give at least one dataset folder (an empty list has no images)")
+        if len(v) == 1:
+            return v[0]  # one folder is stored as before, so its runs compare with older ones
+        seen: dict[Path, str] = {}
+        for folder in v:
+            here = Path(os.path.abspath(os.path.expanduser(folder)))
+            for there, other in seen.items():
+                if here == there:
+                    raise ValueError(f"{folder!r} is listed twice (as {other!r}); list it once")
+                if here.is_relative_to(there) or there.is_relative_to(here):
+                    raise ValueError(
+                        f"{folder!r} and {other!r}: one folder is inside the other, so its "
+                        "images would be read twice; list separate folders"
+                    )
+            seen[here] = folder
+        return v
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The dataset folders, in the order given: one for a single ``path``."""
+        return (self.path,) if isinstance(self.path, str) else self.path
+
+    @property
+    def root(self) -> str:
+        """The folder that image paths saved with a run (split.json, predictions.csv) are
+        relative to: ``path`` itself for one folder, the folders' common parent for several."""
+        return data_root(self.path)
+
     @field_validator("external")
     @classmethod
     def _distinct_folders(cls, v: tuple[str, ...]) -> tuple[str, ...]:
@@ -86,11 +126,12 @@ class DataConfig(_Section):
 
     @model_validator(mode="after")
     def _external_is_not_the_training_data(self) -> DataConfig:
-        if os.path.normpath(self.path) in self.external:
-            raise ValueError(
-                f"external: {self.path} is the training data itself; external folders must "
-                "hold X-rays from elsewhere"
-            )
+        for folder in self.sources:
+            if os.path.normpath(folder) in self.external:
+                raise ValueError(
+                    f"external: {folder} is training data itself; external folders must "
+                    "hold X-rays from elsewhere"
+                )
         return self
 
     @model_validator(mode="after")
@@ -174,6 +215,14 @@ class TrainConfig(_Section):
         5, ge=0, le=100, description="epochs without val AUC gain before stopping (0 = off)"
     )
     imbalance: Literal["none", "class_weight", "oversample"] = "class_weight"
+    # Why: with several sources the largest would otherwise dominate the loss, and the model
+    # would learn its scanner and population first (see pipeline.inputs.source_weights).
+    balance_sources: bool = Field(
+        False,
+        description="several data.path folders: each source weighs the same in the loss (per-"
+        "image weights; within each class when imbalance is class_weight or oversample); "
+        "no effect with one training folder",
+    )
 
 
 class EvalConfig(_Section):
@@ -217,6 +266,15 @@ class RunConfig(_Section):
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
+
+
+def data_root(path: str | list[str] | tuple[str, ...]) -> str:
+    """:attr:`DataConfig.root` for a ``data.path`` value as stored in a config (string or list)."""
+    if isinstance(path, str):
+        return path
+    if len(path) == 1:
+        return path[0]
+    return os.path.commonpath([os.path.abspath(os.path.expanduser(p)) for p in path])
 
 
 def final_feature_side(image_size: int, model: ModelConfig) -> int:

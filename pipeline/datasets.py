@@ -130,6 +130,17 @@ class DatasetIndex:
         """Near-duplicate group ids in record order; equal ids must share a split."""
         return [r.group for r in self.records]
 
+    @property
+    def sources(self) -> np.ndarray:
+        """Source folder of each image as an (N,) int64 array, a position in :attr:`roots`:
+        all 0 here; an index over several folders (:mod:`pipeline.sources`) numbers them."""
+        return np.zeros(len(self.records), dtype=np.int64)
+
+    @property
+    def roots(self) -> tuple[str, ...]:
+        """The dataset folders the images come from: this index's ``root`` alone."""
+        return (self.root,)
+
     def counts(self) -> dict[str, int]:
         """Images per class: ``{"normal": n, "tb": n}``."""
         counts = Counter(r.label for r in self.records)

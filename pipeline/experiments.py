@@ -30,6 +30,17 @@ A custom suite is a small YAML or JSON file with the :class:`SuiteSpec` fields
       model.dropout: [0.1, 0.3, 0.5]
     mode: grid                        # one_at_a_time | grid | random (random needs max_runs)
 
+Where the question is whether a model carries over to a collection it never saw, leave each
+source out in turn (no factors, no settings; ``data.path`` must list two folders or more)::
+
+    name: unseen-collection
+    question: does a model trained on the other collections work on the one it never saw?
+    base: {train.balance_sources: true}
+    mode: leave_one_source_out        # one run per folder: trained on the others, tested on it
+
+Each of its runs trains on every listed folder but one and names that one in ``data.external``,
+so the run is evaluated on it at the end, at the threshold chosen on validation.
+
 Where one setting must change several fields together, list ``settings`` instead of ``factors``::
 
     settings:
@@ -42,7 +53,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -56,8 +67,11 @@ from pipeline.config import ENHANCEMENTS, ConfigError, RunConfig, override, pres
 if TYPE_CHECKING:
     from db import Run, RunStore, Suite
 
-Mode = Literal["one_at_a_time", "grid", "random"]
-MODES: tuple[str, ...] = ("one_at_a_time", "grid", "random")
+Mode = Literal["one_at_a_time", "grid", "random", "leave_one_source_out"]
+MODES: tuple[str, ...] = ("one_at_a_time", "grid", "random", "leave_one_source_out")
+LEAVE_ONE_OUT = "leave_one_source_out"
+# What a leave-one-source-out setting changes: the training folders, and the held-out one.
+_HELD_OUT = "data.external"
 # A grid bigger than this is a typo or a misunderstanding, not an experiment anyone will run.
 MAX_GRID = 10_000
 # expand() sets these for every run, so a suite or override that set them would be overwritten.
@@ -102,7 +116,15 @@ class SuiteSpec(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> SuiteSpec:
         problems = []
-        if (self.factors is None) == (self.settings is None):
+        if self.mode == LEAVE_ONE_OUT:
+            if self.factors is not None or self.settings is not None:
+                problems.append(
+                    "mode: leave_one_source_out varies the training folders only; put other "
+                    "changes in base and drop factors and settings"
+                )
+            if _HELD_OUT in _flatten(self.base):
+                problems.append(f"base.{_HELD_OUT}: set to the held-out folder of each run")
+        elif (self.factors is None) == (self.settings is None):
             problems.append("give either factors (field -> values) or settings (a list), not both")
         if self.factors is not None:
             if not self.factors:
@@ -297,7 +319,10 @@ SUITES: dict[str, SuiteSpec] = {
 
 
 def varied_fields(spec: SuiteSpec) -> list[str]:
-    """The dotted config fields the suite varies: its factors, or every field its settings set."""
+    """The dotted config fields the suite varies: its factors, or every field its settings set,
+    or, leaving one source out, the held-out folder (``data.path`` follows from it)."""
+    if spec.mode == LEAVE_ONE_OUT:
+        return [_HELD_OUT]
     if spec.factors is not None:
         return list(spec.factors)
     fields: dict[str, None] = {}
@@ -317,7 +342,7 @@ def setting_label(setting: dict[str, Any]) -> str:
 def expand(
     spec: SuiteSpec,
     *,
-    data_path: str,
+    data_path: str | Sequence[str],
     seeds: int = 1,
     max_runs: int | None = None,
     mode: str | None = None,
@@ -333,7 +358,9 @@ def expand(
     ``seed + 1``, ...; ``seed`` also seeds the sample, so one call always plans the same runs.
     ``overrides`` (dotted fields, e.g. ``{"train.epochs": 5}``) apply to every run but may not
     touch a varied field, ``seed``, ``name`` or ``data.path``. Runs are ordered seed by seed, so
-    the first pass through the queue gives one result per setting.
+    the first pass through the queue gives one result per setting. ``data_path``: one folder or
+    several (``data.path``); ``leave_one_source_out`` needs two or more and plans one setting per
+    folder: ``data.path`` the others, ``data.external`` that one.
 
     Raises ConfigError naming the suite, the setting and the field (see the module docstring for
     what is refused and what is skipped).
@@ -348,6 +375,8 @@ def expand(
     if problems:
         raise ConfigError([f"{where}: {p}" for p in problems])
 
+    if not isinstance(data_path, str):
+        data_path = list(data_path)
     changes = {**_flatten(spec.base), **user, _FROM_CALLER: data_path}
     if "data.external" in changes:
         # Absolute, like data.path from the CLI and the dashboard: a worker elsewhere finds them.
@@ -414,8 +443,10 @@ def load_suite_file(path: str | Path) -> SuiteSpec:
         spec = SuiteSpec.model_validate(values)
     except ValidationError as err:
         raise ConfigError([f"{where}: {problem}" for problem in _spec_problems(err)]) from None
+    # Checked against two placeholder folders when it leaves one out (they need not exist).
+    check = ["source-a", "source-b"] if spec.mode == LEAVE_ONE_OUT else preset("baseline").data.path
     try:
-        expand(spec, data_path=preset("baseline").data.path)
+        expand(spec, data_path=check)
     except ConfigError as err:
         raise ConfigError([f"{where}: {problem}" for problem in err.problems]) from None
     return spec
@@ -425,8 +456,9 @@ def enqueue(store: RunStore, spec: SuiteSpec, planned: list[Planned]) -> tuple[S
     """Record the suite and one queued run per planned run, in one transaction; nothing trains.
 
     The stored suite spec is ``spec`` as JSON plus ``varied_fields``, the planned ``settings``
-    (label and the value of every varied field, which :func:`summary` groups by), and, when
-    ``planned`` is a :class:`Plan`, ``skipped`` cells and the ``expanded_with`` options. The
+    (label and the value of every varied field, which :func:`pipeline.summary.summary` groups
+    by), and, when ``planned`` is a :class:`Plan`, ``skipped`` cells and the ``expanded_with``
+    options. The
     suite's kind is the preset name when ``spec`` is that preset unchanged, else ``"custom"``.
     """
     if not planned:
@@ -466,8 +498,15 @@ def _argument_problems(
     problems = []
     if mode not in MODES:
         problems.append(f"mode: unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    if mode == "one_at_a_time" and spec.factors is None:
+    if mode == "one_at_a_time" and spec.settings is not None:
         problems.append("mode: one_at_a_time needs factors; this suite lists settings (use grid)")
+    if mode != LEAVE_ONE_OUT and spec.mode == LEAVE_ONE_OUT:
+        problems.append(f"mode: {mode} needs factors or settings; this suite leaves a source out")
+    if mode == LEAVE_ONE_OUT and spec.mode != LEAVE_ONE_OUT:
+        problems.append(
+            "mode: leave_one_source_out varies the training folders only; this suite has "
+            f"{'factors' if spec.factors is not None else 'settings'} (use its own mode)"
+        )
     if mode == "random" and max_runs is None:
         problems.append("max_runs: required when mode is 'random' (how many settings to draw)")
     if seeds < 1:
@@ -495,7 +534,16 @@ def _settings(
     """
     where = f"suite {spec.name!r}"
     skippable = False
-    if spec.settings is not None:
+    if mode == LEAVE_ONE_OUT:
+        folders = base.data.sources
+        if len(folders) < 2:
+            raise ConfigError(
+                [f"{where}: data.path: leave_one_source_out needs two folders or more (got one)"]
+            )
+        candidates = [
+            {_FROM_CALLER: [f for f in folders if f != held], _HELD_OUT: [held]} for held in folders
+        ]
+    elif spec.settings is not None:
         candidates = [_flatten(s) for s in spec.settings]
     elif mode == "one_at_a_time":
         candidates = [{}, *({f: v} for f, values in spec.factors.items() for v in values)]
@@ -530,7 +578,8 @@ def _settings(
             skipped.append(Skipped(setting=changes, reason="; ".join(err.problems)))
             continue
         as_json = cfg.model_dump(mode="json")
-        setting = values_at(as_json, list(changes))
+        # Leaving a source out, the setting is the held-out folder; data.path follows from it.
+        setting = values_at(as_json, varied if mode == LEAVE_ONE_OUT else list(changes))
         key = key_of(values_at(as_json, varied), varied)
         # one_at_a_time lists each factor's base value too; that is the base setting again.
         if mode == "one_at_a_time" and changes and key == base_key:

@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from db import Calibration, ExternalEval, RunStore
-from pipeline import calibration, evaluate, overlap, preprocess
+from pipeline import calibration, evaluate, overlap, preprocess, sources
 from pipeline.config import RunConfig
 from pipeline.datasets import DatasetIndex
 from pipeline.predictor import Predictor
@@ -32,10 +32,11 @@ def load_external(
 
 
 def run_index(config: RunConfig, *, progress: bool = False) -> DatasetIndex | None:
-    """The index of the data a run was trained on, or None when its folder is not here."""
-    if not Path(config.data.path).is_dir():
+    """The index of the data a run was trained on (all its sources), or None when one of its
+    folders is not here."""
+    if not all(Path(folder).is_dir() for folder in config.data.sources):
         return None
-    return preprocess.load_index(config.data.path, progress=progress)
+    return sources.load_index(config.data.sources, progress=progress)
 
 
 def score_folder(
@@ -107,7 +108,7 @@ def site_calibration(
     The site threshold is chosen by the run's own rule on the calibration part and reported on
     the check part (see :func:`pipeline.calibration.calibrate_site`).
     """
-    if Path(data_path).resolve() == Path(predictor.config.data.path).resolve():
+    if any(Path(data_path).resolve() == Path(p).resolve() for p in predictor.config.data.sources):
         raise ValueError(
             f"{data_path} is the data this run was trained on; a site calibration needs "
             "labelled X-rays from the site itself, which the model has never seen"

@@ -8,6 +8,7 @@ Splits are saved as JSON with every run (paths relative to the dataset root).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +43,7 @@ def stratified_group_split(
     val_fraction: float,
     test_fraction: float,
     seed: int,
+    strata: np.ndarray | None = None,
 ) -> Split:
     """Assign whole groups to train/val/test so each part holds its share of each class.
 
@@ -49,10 +51,18 @@ def stratified_group_split(
     furthest below its target for the group's class (a group with any TB image counts as TB).
     With mostly singleton groups this matches the requested fractions to within one image per
     class and part.
+
+    ``strata``: (N,) ints, e.g. the source folder of each image; then each part holds its share
+    of every (stratum, class) cell instead of every class (a group spanning strata counts in the
+    cell of its first image of the group's class). None, or one stratum for all, gives exactly
+    the split made without strata.
     """
     labels = np.asarray(labels)
     if len(labels) != len(groups):
         raise ValueError(f"{len(labels)} labels but {len(groups)} groups")
+    strata = np.zeros(len(labels), dtype=np.int64) if strata is None else np.asarray(strata)
+    if len(strata) != len(labels):
+        raise ValueError(f"{len(labels)} labels but {len(strata)} strata")
     members: dict[str, list[int]] = {}
     for i, g in enumerate(groups):
         members.setdefault(g, []).append(i)
@@ -63,16 +73,17 @@ def stratified_group_split(
     ordered = sorted((keys[i] for i in order), key=lambda g: -len(members[g]))
 
     fractions = np.array([1.0 - val_fraction - test_fraction, val_fraction, test_fraction])
-    class_totals = {c: int((labels == c).sum()) for c in (0, 1)}
-    filled = {c: np.zeros(3) for c in (0, 1)}
+    cells = Counter(zip(strata.tolist(), labels.tolist(), strict=True))
+    filled = {cell: np.zeros(3) for cell in cells}
     assigned: list[list[int]] = [[], [], []]
     for g in ordered:
         idx = members[g]
-        cls = int(labels[idx].max())
-        deficit = fractions * class_totals[cls] - filled[cls]
+        first = idx[int(np.argmax(labels[idx]))]  # the group's first image of its class
+        cell = (strata[first].item(), int(labels[first]))
+        deficit = fractions * cells[cell] - filled[cell]
         part = int(np.argmax(deficit))
         assigned[part].extend(idx)
-        filled[cls][part] += len(idx)
+        filled[cell][part] += len(idx)
 
     train, val, test = (np.array(sorted(a), dtype=np.int64) for a in assigned)
     return Split(train=train, val=val, test=test, seed=seed)

@@ -30,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from tqdm import tqdm
 
 from db import Run, RunStore
-from pipeline import calibration, evaluate, external, inputs, ood, preprocess
+from pipeline import calibration, evaluate, external, inputs, ood, preprocess, sources
 from pipeline.config import RunConfig
 from pipeline.datasets import DatasetIndex
 from pipeline.enhance import PCADenoiser
@@ -60,27 +60,34 @@ class PreparedData:
 
 
 def prepare_data(cfg: RunConfig, *, progress: bool = False) -> PreparedData:
-    """Scan (cached), preprocess (cached), split; fit PCA on the training split if configured."""
-    index = preprocess.load_index(cfg.data.path, progress=progress)
+    """Scan (cached), preprocess (cached), split; fit PCA on the training split if configured.
+
+    Several ``data.path`` folders are combined by :mod:`pipeline.sources` and the split is
+    stratified by source × class; one folder gives exactly the index, arrays and split it
+    always did.
+    """
+    where = ", ".join(cfg.data.sources)
+    index = sources.load_index(cfg.data.sources, progress=progress)
     counts = index.counts()
     if min(counts.values()) < 5:
         raise ValueError(
-            f"dataset {cfg.data.path} has {counts} images per class; training needs at least 5 "
+            f"dataset {where} has {counts} images per class; training needs at least 5 "
             "of each class to fill the train, validation and test splits"
         )
-    arrays = preprocess.cached_arrays(index, cfg.data, progress=progress)
+    arrays = sources.cached_arrays(index, cfg.data, progress=progress)
     split = stratified_group_split(
         index.labels,
         index.groups,
         val_fraction=cfg.data.val_fraction,
         test_fraction=cfg.data.test_fraction,
         seed=cfg.seed,
+        strata=index.sources,
     )
     for part in ("train", "val", "test"):
         present = set(index.labels[split.part(part)].tolist())
         if present != {0, 1}:
             raise ValueError(
-                f"the {part} split of {cfg.data.path} holds only "
+                f"the {part} split of {where} holds only "
                 f"{'no images' if not present else 'one class'} ({counts} images per class, "
                 f"{len(set(index.groups))} near-duplicate groups); add images of the rarer class "
                 "or raise data.val_fraction / data.test_fraction"
@@ -143,16 +150,24 @@ class _CancelWatch(keras.callbacks.Callback):
 
 
 def _fit(cfg: RunConfig, data: PreparedData, store: RunStore, run_id: str, progress: bool):
-    labels = data.index.labels
+    labels, train = data.index.labels, data.split.train
+    # Per-image weights only when there are sources to balance: one source trains as before.
+    sample_weights = None
+    if cfg.train.balance_sources and len(np.unique(data.index.sources[train])) > 1:
+        sample_weights = np.ones(len(labels), dtype=np.float32)
+        sample_weights[train] = inputs.source_weights(
+            labels[train], data.index.sources[train], cfg.train.imbalance
+        )
     train_ds = inputs.make_dataset(
         data.arrays,
         labels,
-        data.split.train,
+        train,
         batch_size=cfg.train.batch_size,
         training=True,
         oversample=cfg.train.imbalance == "oversample",
         seed=cfg.seed,
         appearance=cfg.augment,
+        weights=sample_weights,
     )
     val_ds = inputs.make_dataset(
         data.arrays, labels, data.split.val, batch_size=cfg.train.batch_size
@@ -171,9 +186,10 @@ def _fit(cfg: RunConfig, data: PreparedData, store: RunStore, run_id: str, progr
                 restore_best_weights=True,
             )
         )
+    # With balanced sources the per-image weights already balance the classes.
     weights = (
-        inputs.class_weights(labels[data.split.train])
-        if cfg.train.imbalance == "class_weight"
+        inputs.class_weights(labels[train])
+        if cfg.train.imbalance == "class_weight" and sample_weights is None
         else None
     )
     history = model.fit(

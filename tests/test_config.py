@@ -90,3 +90,46 @@ def test_config_json_round_trip(tmp_path):
     path.write_text(json.dumps({"data": {"image_size": "big"}}))
     with pytest.raises(ConfigError, match=r"data\.image_size"):
         load_config_file(path)
+
+
+def test_data_path_takes_one_folder_or_several(tmp_path):
+    one = preset("smoke", **{"data.path": "/data/tb-cxr"})
+    assert one.data.sources == ("/data/tb-cxr",)
+    assert one.data.root == "/data/tb-cxr"
+    two = preset("smoke", **{"data.path": ["/data/tb-cxr", "/data/montgomery"]})
+    assert two.data.sources == ("/data/tb-cxr", "/data/montgomery")
+    # Saved image paths are relative to the folders' common parent: tb-cxr/Normal/x.png.
+    assert two.data.root == "/data"
+    # A list of one is the single folder, stored as a string like every older config.
+    assert preset("smoke", **{"data.path": ["/data/tb-cxr"]}).data.path == "/data/tb-cxr"
+    path = tmp_path / "config.json"
+    path.write_text(two.to_json())
+    assert json.loads(path.read_text())["data"]["path"] == ["/data/tb-cxr", "/data/montgomery"]
+    assert load_config_file(path) == two
+
+
+def test_a_config_saved_with_one_data_folder_still_loads_unchanged(tmp_path):
+    # config.json as runs stored it before several sources: path a string, no balance_sources.
+    saved = json.loads(preset("smoke").to_json())
+    saved["data"]["path"] = "/data/tb-cxr"
+    del saved["train"]["balance_sources"]
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(saved))
+    cfg = load_config_file(path)
+    assert cfg.data.path == "/data/tb-cxr"
+    assert cfg.train.balance_sources is False
+    assert json.loads(cfg.to_json())["data"]["path"] == "/data/tb-cxr"
+
+
+@pytest.mark.parametrize(
+    ("paths", "message"),
+    [
+        ([], "give at least one dataset folder"),
+        (["/data/a", "/data/b", "/data/a/"], "'/data/a/' is listed twice"),
+        (["/data", "/data/a"], "one folder is inside the other"),
+    ],
+)
+def test_bad_lists_of_data_folders_are_refused(paths, message):
+    msg = refusal(**{"data.path": paths})
+    assert "data.path" in msg
+    assert message in msg

@@ -257,7 +257,7 @@ def test_launch_form_enqueues_one_run_per_seed(ids, phantoms):
     store = RunStore()
     before = {r.id for r in store.list_runs()}
     at = page("views/launch.py")
-    at.text_input(key="cfg.data.path").input(str(phantoms)).run()
+    at.text_area(key="cfg.data.path").input(str(phantoms)).run()
     at.number_input(key="cfg.train.epochs").set_value(2).run()
     at.number_input(key="launch.repeats").set_value(3).run()
     button = at.button(key="launch.enqueue")
@@ -272,6 +272,20 @@ def test_launch_form_enqueues_one_run_per_seed(ids, phantoms):
     assert "Queued 3 run(s)" in texts(at, "success")
 
 
+def test_launch_form_takes_several_dataset_folders_one_per_line(ids, phantoms, tmp_path):
+    second = tmp_path / "second"
+    synth.generate(second, 12, size=64, seed=5)
+    store = RunStore()
+    before = {r.id for r in store.list_runs()}
+    at = page("views/launch.py")
+    at.text_area(key="cfg.data.path").input(f"{phantoms}\n\n{second}\n").run()
+    at.button(key="launch.enqueue").click().run()
+    (new,) = [r for r in store.list_runs() if r.id not in before]
+    assert new.config["data"]["path"] == [str(phantoms.resolve()), str(second.resolve())]
+    at.text_area(key="cfg.data.path").input(f"{phantoms}\n/no/such/folder").run()
+    assert "data.path: no such folder '/no/such/folder'" in texts(at, "error")
+
+
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
@@ -284,7 +298,12 @@ def test_launch_form_enqueues_one_run_per_seed(ids, phantoms):
 )
 def test_launch_form_refuses_bad_values_with_the_fields_message(ids, key, value, message):
     at = page("views/launch.py")
-    widget = at.number_input(key=key) if isinstance(value, float | int) else at.text_input(key=key)
+    if isinstance(value, float | int):
+        widget = at.number_input(key=key)
+    elif key == "cfg.data.path":
+        widget = at.text_area(key=key)  # one folder per line
+    else:
+        widget = at.text_input(key=key)
     if key == "cfg.data.val_fraction":
         at.number_input(key="cfg.data.test_fraction").set_value(0.4)
     widget.set_value(value).run()
@@ -296,7 +315,7 @@ def test_launch_form_refuses_bad_values_with_the_fields_message(ids, key, value,
 def test_launch_suite_enqueues_settings_times_seeds(ids, phantoms):
     at = page("views/launch.py")
     at.selectbox(key="suite.name").set_value("pooling")
-    at.text_input(key="suite.data").input(str(phantoms))
+    at.text_area(key="suite.data").input(str(phantoms))
     at.number_input(key="suite.seeds").set_value(2).run()
     assert "4 runs will be queued: 2 settings × 2 seeds" in texts(at, "info")
     at.text_area(key="suite.overrides").input("model.pooling=avg").run()
@@ -315,7 +334,7 @@ def test_launch_suite_enqueues_settings_times_seeds(ids, phantoms):
 def test_launch_suite_run_cap_limits_settings(ids, phantoms):
     at = page("views/launch.py")
     at.selectbox(key="suite.name").set_value("hyperparams")
-    at.text_input(key="suite.data").input(str(phantoms))
+    at.text_area(key="suite.data").input(str(phantoms))
     at.number_input(key="suite.cap").set_value(3)
     at.number_input(key="suite.seeds").set_value(2).run()
     assert "6 runs will be queued: 3 settings × 2 seeds" in texts(at, "info")
@@ -374,6 +393,19 @@ def test_run_page_shows_metrics_and_a_live_threshold(ids):
         assert shown["PPV"] == ui.fmt(expected["precision"])
         assert shown["NPV"] == ui.fmt(expected["npv"])
     assert at.image or "No test image is misclassified" in texts(at, "success")
+
+
+def test_run_page_of_a_two_source_run_finds_its_test_images(ids, phantoms, tmp_path):
+    second = tmp_path / "second"
+    synth.generate(second, 40, tb_ratio=1.0, size=64, seed=6)
+    cfg = preset("smoke", **{"data.path": [str(phantoms), str(second)], "name": "two sources"})
+    run = train.run(cfg, RunStore())
+    # Saved paths are relative to the folders' common parent and resolve to the images.
+    files = ui.predictions(run)["file"]
+    assert all(Path(f).is_file() for f in files)
+    assert {Path(f).parents[1] for f in files} == {phantoms.resolve(), second.resolve()}
+    at = page("views/run.py", run=run.id)
+    assert metrics(at)["AUC (test)"] == f"{run.auc:.3f}"
 
 
 def test_run_page_shows_a_failed_runs_traceback(ids):
@@ -594,3 +626,8 @@ def test_store_copy_is_private(ids, seeded):
     RunStore().promote(ids["plain"])
     base, _ = seeded
     assert RunStore(f"sqlite:///{base / 'tbxray.db'}").promotions() == []
+
+
+def test_a_runs_dataset_names_every_source():
+    assert tables.dataset_name("/data/tb-cxr") == "tb-cxr"
+    assert tables.dataset_name(["/data/tb-cxr", "/data/montgomery"]) == "tb-cxr + montgomery"

@@ -501,3 +501,82 @@ def test_summary_of_a_suite_still_in_the_queue_has_no_best():
     assert df["auc_mean"].isna().all()
     assert not df["best"].any()
     assert "—" in format_summary(df)
+
+
+# ------------------------------------------------------------------ leave one source out
+
+LOSO = SuiteSpec(
+    name="unseen-collection",
+    question="does a model trained on the other collections work on the one it never saw?",
+    base={"train.balance_sources": True},
+    mode="leave_one_source_out",
+)
+SOURCES = ["/data/tb-cxr", "/data/nlm-224", "/data/montgomery"]
+
+
+def test_leave_one_source_out_trains_on_the_others_and_tests_on_the_held_out_one():
+    plan = expand(LOSO, data_path=SOURCES, seeds=2)
+    assert len(plan) == 6
+    assert labels(plan[:3]) == [f'data.external=["{held}"]' for held in SOURCES]
+    for p in plan:
+        (held,) = p.config.data.external
+        assert held not in p.config.data.sources
+        assert sorted((*p.config.data.sources, held)) == sorted(SOURCES)
+        assert p.config.train.balance_sources
+        assert make_config(p.config.model_dump(mode="json")) == p.config
+    # Two sources: each run trains on the other one alone.
+    two = expand(LOSO, data_path=SOURCES[:2])
+    assert [p.config.data.path for p in two] == [SOURCES[1], SOURCES[0]]
+
+
+def test_leave_one_source_out_is_refused_without_two_folders_or_with_factors():
+    with pytest.raises(ConfigError, match="needs two folders or more"):
+        expand(LOSO, data_path=SOURCES[0])
+    with pytest.raises(ConfigError, match="leave_one_source_out varies the training folders"):
+        expand(SUITES["pooling"], data_path=SOURCES, mode="leave_one_source_out")
+    with pytest.raises(ConfigError, match="grid needs factors or settings"):
+        expand(LOSO, data_path=SOURCES, mode="grid")
+    with pytest.raises(ConfigError, match=r"data\.external is what suite"):
+        expand(LOSO, data_path=SOURCES, overrides={"data.external": ["/data/x"]})
+    with pytest.raises(ValueError, match="drop factors and settings"):
+        SuiteSpec(
+            name="x", question="?", factors={"model.pooling": ["max"]}, mode="leave_one_source_out"
+        )
+
+
+def test_a_leave_one_source_out_suite_file_is_checked_and_its_summary_groups_by_held_out(
+    tmp_path,
+):
+    path = tmp_path / "loso.yaml"
+    path.write_text(
+        "name: unseen-collection\n"
+        "question: does it carry over?\n"
+        "base: {train.epochs: 3}\n"
+        "mode: leave_one_source_out\n"
+    )
+    spec = load_suite_file(path)
+    store = RunStore()
+    suite, runs = enqueue(store, spec, expand(spec, data_path=SOURCES))
+    assert len(runs) == 3
+    assert suite.spec["varied_fields"] == ["data.external"]
+    assert summary(store, suite.id)["setting"].tolist() == [
+        f'data.external=["{held}"]' for held in SOURCES
+    ]
+
+
+def test_a_held_out_source_is_absent_from_the_runs_training_data(tmp_path):
+    from pipeline import synth
+    from pipeline.train import prepare_data
+
+    folders = []
+    for i, n in enumerate((40, 30, 30)):
+        synth.generate(tmp_path / f"s{i}", n, tb_ratio=2.0, size=64, seed=i)
+        folders.append(str(tmp_path / f"s{i}"))
+    plan = expand(LOSO, data_path=folders, overrides={"data.image_size": 64})
+    for p in plan:
+        (held,) = p.config.data.external
+        data = prepare_data(p.config)
+        assert held not in data.index.roots
+        assert len(data.index.records) == 100 - {0: 40, 1: 30, 2: 30}[folders.index(held)]
+        train_paths = [data.index.paths[i] for i in data.split.train]
+        assert not any(Path(path).is_relative_to(held) for path in train_paths)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.inputs import class_weights, make_dataset
+from pipeline.inputs import class_weights, make_dataset, source_weights
 
 
 @pytest.fixture
@@ -89,3 +89,63 @@ def test_dataset_streams_from_a_memory_mapped_cache(data, tmp_path):
     assert list(x[:, 0, 0, 0]) == [5, 200, 50]
     assert list(y) == [0, 1, 0]
     assert x.shape == (3, 8, 8, 1)
+
+
+def test_balanced_sources_weigh_the_same_in_the_loss():
+    # Source 0: 80 normal + 10 TB; source 1: 6 normal + 4 TB (a small second collection).
+    labels = np.array([0] * 80 + [1] * 10 + [0] * 6 + [1] * 4)
+    source = np.array([0] * 90 + [1] * 10)
+    w = source_weights(labels, source, "none")
+    # Each source sums to n / 2 = 50: 90 images of 50/90, 10 images of 5.
+    assert [w[source == s].sum() for s in (0, 1)] == pytest.approx([50, 50])
+    assert w[95] == pytest.approx(5.0)
+    w = source_weights(labels, source, "class_weight")
+    # Every (source, class) cell sums to n / 4 = 25: sources and classes both balanced.
+    for s in (0, 1):
+        for c in (0, 1):
+            assert w[(source == s) & (labels == c)].sum() == pytest.approx(25)
+    w = source_weights(labels, source, "oversample")
+    # Within each class the sources weigh the same; the sampler balances the classes.
+    for c, n_c in ((0, 86), (1, 14)):
+        assert [w[(source == s) & (labels == c)].sum() for s in (0, 1)] == pytest.approx(
+            [n_c / 2, n_c / 2]
+        )
+
+
+def test_one_source_weighs_every_image_one_or_as_the_class_weights():
+    labels = np.array([0] * 80 + [1] * 20)
+    one = np.zeros(100, dtype=np.int64)
+    assert np.allclose(source_weights(labels, one, "none"), 1.0)
+    cw = class_weights(labels)
+    assert np.allclose(source_weights(labels, one, "class_weight"), [cw[c] for c in labels])
+
+
+def test_weights_travel_with_their_images(data):
+    arrays, labels = data
+    weights = np.arange(100, dtype=np.float32) / 10
+    ds = make_dataset(
+        arrays, labels, np.arange(100), batch_size=16, training=True, weights=weights, seed=3
+    )
+    pixels, ws = [], []
+    for x, _, w in ds:
+        pixels.append(x.numpy()[:, 0, 0, 0])
+        ws.append(w.numpy())
+    assert np.allclose(np.concatenate(ws), np.concatenate(pixels) / 10)
+
+
+def test_weights_survive_the_appearance_augmentation(data):
+    from pipeline.config import preset
+
+    arrays, labels = data
+    appearance = preset("smoke", **{"augment.gamma": 0.2}).augment
+    weights = np.arange(100, dtype=np.float32)
+    ds = make_dataset(
+        arrays,
+        labels,
+        np.arange(100),
+        batch_size=25,
+        training=True,
+        appearance=appearance,
+        weights=weights,
+    )
+    assert sorted(np.concatenate([w.numpy() for _, _, w in ds])) == list(range(100))

@@ -65,3 +65,33 @@ def test_saved_split_names_every_image_by_its_relative_path():
     assert saved["data_fingerprint"] == "abc"
     assert saved["test"] == [paths[i] for i in split.test]
     assert sorted(saved["train"] + saved["val"] + saved["test"]) == sorted(paths)
+
+
+def test_strata_split_each_source_and_class_in_proportion():
+    # Two sources of different size and class ratio: 300 normal + 60 TB, then 40 + 40.
+    labels = np.array([0] * 300 + [1] * 60 + [0] * 40 + [1] * 40)
+    source = np.array([0] * 360 + [1] * 80)
+    groups = [f"g{i}" for i in range(len(labels))]
+    split = stratified_group_split(
+        labels, groups, val_fraction=0.1, test_fraction=0.2, seed=0, strata=source
+    )
+    for part, share in (("train", 0.7), ("val", 0.1), ("test", 0.2)):
+        idx = split.part(part)
+        for s, c, n in ((0, 0, 300), (0, 1, 60), (1, 0, 40), (1, 1, 40)):
+            held = int(((source[idx] == s) & (labels[idx] == c)).sum())
+            assert abs(held - share * n) <= 1, (part, s, c, held)
+
+
+def test_one_stratum_gives_exactly_the_split_without_strata():
+    labels, groups = make(200, 45, dup_every=3)
+    plain = stratified_group_split(labels, groups, val_fraction=0.1, test_fraction=0.2, seed=4)
+    one = stratified_group_split(
+        labels,
+        groups,
+        val_fraction=0.1,
+        test_fraction=0.2,
+        seed=4,
+        strata=np.zeros(len(labels), dtype=np.int64),
+    )
+    for part in ("train", "val", "test"):
+        assert np.array_equal(plain.part(part), one.part(part))

@@ -31,16 +31,28 @@ def path_problem(path: str, field: str) -> list[str]:
 
 
 def folder_problems(values: dict[str, Any]) -> list[str]:
-    """The form's folders that do not exist: the dataset and each external folder."""
-    problems = path_problem(str(values["data.path"]), "data.path")
+    """The form's folders that do not exist: each dataset folder and each external folder."""
+    problems = folders_problem(values["data.path"], "data.path")
     for folder in values["data.external"] or ():
         problems += path_problem(folder, "data.external")
     return problems
 
 
+def folders_problem(paths: str | list[str], field: str) -> list[str]:
+    """``path_problem`` for one folder or each of several (``data.path``)."""
+    if isinstance(paths, str) or not paths:
+        return path_problem(paths or "", field)
+    return [problem for path in paths for problem in path_problem(path, field)]
+
+
 def absolute(path: str) -> str:
     # Absolute, so that a worker started in another directory finds the same folder.
     return str(Path(path).expanduser().resolve())
+
+
+def absolute_paths(paths: str | list[str] | tuple[str, ...]) -> str | list[str]:
+    """``absolute`` for one folder (kept a string) or each of several."""
+    return absolute(paths) if isinstance(paths, str) else [absolute(p) for p in paths]
 
 
 tab_run, tab_suite = st.tabs(["One run", "Experiment suite"])
@@ -56,7 +68,7 @@ with tab_run:
             st.error(f"Cannot re-launch: {err}")
     for name, (why, _) in PRESETS.items():
         config = preset(name).model_dump(mode="json")
-        if datasets and not Path(config["data"]["path"]).is_dir():
+        if datasets and not all(Path(p).is_dir() for p in preset(name).data.sources):
             config["data"]["path"] = datasets[0]
         bases[f"preset {name}: {why}"] = config
     base = st.selectbox("Start from", list(bases), key="launch.base")
@@ -85,7 +97,7 @@ with tab_run:
                     {
                         "seed": config.seed + i,
                         "name": config.name if repeats == 1 else f"{config.name} · seed {i}",
-                        "data.path": absolute(config.data.path),
+                        "data.path": absolute_paths(config.data.path),
                         "data.external": [absolute(f) for f in config.data.external],
                     },
                 )
@@ -112,10 +124,17 @@ with tab_suite:
     spec = experiments.SUITES[suite_name]
     st.caption(spec.question)
     c_data, c_seeds, c_cap, c_mode = st.columns([3, 1, 1, 1.4])
-    data_path = c_data.text_input(
-        "Dataset folder", value=datasets[0] if datasets else "data/phantoms", key="suite.data"
+    data_paths = forms.folder_lines(
+        c_data.text_area(
+            "Dataset folders, one per line",
+            value=datasets[0] if datasets else "data/phantoms",
+            key="suite.data",
+            height=68,
+            help="several folders train together, each image keeping its source; "
+            "leave_one_source_out holds each out in turn",
+        )
     )
-    data_error = path_problem(data_path, "dataset folder")
+    data_error = folders_problem(data_paths, "dataset folder")
     if data_error:
         c_data.error(data_error[0], icon=":material/error:")
     seeds = c_seeds.number_input("Seeds", min_value=1, max_value=20, value=1, key="suite.seeds")
@@ -158,7 +177,7 @@ with tab_suite:
         try:
             plan = experiments.expand(
                 spec,
-                data_path=absolute(data_path),
+                data_path=absolute_paths(data_paths),
                 seeds=seeds,
                 max_runs=cap,
                 mode=mode,

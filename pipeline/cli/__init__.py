@@ -48,7 +48,14 @@ def _parser() -> argparse.ArgumentParser:
         data.cmd_inspect,
         "counts, sizes, modes, bad files and near-duplicates of a dataset",
     )
-    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument(
+        "--data",
+        required=True,
+        nargs="+",
+        action="extend",
+        metavar="FOLDER",
+        help="dataset folder; several: images per source and class, and the radiographs they share",
+    )
     p.add_argument("--label-map", help="class folders to labels, e.g. healthy=0,tb=1")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument(

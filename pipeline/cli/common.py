@@ -63,14 +63,17 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The config changes the user typed: named flags, then --set FIELD=VALUE."""
-    if args.data is not None and not Path(args.data).is_dir():
-        raise ValueError(f"--data {args.data}: no such folder; pass the dataset folder")
+    folders = args.data or []
+    for folder in folders:
+        if not Path(folder).is_dir():
+            raise ValueError(f"--data {folder}: no such folder; pass the dataset folder")
     for folder in args.external or []:
         if not Path(folder).is_dir():
             raise ValueError(f"--external {folder}: no such folder; pass a dataset folder")
+    # Absolute, so a worker started in another directory finds the same folders.
+    paths = [str(Path(folder).resolve()) for folder in folders]
     flags = {
-        # Absolute, so a worker started in another directory finds the same folder.
-        "data.path": str(Path(args.data).resolve()) if args.data is not None else None,
+        "data.path": (paths[0] if len(paths) == 1 else paths) if paths else None,
         "data.external": [str(Path(f).resolve()) for f in args.external] if args.external else None,
         "data.image_size": args.size,
         "data.enhancement": args.enhancement,
@@ -118,7 +121,15 @@ def metrics_table(run: Any) -> Table:
 def config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="baseline", help="smoke | baseline (default baseline)")
     p.add_argument("--config", help="a config.json (e.g. from an earlier run) instead of a preset")
-    p.add_argument("--data", help="dataset folder (default: the preset's, data/phantoms)")
+    p.add_argument(
+        "--data",
+        nargs="+",
+        action="extend",
+        metavar="FOLDER",
+        help="dataset folder (default: the preset's, data/phantoms); several folders, each in "
+        "its own layout, train together with each image keeping its source: --data A B "
+        "(or --data A --data B)",
+    )
     p.add_argument(
         "--external",
         action="append",

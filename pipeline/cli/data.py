@@ -30,7 +30,10 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from pipeline import datasets, preprocess
 
-    index = preprocess.load_index(args.data, label_map=_label_map(args.label_map), progress=True)
+    if len(args.data) > 1:
+        return _inspect_sources(args)
+    (folder,) = args.data
+    index = preprocess.load_index(folder, label_map=_label_map(args.label_map), progress=True)
     summary = datasets.summarise(index)
     if args.json:
         print(json.dumps(summary, indent=1, default=str))
@@ -68,6 +71,36 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         console.print(bad)
     if args.lungs:
         _inspect_lungs(index)
+    return 0
+
+
+def _inspect_sources(args: argparse.Namespace) -> int:
+    """Several folders: images per source and class, and near-duplicates across sources."""
+    from pipeline import sources
+
+    if args.label_map or args.lungs:
+        raise ValueError("--label-map and --lungs take one folder; inspect the folders one by one")
+    index = sources.load_index(args.data, progress=True)
+    per_source = sources.source_counts(index)
+    held_by: dict[str, set[int]] = {}
+    for group, source in zip(index.groups, index.sources.tolist(), strict=True):
+        held_by.setdefault(group, set()).add(source)
+    spanning = {group for group, held in held_by.items() if len(held) > 1}
+    if args.json:
+        out = {"fingerprint": index.fingerprint, "sources": per_source}
+        out["cross_source_duplicate_groups"] = sorted(spanning)
+        print(json.dumps(out, indent=1))
+        return 0
+    table = Table("source", "layout", "normal", "TB", "bad files", title=f"{index.root}")
+    for row, part in zip(per_source, index.parts, strict=True):
+        table.add_row(
+            row["source"], part.layout, str(row["normal"]), str(row["tb"]), str(len(part.bad_files))
+        )
+    console.print(table)
+    console.print(
+        f"radiographs in more than one source: {len(spanning)} (kept on one side of every "
+        f"split); fingerprint {index.fingerprint}"
+    )
     return 0
 
 

@@ -24,7 +24,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = build_config(args)
     store = open_store()
-    console.print(f"training [bold]{cfg.name}[/bold] on {cfg.data.path} ({cfg.data.image_size} px)")
+    where = " + ".join(cfg.data.sources)
+    console.print(f"training [bold]{cfg.name}[/bold] on {where} ({cfg.data.image_size} px)")
     try:
         run = train.run(cfg, store, progress=True)
     except train.RunCancelled as cancelled:

@@ -1,0 +1,192 @@
+"""Several dataset folders trained on together: one index in which every image keeps its source.
+
+``data.path`` may list several folders, each in its own layout (tb-cxr's ``Normal/`` and
+``Tuberculosis/``, nlm-224's ``healthy/`` and ``tb/``, NLM file names...). Each folder is scanned
+and preprocessed on its own, through the same caches as a single folder
+(:func:`pipeline.preprocess.load_index`, :func:`pipeline.preprocess.cached_arrays`), and the
+results are joined here. Sources differ in scanner, population and burned-in artefacts, so
+the splitter stratifies by source × class and ``train.balance_sources`` can weigh them equally.
+
+Public TB collections share radiographs, so near-duplicates are looked for *across* the folders
+too, with the scan's own criterion (pHash within ``DUP_DISTANCE`` bits, confirmed by thumbnail
+correlation; see :mod:`pipeline.datasets`): a radiograph found in two sources forms one group,
+which the splitter keeps on one side of every split.
+
+One folder gives its own :class:`~pipeline.datasets.DatasetIndex` and cached arrays unchanged, so
+a single-source run splits and trains exactly as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import datasets, preprocess
+from pipeline.config import DataConfig
+from pipeline.datasets import DatasetIndex, ImageRecord
+
+# Rows of the pHash distance matrix compared at once, and images copied at once when stacking.
+_CHUNK = 1024
+
+
+@dataclass(frozen=True)
+class CombinedIndex(DatasetIndex):
+    """Several folders' indexes as one: records of ``parts`` in order, near-duplicate groups
+    joined across them.
+
+    ``root`` is the folders' common parent (image paths saved with a run are relative to it,
+    e.g. ``tb-cxr/Normal/x.png``); ``layout`` joins the parts' layouts with ``+``;
+    ``fingerprint`` hashes the parts' fingerprints in order, so it differs from each of them.
+    ``source_of`` gives, for each record, the position of its folder in ``parts``.
+    """
+
+    parts: tuple[DatasetIndex, ...]
+    source_of: tuple[int, ...]
+
+    @property
+    def sources(self) -> np.ndarray:
+        """Source of each image as an (N,) int64 array: a position in :attr:`roots`."""
+        return np.array(self.source_of, dtype=np.int64)
+
+    @property
+    def roots(self) -> tuple[str, ...]:
+        """Each source folder (absolute), in ``data.path`` order."""
+        return tuple(p.root for p in self.parts)
+
+
+def load_index(folders: Sequence[str], *, progress: bool = False) -> DatasetIndex:
+    """The index of ``data.sources``: one folder's own index, or several combined.
+
+    Each folder is scanned through the cache of :func:`pipeline.preprocess.load_index`.
+    """
+    parts = [preprocess.load_index(folder, progress=progress) for folder in folders]
+    return parts[0] if len(parts) == 1 else combine(parts)
+
+
+def combine(parts: Sequence[DatasetIndex]) -> CombinedIndex:
+    """Join folder indexes; near-duplicates across folders are put in one group.
+
+    Raises ValueError when two parts are the same folder.
+    """
+    roots = [p.root for p in parts]
+    if len(set(roots)) != len(roots):
+        raise ValueError(f"the same folder is listed twice among {roots}")
+    records = [r for p in parts for r in p.records]
+    source_of = tuple(s for s, p in enumerate(parts) for _ in p.records)
+    groups = _joined_groups(records, np.array(source_of))
+    digest = hashlib.sha256(b"sources v1\n")
+    for p in parts:
+        digest.update(f"{p.fingerprint}\n".encode())
+    return CombinedIndex(
+        root=os.path.commonpath(roots),
+        layout=" + ".join(p.layout for p in parts),
+        records=tuple(replace(r, group=g) for r, g in zip(records, groups, strict=True)),
+        bad_files=tuple(b for p in parts for b in p.bad_files),
+        fingerprint=digest.hexdigest(),
+        parts=tuple(parts),
+        source_of=source_of,
+    )
+
+
+def cached_arrays(index: DatasetIndex, data: DataConfig, *, progress: bool = False) -> np.ndarray:
+    """The preprocessed images of ``index``: uint8 (N, S, S), memory-mapped read-only.
+
+    For one folder, :func:`pipeline.preprocess.cached_arrays`. For several, each folder's cache
+    is built or reused, then they are copied, a chunk at a time, into one cache file of the
+    combined index (keyed by its fingerprint), so memory never holds the whole stack.
+    """
+    if not isinstance(index, CombinedIndex):
+        return preprocess.cached_arrays(index, data, progress=progress)
+    folder = preprocess.cache_dir() / "arrays"
+    path = folder / f"{preprocess.array_key(index.fingerprint, data)}.npy"
+    if not path.exists():
+        pieces = [preprocess.cached_arrays(p, data, progress=progress) for p in index.parts]
+        size = data.image_size
+        # The same name pattern as preprocess's, so its remove_abandoned() cleans up after us.
+        tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+        try:
+            out = np.lib.format.open_memmap(
+                tmp, mode="w+", dtype=np.uint8, shape=(len(index.records), size, size)
+            )
+            row = 0
+            for piece in pieces:
+                for start in range(0, len(piece), _CHUNK):
+                    block = piece[start : start + _CHUNK]
+                    out[row : row + len(block)] = block
+                    row += len(block)
+            out.flush()
+            del out
+            tmp.replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    return np.load(path, mmap_mode="r")
+
+
+def source_counts(index: DatasetIndex) -> list[dict[str, object]]:
+    """Images per source and class, for ``inspect`` and the dashboard: one dict per source,
+    ``{"source": folder, "name": its last component, "normal": n, "tb": n}``."""
+    sources, labels = index.sources, index.labels
+    return [
+        {
+            "source": root,
+            "name": Path(root).name,
+            **{
+                name: int(((sources == s) & (labels == label)).sum())
+                for label, name in datasets.CLASS_NAMES.items()
+            },
+        }
+        for s, root in enumerate(index.roots)
+    ]
+
+
+def _joined_groups(records: list[ImageRecord], source_of: np.ndarray) -> list[str]:
+    """Each record's group id once near-duplicates in different sources are joined.
+
+    Candidates are pairs from different sources whose pHashes differ in at most
+    ``datasets.DUP_DISTANCE`` bits; only their images are read again (for the thumbnails the
+    scan does not keep), and the scan's own grouping confirms them. A joined group takes the id
+    of its earliest record's group.
+    """
+    hashes = np.array([int(r.phash, 16) for r in records], dtype=np.uint64)
+    candidates: set[int] = set()
+    for start in range(0, len(hashes), _CHUNK):
+        stop = start + _CHUNK
+        close = np.bitwise_count(hashes[start:stop, None] ^ hashes[None, :])
+        close = (close <= datasets.DUP_DISTANCE) & (source_of[start:stop, None] < source_of)
+        rows, cols = np.nonzero(close)
+        candidates.update((rows + start).tolist(), cols.tolist())
+    groups = [r.group for r in records]
+    if not candidates:
+        return groups
+    involved = sorted(candidates)
+    thumbs = []
+    for i in involved:
+        found = datasets._read_one((Path(records[i].path), records[i].label))
+        if isinstance(found, datasets.BadFile):
+            raise ValueError(f"{found.path} changed since it was scanned: {found.reason}")
+        thumbs.append(found.thumb)
+    first = datasets._near_duplicate_groups(
+        [records[i].phash for i in involved], np.stack(thumbs), datasets.DUP_DISTANCE
+    )
+    # Union-find over group ids; the root is the group met first in record order.
+    order = {g: i for i, g in reversed(list(enumerate(groups)))}
+    parent = {g: g for g in order}
+
+    def find(g: str) -> str:
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    for k, i in enumerate(involved):
+        a, b = find(groups[i]), find(groups[involved[first[k]]])
+        if a != b:
+            keep, drop = sorted((a, b), key=order.__getitem__)
+            parent[drop] = keep
+    return [find(g) for g in groups]
