@@ -120,12 +120,12 @@ def build_demo(
     """
     limits = limits or Limits()
 
-    def predict(path: str | None) -> tuple[dict | None, dict | None, str, np.ndarray | None]:
+    def predict(path: str | None) -> tuple[dict | None, str, str, np.ndarray | None]:
         if path is None:
-            return None, None, _WAITING, None
+            return None, "", _WAITING, None
         served = source.current()
         a = no_model(source.problem) if served is None else served.assess(Path(path), limits)
-        return a.as_dict(), _label(a), _verdict_html(a), _gradcam_overlay(a)
+        return a.as_dict(), _gauge_html(a), _verdict_html(a), _gradcam_overlay(a)
 
     def explainer(method: str) -> Any:
         def run(
@@ -190,7 +190,7 @@ def build_demo(
                     )
             with gr.Column(scale=1):
                 verdict = gr.HTML(_WAITING, label="Verdict", elem_id="verdict")
-                probability = gr.Label(label="Probability", elem_id="probability")
+                probability = gr.HTML(label="P(TB) against the threshold", elem_id="probability")
                 heatmap = gr.Image(
                     label="Grad-CAM: where the model looked (red = strongest; magenta: lungs)",
                     type="numpy",
@@ -216,8 +216,9 @@ def build_demo(
             outputs=[details, probability, verdict, heatmap],
             api_name="predict",
             api_description=(
-                "Verdict, P(TB) and Grad-CAM of one chest X-ray. Returns (result, probability "
-                "label, verdict HTML, Grad-CAM overlay); result is a dict with 'verdict' (one "
+                "Verdict, P(TB) and Grad-CAM of one chest X-ray. Returns (result, P(TB) against "
+                "the threshold as HTML, verdict HTML, Grad-CAM overlay); result is a dict with "
+                "'verdict' (one "
                 f"of {NEGATIVE!r}, {POSITIVE!r}, {CANNOT_ASSESS!r}), 'probability' (None when "
                 "it cannot be assessed), 'reason', 'notes' (sentences to read beside the "
                 "verdict, e.g. text burned into a DICOM image), 'threshold' and 'run_id'. Takes "
@@ -300,10 +301,27 @@ def launch_options(limits: Limits | None = None) -> dict[str, Any]:
     }
 
 
-def _label(a: Assessment) -> dict[str, float] | None:
-    if a.probability is None or a.status != ASSESSED:
-        return None
-    return {"TB": a.probability, "Normal": 1.0 - a.probability}
+def _gauge_html(a: Assessment) -> str:
+    """P(TB) as a number and a bar with the threshold the verdict used marked on it: one reading,
+    the verdict's, never a competing "Normal 76 %" headline. Empty when there is no P(TB)."""
+    if a.probability is None or a.status != ASSESSED or a.threshold is None:
+        return ""
+    p, t = a.probability, a.threshold
+    side = "at or above" if p >= t else "below"
+    colour = _STYLES[a.verdict][1]
+    return (
+        "<div style='padding:8px 0'>"
+        f"<div style='font-size:1.15em'><b>P(TB) = {p:.2f}</b> — {side} the threshold "
+        f"{t:.2f} this verdict uses</div>"
+        "<div style='position:relative;height:14px;margin:8px 0 4px;background:#e5e5e5;"
+        "border-radius:7px' role='img' "
+        f"aria-label='P(TB) {p:.2f}, threshold {t:.2f}'>"
+        f"<div style='width:{p:.1%};height:100%;background:{colour};border-radius:7px'></div>"
+        f"<div style='position:absolute;left:{t:.1%};top:-4px;width:2px;height:22px;"
+        "background:#222'></div></div>"
+        "<div style='display:flex;justify-content:space-between;color:#666;font-size:0.85em'>"
+        f"<span>0</span><span>threshold {t:.2f}</span><span>1</span></div></div>"
+    )
 
 
 def _verdict_html(a: Assessment) -> str:

@@ -161,7 +161,12 @@ def test_a_tb_phantom_scores_above_its_lesion_free_twin(client, tmp_path):
             assert result["status"] == ASSESSED, result["reason"]
             assert result["verdict"] in VERDICTS[:2]
             assert heat is not None  # the Grad-CAM overlay comes with the verdict
-        assert label_a["label"] in {"TB", "Normal"}
+        # P(TB) is shown against the threshold the verdict used, never as "Normal 76 %".
+        assert f"P(TB) = {a['probability']:.2f}" in label_a
+        assert f"threshold {a['threshold']:.2f}" in label_a
+        side = "at or above" if a["probability"] >= a["threshold"] else "below"
+        assert side in label_a
+        assert "Normal" not in label_a
         assert a["verdict"] in verdict_a  # the verdict box shows the same verdict
         gaps.append(b["probability"] - a["probability"])
     assert np.mean(gaps) > 0.02, gaps
