@@ -76,7 +76,9 @@ def test_an_upload_shows_verdict_probability_heatmap_and_model_card(page, tmp_pa
     page.wait_for_function(f"({VERDICT_SHOWN})(document.querySelector('#verdict'))")
     assert "P(TB)" in verdict.inner_text()
     page.locator("#gradcam img").wait_for(timeout=30_000)
-    assert "%" in page.locator("#probability").inner_text()
+    gauge = page.locator("#probability").inner_text()
+    assert "P(TB) =" in gauge
+    assert "threshold" in gauge
     card = page.locator("#model-card")
     assert "Model card" in card.inner_text()
     assert "not a diagnosis" in card.inner_text()
