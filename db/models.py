@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     literal_column,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -201,6 +202,8 @@ class PromotionRow(Base):
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
     note: Mapped[str] = mapped_column(Text, default="")
     promoted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # 0004: who promoted it (the note says why); empty for promotions made before.
+    promoted_by: Mapped[str] = mapped_column(Text, default="", server_default=text("''"))
     calibration_id: Mapped[int | None] = mapped_column(
         ForeignKey("calibrations.id", ondelete="SET NULL")
     )

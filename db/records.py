@@ -179,6 +179,7 @@ class Promotion:
     note: str
     promoted_at: datetime
     calibration_id: int | None = None
+    promoted_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -312,7 +313,9 @@ def external_eval_record(row: ExternalEvalRow) -> ExternalEval:
 
 
 def promotion_record(row: PromotionRow) -> Promotion:
-    return Promotion(row.id, row.run_id, row.note, row.promoted_at, row.calibration_id)
+    return Promotion(
+        row.id, row.run_id, row.note, row.promoted_at, row.calibration_id, row.promoted_by
+    )
 
 
 def calibration_record(row: CalibrationRow) -> Calibration:

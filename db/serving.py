@@ -36,8 +36,16 @@ _SERVED_PROMOTION = (
 class ServingMixin(StoreBase):
     """Promotions and worker presence of :class:`db.store.RunStore`."""
 
-    def promote(self, run_id: str, note: str = "", calibration_id: int | None = None) -> Promotion:
+    def promote(
+        self,
+        run_id: str,
+        note: str = "",
+        calibration_id: int | None = None,
+        promoted_by: str = "",
+    ) -> Promotion:
         """Make a succeeded run the one the public app serves (the newest promotion wins).
+
+        ``note`` says why, ``promoted_by`` who (both shown in the history).
 
         With ``calibration_id`` (one of this run's site calibrations) the public gets that
         site's threshold instead of the run's validated one. Raises StoreError if the run did
@@ -58,7 +66,11 @@ class ServingMixin(StoreBase):
                         f"with `python -m pipeline calibrations {run.id}`"
                     )
             row = PromotionRow(
-                run_id=run.id, note=note, promoted_at=utc_now(), calibration_id=calibration_id
+                run_id=run.id,
+                note=note,
+                promoted_at=utc_now(),
+                calibration_id=calibration_id,
+                promoted_by=promoted_by,
             )
             s.add(row)
             s.flush()

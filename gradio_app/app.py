@@ -24,7 +24,7 @@ import cv2
 import gradio as gr
 import numpy as np
 
-from gradio_app.card import model_card
+from gradio_app.card import banner, model_card
 from gradio_app.service import (
     ASSESSED,
     CANNOT_ASSESS,
@@ -155,7 +155,12 @@ def build_demo(
         return model_card(served, external, source.problem)
 
     cleanup = (min(60, keep_uploads_s), keep_uploads_s)
+
+    def top() -> str:
+        return banner(source.current())
+
     with gr.Blocks(title=TITLE, delete_cache=cleanup) as demo:
+        banner_md = gr.Markdown(elem_id="banner")
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=1):
@@ -258,6 +263,7 @@ def build_demo(
                 concurrency_limit=explain_concurrency,
             )
         demo.load(card, outputs=card_md, queue=False, api_visibility="private")
+        demo.load(top, outputs=banner_md, queue=False, api_visibility="private")
     demo.queue(max_size=queue_size, default_concurrency_limit=1)
     return demo
 

@@ -15,6 +15,13 @@ DISCLAIMER = (
 )
 
 
+DEMO_WARNING = (
+    "⚠️ **Demonstration model, trained on synthetic images** (computer-drawn phantoms, not "
+    "X-rays of people). It shows how the app works; **do not use it on real chest X-rays** — "
+    "its verdicts on them mean nothing."
+)
+
+
 def model_card(
     served: ServedModel | None, external: list[ExternalEval], problem: str | None = None
 ) -> str:
@@ -35,19 +42,22 @@ def model_card(
     lines = [
         f"### Model card — run `{run.id}` ({run.name})",
         "",
+        f"> {DEMO_WARNING}\n" if served.synthetic else "",
         warning,
         f"- **Trained** {run.finished_at:%Y-%m-%d} on **{_data_summary(served)}**, at "
         f"{cfg.data.image_size}×{cfg.data.image_size} px, enhancement `{cfg.data.enhancement}`, "
         f"region `{cfg.data.roi}`"
         + (" (the lungs found by the project's own segmenter)." if cfg.data.roi != "full" else "."),
-        f"- **Held-out test set** ({m.get('n', '?')} images, {m.get('n_pos', '?')} TB): "
+        f"- **Held-out test set of the same collection** ({m.get('n', '?')} images, "
+        f"{m.get('n_pos', '?')} TB): "
         f"AUC {_ci(run.auc, m.get('auc_ci'))}, sensitivity "
         f"{_ci(run.sensitivity, m.get('sensitivity_ci'))}, specificity "
         f"{_ci(run.specificity, m.get('specificity_ci'))} (95 % bootstrap intervals).",
         f"- **Threshold** {run.threshold:.3f}, chosen on the validation split "
         f"(rule `{cfg.eval.threshold_rule}`) and applied unchanged; the WHO screening target "
         f"(sensitivity ≥ 90 %, specificity ≥ 70 %) is "
-        f"{'met' if run.who_met else 'not met'} on the test set.",
+        f"{'met' if run.who_met else 'not met'} on that test set, which says little about "
+        "X-rays from elsewhere (below).",
     ]
     cal = served.calibration
     if cal is not None:
@@ -67,6 +77,12 @@ def model_card(
         lines.append(
             "- **P(TB)** is the network's raw output, not a calibrated probability: compare it "
             "with the threshold, not with 50 %."
+        )
+    if not external:
+        lines.append(
+            "- **On X-rays from other hospitals: not measured.** Nobody has evaluated this model "
+            "on a collection it was not trained on; models like it often do much worse there "
+            "(AUC 0.55–0.70 is common), so treat its verdicts on your X-rays as untested."
         )
     for ev in external:
         calibration = ev.metrics.get("calibration")
@@ -90,6 +106,12 @@ def model_card(
         DISCLAIMER,
     ]
     return "\n".join(lines)
+
+
+def banner(served: ServedModel | None) -> str:
+    """The line at the very top of the page: empty, or a warning that the served model is a
+    demonstration trained on synthetic images."""
+    return f"> {DEMO_WARNING}" if served is not None and served.synthetic else ""
 
 
 def _data_summary(served: ServedModel) -> str:

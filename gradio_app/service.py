@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from db import Calibration, Run, RunStore
-from pipeline import dicom, explain, images, ood
+from pipeline import dicom, explain, images, ood, synth
 from pipeline.images import ImageError
 from pipeline.predictor import NEGATIVE, POSITIVE, Predictor
 
@@ -146,6 +146,11 @@ class ServedModel:
     @property
     def size(self) -> int:
         return self.predictor.config.data.image_size
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether the run was trained on synthetic phantoms (a demonstration model)."""
+        return any(synth.is_synthetic(f) for f in self.predictor.config.data.sources)
 
     def _load_reference(self) -> tuple[ood.FeatureDistance | None, str]:
         folder = Path(self.run.artifacts_dir or "")

@@ -148,6 +148,19 @@ def generate(
     return SynthSummary(out=out, n_normal=n_normal, n_tb=n_tb, size=size, seed=seed)
 
 
+def is_synthetic(folder: str | Path) -> bool:
+    """Whether ``folder`` is a phantom dataset made by :func:`generate` (its manifest says so).
+
+    A model trained on phantoms is a demonstration: the apps and the Publish page say so.
+    """
+    manifest = Path(folder) / MANIFEST
+    if not manifest.is_file():
+        return False
+    with manifest.open(newline="") as f:
+        header = next(csv.reader(f), [])
+    return tuple(header) == MANIFEST_COLUMNS
+
+
 def _write_one(
     out: Path, label: str, index: int, *, size: int, seed: int, digits: int
 ) -> tuple[str, ...]:

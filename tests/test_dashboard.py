@@ -507,18 +507,29 @@ def test_explain_refuses_an_unreadable_upload_next_to_it(ids):
 # Publish ---------------------------------------------------------------------------------------
 
 
-def test_promote_changes_the_served_run(ids):
+def test_promote_warns_asks_who_and_why_then_changes_the_served_run(ids):
     store = RunStore()
     at = page("views/publish.py", run=ids["clahe"])
     assert store.served_run() is None
-    at.text_input(key="pub.note").input("better contrast")
+    # Phantom-trained and never evaluated elsewhere: both said before anything is promoted.
+    warning = texts(at, "warning")
+    assert "no external evaluation" in warning
+    assert "trained on synthetic phantoms" in warning
+    assert at.button(key="pub.promote").disabled  # no name, no reason, not confirmed
+    at.text_input(key="pub.who").input("Dr Lee")
+    at.text_input(key="pub.note").input("better contrast").run()
+    assert at.button(key="pub.promote").disabled  # the warning is not confirmed yet
+    at.checkbox(key="pub.confirm").check().run()
     at.button(key="pub.promote").click().run()
     served = store.served_run()
     assert served is not None
     assert served.id == ids["clahe"]
-    assert store.promotions()[0].note == "better contrast"
+    promotion = store.promotions()[0]
+    assert (promotion.note, promotion.promoted_by) == ("better contrast", "Dr Lee")
     assert "is now served" in texts(at, "success")
     assert at.button(key="pub.promote").disabled
+    history = at.dataframe[-1].value
+    assert list(history["by"]) == ["Dr Lee"]
 
 
 def test_calibrate_a_run_for_a_site_then_publish_it_at_that_threshold(ids, tmp_path):
@@ -540,6 +551,9 @@ def test_calibrate_a_run_for_a_site_then_publish_it_at_that_threshold(ids, tmp_p
 
     pub = page("views/publish.py", run=ids["plain"])
     pub.selectbox(key="pub.calibration").set_value(cal)
+    pub.text_input(key="pub.who").input("Dr Lee")
+    pub.text_input(key="pub.note").input("site threshold for Clinic C")
+    pub.checkbox(key="pub.confirm").check().run()
     pub.button(key="pub.promote").click().run()
     assert RunStore().served_calibration() == cal
     assert "calibrated for **Clinic C**" in texts(pub, "caption")

@@ -592,7 +592,7 @@ def test_without_a_model_the_app_says_so(tmp_path):
 
 
 def test_model_card_names_the_run_its_figures_and_its_limits(source):
-    from gradio_app.card import model_card
+    from gradio_app.card import banner, model_card
 
     served = source.current()
     card = model_card(served, [])
@@ -604,6 +604,13 @@ def test_model_card_names_the_run_its_figures_and_its_limits(source):
     assert "fitted at training time" in card
     assert "not a calibrated probability" in card  # trained without eval.calibration
     assert "No model is available yet" in model_card(None, [])
+    # Trained on phantoms: labelled a demonstration, at the top of the page and of the card.
+    assert served.synthetic
+    assert "do not use it on real chest X-rays" in banner(served)
+    assert card.index("Demonstration model") < card.index("Held-out test set")
+    # Same-collection figures never stand alone: with no external evaluation, it says so.
+    assert "On X-rays from other hospitals: not measured" in card
+    assert banner(None) == ""
 
     from pipeline import evaluate
 
@@ -614,6 +621,7 @@ def test_model_card_names_the_run_its_figures_and_its_limits(source):
     )
     card = model_card(served, [external])
     assert "other-hospital" in card
+    assert "not measured" not in card
     assert f"off by {metrics['calibration']['ece']:.2f}" in card
 
 

@@ -81,6 +81,8 @@ def test_an_upload_shows_verdict_probability_heatmap_and_model_card(page, tmp_pa
     assert "threshold" in gauge
     card = page.locator("#model-card")
     assert "Model card" in card.inner_text()
+    # The model served here was trained on phantoms: the top of the page says so.
+    assert "do not use it on real chest X-rays" in page.locator("#banner").inner_text()
     assert "not a diagnosis" in card.inner_text()
     shot = _keep(page, tmp_path, "gradio-app.png")
     assert shot.stat().st_size > 10_000

@@ -64,6 +64,7 @@ def test_a_store_made_before_migrations_is_backed_up_upgraded_and_keeps_every_ro
     assert store.external_evals(best.id)[0].n_images == 402
     assert store.promotions()[0].note == "first release"
     assert store.promotions()[0].calibration_id is None  # 0003: served at its own threshold
+    assert store.promotions()[0].promoted_by == ""  # 0004: nobody was recorded before
     assert store.served_calibration() is None
     assert "Traceback" in runs["fixture-failed-2"].error
     # 0002 drops the presence of workers that had already stopped.
@@ -86,6 +87,21 @@ def test_an_older_revision_is_upgraded_with_a_backup_named_after_it(legacy):
     store = RunStore(f"sqlite:///{legacy}")
     assert store.backup_path == legacy.with_name("tbxray.db.bak-0001")
     assert "runs_dir" in {c["name"] for c in inspect(store.engine).get_columns("workers")}
+
+
+def test_a_0003_store_gains_who_promoted_and_keeps_its_promotions(legacy):
+    engine = make_engine(f"sqlite:///{legacy}")
+    migrate.upgrade(engine, "0003")
+    engine.dispose()
+    before = rows(legacy, "promotions")
+    store = RunStore(f"sqlite:///{legacy}")
+    assert store.backup_path == legacy.with_name("tbxray.db.bak-0003")
+    assert rows(legacy, "promotions", like=store.backup_path) == before
+    (old,) = store.promotions()
+    assert (old.note, old.promoted_by) == ("first release", "")
+    run = next(r for r in store.list_runs() if r.status == "succeeded")
+    store.promote(run.id, "external AUC checked", promoted_by="A. Radiologist")
+    assert store.promotions()[0].promoted_by == "A. Radiologist"
 
 
 def stamp(url: str, revision: str) -> None:

@@ -6,7 +6,9 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import ui
-from db import Calibration, Run, StoreError
+from db import Calibration, ExternalSummary, Run, StoreError
+from pipeline import synth
+from pipeline.config import make_config
 
 st.title("Publish")
 store = ui.store()
@@ -25,10 +27,17 @@ def card(run: Run) -> None:
     cols[4].metric("WHO target", "met" if run.who_met else "not met")
     ext = store.external_evals(run.id)
     size = run.config.get("data", {}).get("image_size")
+    summary = ExternalSummary.of(run.id, ext)
     st.caption(
         f"`{run.id}` · {size} px · {run.config.get('data', {}).get('enhancement')} · "
         f"AUC 95% CI {ui.fmt_ci(run.auc, run.auc_lo, run.auc_hi)}"
-        + (f" · external AUC {ui.fmt(ext[0].auc)} on {ext[0].dataset_path}" if ext else "")
+        + (
+            f" · external AUC mean {ui.fmt(summary.auc_mean)}, worst {ui.fmt(summary.auc_worst)}"
+            f", worst external sensitivity {ui.fmt(summary.sensitivity_worst)} "
+            f"({len(summary.datasets)} sets)"
+            if ext
+            else " · no external evaluation"
+        )
     )
 
 
@@ -86,7 +95,29 @@ calibration = st.selectbox(
     key="pub.calibration",
     help="Site calibrations are made on the run page (Calibrate).",
 )
-note = st.text_input("Note (why this model)", key="pub.note", max_chars=200)
+external = store.external_evals(candidate.id)
+synthetic = any(synth.is_synthetic(f) for f in make_config(candidate.config).data.sources)
+cautions = []
+if not external:
+    cautions.append(
+        "it has **no external evaluation**: nobody knows how it does on X-rays from another "
+        "hospital (evaluate it on one first: run page, or `python -m pipeline evaluate`)"
+    )
+if synthetic:
+    cautions.append(
+        "it was **trained on synthetic phantoms**: the public app will label it a demonstration "
+        "that must not be used on real X-rays"
+    )
+c_who, c_why = st.columns([1, 2])
+who = c_who.text_input("Your name", key="pub.who", max_chars=80)
+note = c_why.text_input("Why this model (kept in the history)", key="pub.note", max_chars=200)
+confirmed = True
+if cautions:
+    st.warning("Before you promote this run: " + "; ".join(cautions) + ".")
+    confirmed = st.checkbox("I have read this and promote it anyway", key="pub.confirm")
+missing = [f for f, v in (("your name", who), ("why", note)) if not v.strip()]
+if missing:
+    st.caption(f"To promote, fill in {' and '.join(missing)}.")
 current = store.served_calibration()
 is_served = (
     served is not None
@@ -97,13 +128,16 @@ is_served = (
 if st.button(
     "Already served" if is_served else "Promote to the public app",
     type="primary",
-    disabled=is_served,
+    disabled=is_served or bool(missing) or not confirmed,
     key="pub.promote",
     icon=":material/publish:",
 ):
     try:
         store.promote(
-            candidate.id, note, calibration_id=None if calibration is None else calibration.id
+            candidate.id,
+            note.strip(),
+            calibration_id=None if calibration is None else calibration.id,
+            promoted_by=who.strip(),
         )
     except StoreError as err:
         st.error(str(err))
@@ -126,7 +160,8 @@ if promotions:
                     "id": p.run_id,
                     "AUC": names[p.run_id].auc if p.run_id in names else None,
                     "site calibration": p.calibration_id,
-                    "note": p.note,
+                    "by": p.promoted_by,
+                    "why": p.note,
                 }
                 for p in promotions
             ]

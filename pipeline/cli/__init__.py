@@ -160,6 +160,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_id")
     p.add_argument("--calibration", type=int, help="serve this site calibration's threshold")
     p.add_argument("--note", default="", help="why (shown in the promotion history)")
+    p.add_argument("--by", help="who promotes it (default: your login name)")
 
     p = add(
         "predict", runs.cmd_predict, "TB probability and verdict for images, with a run's model"

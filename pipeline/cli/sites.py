@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 
 from rich.table import Table
 
+from pipeline import synth
 from pipeline.cli.common import ci, console, fmt, open_store
+from pipeline.config import make_config
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -114,11 +117,25 @@ def cmd_calibrations(args: argparse.Namespace) -> int:
 def cmd_promote(args: argparse.Namespace) -> int:
     store = open_store()
     run = store.get_run(args.run_id)
-    promotion = store.promote(run.id, note=args.note, calibration_id=args.calibration)
+    by = args.by or getpass.getuser()
+    promotion = store.promote(
+        run.id, note=args.note, calibration_id=args.calibration, promoted_by=by
+    )
     if promotion.calibration_id is None:
         how = f"at its validated threshold {run.threshold:.4f}"
     else:
         cal = store.get_calibration(promotion.calibration_id)
         how = f"at the threshold {cal.threshold:.4f} calibrated for '{cal.site}'"
-    console.print(f"the public app now serves run {run.id} ({run.name}) {how}")
+    console.print(f"the public app now serves run {run.id} ({run.name}) {how}; promoted by {by}")
+    external = store.external_evals(run.id)
+    if not external:
+        console.print(
+            "[yellow]note:[/yellow] this run has no external evaluation; the public model card "
+            "says its results on other hospitals' X-rays are not measured"
+        )
+    if any(synth.is_synthetic(f) for f in make_config(run.config).data.sources):
+        console.print(
+            "[yellow]note:[/yellow] trained on synthetic phantoms: the public app labels it a "
+            "demonstration that must not be used on real X-rays"
+        )
     return 0
