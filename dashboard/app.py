@@ -18,10 +18,12 @@ if ROOT not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from dashboard import ui  # noqa: E402
+from dashboard import auth, ui  # noqa: E402
 from db import StoreError  # noqa: E402
 
 st.set_page_config(page_title="TB X-ray Lab", page_icon=":material/pulmonology:", layout="wide")
+# Before anything else: on a network, only people who log in see or change anything.
+auth.gate()
 
 pages = {
     "Runs": [

@@ -12,6 +12,8 @@ import pytest
 from tests.pgserver import PostgresUnavailable, throwaway_postgres
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The dashboard serves loopback addresses without a login (dashboard.auth); page tests run there.
+os.environ.setdefault("STREAMLIT_SERVER_ADDRESS", "127.0.0.1")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
