@@ -35,6 +35,7 @@ from gradio_app.service import (
     no_model,
 )
 from pipeline import images
+from pipeline.explain import LEGEND
 from pipeline.predictor import NEGATIVE, POSITIVE
 
 TITLE = "TB X-ray Lab — chest X-ray TB screening (research tool)"
@@ -61,6 +62,13 @@ _PROGRESS = gr.Progress()
 CSS = (
     "#preview img, #gradcam img, #lime img, #shap img "
     "{width: 100%; height: 100%; object-fit: contain;}"
+)
+LEGEND_HTML = (
+    "<div style='display:flex;align-items:center;gap:10px;flex-wrap:wrap;color:#444'>"
+    "<span>Heatmaps, all three:</span>"
+    "<span style='display:inline-block;width:160px;height:12px;border-radius:6px;background:"
+    "linear-gradient(90deg, rgb(30,80,230), #bbb, rgb(230,30,30))'></span>"
+    f"<span>{html.escape(LEGEND)}</span></div>"
 )
 _WAITING = "<div style='padding:12px;color:#666'>Upload a chest X-ray to get a verdict.</div>"
 
@@ -197,7 +205,7 @@ def build_demo(
                 verdict = gr.HTML(_WAITING, label="Verdict", elem_id="verdict")
                 probability = gr.HTML(label="P(TB) against the threshold", elem_id="probability")
                 heatmap = gr.Image(
-                    label="Grad-CAM: where the model looked (red = strongest; magenta: lungs)",
+                    label="Grad-CAM: what pushed towards TB (magenta line: the lungs)",
                     type="numpy",
                     format="png",
                     interactive=False,
@@ -206,11 +214,12 @@ def build_demo(
                 )
         with gr.Row():
             lime_button, lime_image, lime_note = _explainer_column(
-                "lime", "LIME: superpixels that push towards TB"
+                "lime", "LIME: image regions, switched off at random"
             )
             shap_button, shap_image, shap_note = _explainer_column(
-                "shap", "SHAP: red pushes towards TB, blue away"
+                "shap", "SHAP: image regions, blurred in turn"
             )
+        gr.HTML(LEGEND_HTML, elem_id="legend")
         with gr.Accordion("Details (what the API returns)", open=False):
             details = gr.JSON(label="Result")
         card_md = gr.Markdown(elem_id="model-card")

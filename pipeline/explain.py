@@ -289,18 +289,26 @@ def shap(
 # Drawing
 
 
+# One colour scale for every method, so that red means the same on every heatmap.
+LEGEND = (
+    "red: pushes towards TB · blue: pushes away from TB · the stronger the colour, the "
+    "stronger the effect (Grad-CAM shows only what pushes towards TB)"
+)
+TOWARDS, AWAY = (230.0, 30.0, 30.0), (30.0, 80.0, 230.0)
+
+
 def overlay(
     image: np.ndarray,
     heat: np.ndarray,
     alpha: float = 0.45,
-    colormap: str = "jet",
     signed: bool = False,
 ) -> np.ndarray:
     """``heat`` drawn over the grayscale ``image``: RGB uint8 at the image's size.
 
-    Unsigned maps ([0, 1]) use ``colormap`` (any OpenCV colormap name: jet, turbo, inferno, …)
-    and are blended where they are strong. Signed maps (SHAP) are scaled by their largest
-    magnitude and drawn red where the region pushes towards TB and blue where it pushes away.
+    Every method uses the same signed scale (:data:`LEGEND`): red where the region pushes towards
+    TB, blue where it pushes away, blended in proportion to the strength. Unsigned maps
+    (Grad-CAM, [0, 1]) are all "towards"; signed maps (LIME weights, SHAP values) are scaled by
+    their largest magnitude.
     """
     gray = np.asarray(image)
     if gray.ndim == 3:
@@ -316,19 +324,10 @@ def overlay(
     if signed:
         scale = float(np.abs(heat).max()) or 1.0
         h = np.clip(heat / scale, -1, 1)
-        color = np.zeros_like(base)
-        color[..., 0] = np.where(h > 0, 255, 0)
-        color[..., 2] = np.where(h < 0, 255, 0)
-        strength = np.abs(h)[..., np.newaxis]
     else:
-        name = f"COLORMAP_{colormap.upper()}"
-        if not hasattr(cv2, name):
-            raise ValueError(f"unknown colormap {colormap!r}; use an OpenCV name such as 'jet'")
         h = np.clip(heat, 0, 1)
-        bgr = cv2.applyColorMap((h * 255).astype(np.uint8), getattr(cv2, name))
-        color = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32)
-        strength = h[..., np.newaxis]
-    weight = alpha * strength
+    color = np.where(h[..., np.newaxis] >= 0, TOWARDS, AWAY).astype(np.float32)
+    weight = alpha * np.abs(h)[..., np.newaxis]
     return np.clip(base * (1 - weight) + color * weight, 0, 255).astype(np.uint8)
 
 
@@ -342,13 +341,14 @@ def explain(model: Any, image: np.ndarray, method: str, **kwargs: Any) -> Explan
         heat = gradcam(model, image, **kwargs)
     elif method == "lime":
         result = lime(model, image, **kwargs)
-        heat, mask = result.heatmap, result.mask
+        # Signed, like SHAP: superpixels that push away from TB are drawn too (in blue).
+        heat, mask = result.weights[result.segments].astype(np.float32), result.mask
     else:
         heat = shap(model, image, **kwargs)
     return Explanation(
         method=method,
         heatmap=heat,
         seconds=time.perf_counter() - start,
-        signed=method == "shap",
+        signed=method != "gradcam",
         mask=mask,
     )

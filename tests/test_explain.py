@@ -94,10 +94,22 @@ def test_every_method_returns_a_heatmap_of_the_image_size_and_range(lesion_model
     full, hidden = explain.batch_scores(predictor.model, np.stack([image, blurred[0, ..., 0]]))
     assert values.sum() == pytest.approx(full - hidden, abs=0.02)
 
-    for heat, signed in ((cam, False), (lime.heatmap, False), (values, True)):
+    signed_lime = lime.weights[lime.segments]
+    for heat, signed in ((cam, False), (signed_lime, True), (values, True)):
         picture = explain.overlay(image, heat, signed=signed)
         assert picture.shape == (SIZE, SIZE, 3)
         assert picture.dtype == np.uint8
+        # One colour scale for all three: red towards TB, blue away, grey where nothing.
+        gray = image.astype(int)
+        scale = np.abs(heat).max() if signed else 1.0
+        strong = np.abs(heat) > 0.5 * scale
+        towards, away = strong & (heat > 0), strong & (heat < 0)
+        red = picture[..., 0].astype(int) - picture[..., 2].astype(int)
+        if towards.any():
+            assert (red[towards] > 0).all()
+        if away.any():
+            assert (red[away] < 0).all()
+        assert np.array_equal(picture[heat == 0][..., 0], gray[heat == 0])
     # No heat, no colour: the overlay of an all-zero map is the gray image itself.
     blank = explain.overlay(image, np.zeros_like(cam))
     assert np.array_equal(blank, np.repeat(image[..., None], 3, axis=2))

@@ -140,6 +140,7 @@ c[3].metric("true label", truth or "unknown")
 st.caption(f"{prediction.verdict} · run {run.name} ({run.id[:6]}) · {name}")
 
 alpha = st.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="ex.alpha")
+st.caption(f"Every heatmap, one colour scale — {explain.LEGEND}.")
 results = st.session_state.setdefault("ex.results", {})
 cols = st.columns(4)
 side = prepared.shape[0]
@@ -166,7 +167,7 @@ else:
 
 DESCRIPTIONS = {
     "lime": ("LIME", "superpixels switched off at random; a local linear model of P(TB)"),
-    "shap": ("SHAP", "Partition SHAP over image regions; red pushes towards TB, blue away"),
+    "shap": ("SHAP", "Partition SHAP over image regions"),
 }
 for col, (method, (title, what)) in zip(cols[2:], DESCRIPTIONS.items(), strict=True):
     key = (run.id, image_key, method)
