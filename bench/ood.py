@@ -12,8 +12,10 @@ encoded files:
   scikit-image's scanned page and text), CT-like slices (the Shepp-Logan phantom and drawn
   axial chest slices), graphics, blank images and random noise.
 Prints the share passed per kind (the real X-rays should pass, everything else be refused),
-and which check stopped each refused picture. The lung check runs last, so "lungs" counts what
-it adds to the others. The figures in BENCHMARKS.md come from here.
+and which check stopped each refused picture; also real X-rays altered so that they cannot be
+assessed (turned, upside down, cut to a quadrant, lateral-like). The lung check, which does not
+depend on the classifier, runs before the model's feature distance. The figures in
+BENCHMARKS.md come from here.
 """
 
 from __future__ import annotations
@@ -158,6 +160,25 @@ def non_xray_corpus(per_kind: int = 12, seed: int = 0) -> dict[str, list[bytes]]
     return corpus
 
 
+def altered_xrays(paths: list[Path], n: int) -> dict[str, list[bytes]]:
+    """Real chest X-rays made unfit to assess: turned by 90° or 180°, cut to one quadrant, or
+    squeezed to a lateral view's proportions and mirrored halves (no lungs side by side)."""
+    rng = np.random.default_rng(7)
+    picked = [paths[i] for i in rng.choice(len(paths), size=min(n, len(paths)), replace=False)]
+    grays = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in picked]
+    out: dict[str, list[bytes]] = {"altered: turned 90°": [], "altered: upside down": []}
+    out |= {"altered: one quadrant": [], "altered: lateral-like": []}
+    for g in grays:
+        h, w = g.shape
+        out["altered: turned 90°"].append(encode(np.rot90(g).copy()))
+        out["altered: upside down"].append(encode(g[::-1].copy()))
+        out["altered: one quadrant"].append(encode(g[: h // 2, : w // 2].copy()))
+        # One lung's half, widened: a single field across the image, as on a lateral view.
+        half = cv2.resize(g[:, : w // 2], (w, h), interpolation=cv2.INTER_LINEAR)
+        out["altered: lateral-like"].append(encode(half))
+    return out
+
+
 def _files(paths: list[Path]) -> list[bytes]:
     return [p.read_bytes() for p in paths]
 
@@ -194,6 +215,7 @@ def main() -> None:
         )
         real[f"real: {external.name} (external)"] = _files(paths)
     fake = non_xray_corpus(args.per_kind)
+    fake |= altered_xrays([data_root / p for p in split["test"]], args.per_kind)
 
     results = {}
     table = Table("images", "n", "passed", "refused", "stopped by", title=f"run {run.id}")
@@ -227,6 +249,7 @@ def _check_name(reason: str) -> str:
         ("wider or taller", "shape"),
         ("feature distance", "features"),
         ("lung fields", "lungs"),
+        ("turned on its side", "lungs"),
     ):
         if key in reason:
             return name

@@ -207,24 +207,23 @@ class ServedModel:
         if reason is not None:
             return self._not_xray(reason)
         prepared, lungs, found = self.predictor.prepare_with_lungs(gray)
-        feats, raw = self._features_and_probability(prepared)
-        prob = float(self.predictor.calibrate(raw))
-        distance = None if self.reference is None else float(self.reference.distance(feats)[0])
-        if distance is not None and distance > self.reference.threshold:
-            return self._not_xray(
-                "this image does not look like the chest X-rays the model was trained on "
-                f"(feature distance {distance:.1f}, limit {self.reference.threshold:.1f}); "
-                "upload a frontal chest radiograph (PNG, JPEG or DICOM), uncropped and not a "
-                "photo of a screen",
-                distance,
-            )
-        # Last, so that bench/ood.py counts what this check adds to the others.
+        # First the checks that do not depend on the classifier: is this a frontal chest X-ray?
         if not found.ok:
             return self._not_xray(
                 "the lung fields could not be found as on a chest X-ray ("
                 + "; ".join(found.reasons)
                 + "); upload a frontal chest radiograph (PNG, JPEG or DICOM), uncropped and "
-                "upright",
+                "upright"
+            )
+        feats, raw = self._features_and_probability(prepared)
+        prob = float(self.predictor.calibrate(raw))
+        distance = None if self.reference is None else float(self.reference.distance(feats)[0])
+        # Then the model's own: a chest X-ray, but unlike those it learned from.
+        if distance is not None and distance > self.reference.threshold:
+            return self._not_xray(
+                "this X-ray looks different from the ones the model learned from — probably "
+                "another machine or hospital — so it cannot judge it reliably (feature distance "
+                f"{distance:.1f}, limit {self.reference.threshold:.1f}); a doctor should read it",
                 distance,
             )
         threshold = self.predictor.threshold

@@ -678,5 +678,8 @@ def test_an_image_far_from_the_training_features_cannot_be_assessed(source):
     refused = served.assess(xray)
     assert refused.status == OUT_OF_DISTRIBUTION
     assert refused.verdict == CANNOT_ASSESS
-    assert "feature distance" in refused.reason
+    # Worded for a lay reader: a chest X-ray, but from elsewhere; not "upload an X-ray".
+    assert "looks different from the ones the model learned from" in refused.reason
+    assert "another machine or hospital" in refused.reason
+    assert "upload a frontal" not in refused.reason
     assert refused.probability is None

@@ -71,6 +71,10 @@ def test_plausibility_wants_two_balanced_lungs_of_sensible_size():
     lopsided = _two_lungs()
     lopsided[22:78, 55:80] = False
     assert any("size of the other" in r for r in masks.plausibility(lopsided).reasons)
+    # An X-ray turned by 90°: two fields, balanced, but lying down.
+    turned = masks.plausibility(np.rot90(_two_lungs()))
+    assert not turned.ok
+    assert any("turned on its side" in r for r in turned.reasons)
 
 
 def test_roi_box_grows_by_the_margin_and_empty_mask_keeps_the_image():

@@ -19,6 +19,7 @@ import numpy as np
 MIN_AREA, MAX_AREA = 0.07, 0.7
 MIN_BALANCE = 0.3
 MIN_CENTRE_Y, MAX_CENTRE_Y = 0.12, 0.75
+MIN_UPRIGHT = 1.0  # height / width of the taller lung field's box
 
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -102,6 +103,10 @@ def plausibility(mask: np.ndarray) -> Plausibility:
         ys = [centroids[i][1] / h for i in lungs]
         if not all(MIN_CENTRE_Y <= y <= MAX_CENTRE_Y for y in ys):
             reasons.append("the lung fields are too high or too low in the image")
+        # Upright lungs are taller than wide; an X-ray turned by 90° shows them lying down.
+        tall = [stats[i, cv2.CC_STAT_HEIGHT] / stats[i, cv2.CC_STAT_WIDTH] for i in lungs]
+        if max(tall) < MIN_UPRIGHT:
+            reasons.append("the lung fields lie sideways: the X-ray seems turned on its side")
     if not MIN_AREA <= area <= MAX_AREA:
         reasons.append(
             f"the lungs cover {area:.0%} of the image (expected {MIN_AREA:.0%}-{MAX_AREA:.0%})"
