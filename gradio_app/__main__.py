@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         from gradio_app.service import Limits, ModelSource
 
         limits = Limits(
-            max_bytes=int(args.max_upload_mb * 1e6),
+            max_bytes=int(args.max_upload_mb * 2**20),
             max_pixels=int(args.max_megapixels * 1e6),
             for_processing=args.dicom_for_processing,
         )

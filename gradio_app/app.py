@@ -23,8 +23,10 @@ from typing import Any
 import cv2
 import gradio as gr
 import numpy as np
+from starlette.middleware import Middleware
 
 from gradio_app.card import banner, model_card
+from gradio_app.security import SecurityHeaders
 from gradio_app.service import (
     ASSESSED,
     CANNOT_ASSESS,
@@ -183,7 +185,7 @@ def build_demo(
                 )
                 gr.Markdown(
                     f"Drag and drop, or click to pick a file. Up to "
-                    f"{limits.max_bytes / 1e6:g} MB and {limits.max_pixels / 1e6:g} megapixels. "
+                    f"{limits.max_bytes / 2**20:g} MB and {limits.max_pixels / 1e6:g} megapixels. "
                     f"Uploads are used for this answer only and deleted within minutes. {PRIVACY}"
                 )
                 preview = gr.Image(
@@ -305,6 +307,7 @@ def launch_options(limits: Limits | None = None) -> dict[str, Any]:
     """
     limits = limits or Limits()
     return {
+        "app_kwargs": {"middleware": [Middleware(SecurityHeaders)]},
         "max_file_size": limits.max_bytes,
         "show_error": False,
         "run_history": False,

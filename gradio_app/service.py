@@ -43,7 +43,9 @@ class Limits:
     detector image (FOR PROCESSING) is refused, or assessed with a note when ``for_processing``
     is ``"warn"``."""
 
-    max_bytes: int = 20_000_000
+    # 20 MB as browsers and Gradio count them (MiB), so the page, the refusal toast and the
+    # limit all say the same number.
+    max_bytes: int = 20 * 2**20
     max_pixels: int = 50_000_000
     for_processing: str = "refuse"
 

@@ -185,7 +185,7 @@ def _open_source(src: str | Path | bytes, source: str | None, max_bytes: int | N
 
 
 def _human_bytes(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n:,} bytes"
+    return f"{n / 2**20:.1f} MB" if n >= 100_000 else f"{n:,} bytes"
 
 
 def _open_header(fp: IO[bytes], source: str | None, max_pixels: int | None) -> Image.Image:

@@ -683,3 +683,23 @@ def test_an_image_far_from_the_training_features_cannot_be_assessed(source):
     assert "another machine or hospital" in refused.reason
     assert "upload a frontal" not in refused.reason
     assert refused.probability is None
+
+
+def test_every_response_carries_the_security_headers(url):
+    for path in ("/", "/config", "/gradio_api/info"):
+        response = httpx.get(url.rstrip("/") + path, timeout=30)
+        assert response.status_code == 200, path
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        assert response.headers["x-frame-options"] == "DENY"
+
+
+def test_the_upload_limit_reads_the_same_on_the_page_and_in_the_browser():
+    # Browsers and Gradio's refusal count MB as 2**20 bytes; the page says the same number.
+    limits = Limits()
+    assert launch_options(limits)["max_file_size"] == limits.max_bytes == 20 * 2**20
+    intro = " ".join(
+        str(b.get("props", {}).get("value", ""))
+        for b in build_demo(ModelSource(RunStore()), limits).config["components"]
+    )
+    assert "Up to 20 MB" in intro
