@@ -15,7 +15,13 @@ traceback. A private event shows the image as read (a DICOM file windowed) under
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import html
+import shutil
+import tempfile
+import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -88,6 +94,37 @@ def _undecoded(upload: gr.File) -> gr.File:
     return upload
 
 
+class OwnFiles:
+    """Each request's images written to files of its own, for Gradio to serve.
+
+    Gradio stores a returned array under a name made from its pixels, writing the file in place,
+    so two requests with the same upload wrote the same file at once and one of them could
+    download it empty. A file returned by path is copied into Gradio's cache under a temporary
+    name and renamed into place; named here uniquely, every request's outputs stay its own.
+    Files older than ``keep_s`` are removed as new ones are written, and all when the app stops.
+    """
+
+    def __init__(self, keep_s: float) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="tbxray-outputs-"))
+        self.keep_s = keep_s
+        atexit.register(shutil.rmtree, self.folder, ignore_errors=True)
+
+    def png(self, image: np.ndarray | None) -> str | None:
+        """``image`` (gray or RGB uint8) as a new PNG file; None for None."""
+        if image is None:
+            return None
+        now = time.time()
+        for old in self.folder.glob("*.png"):
+            with contextlib.suppress(FileNotFoundError):
+                if now - old.stat().st_mtime > self.keep_s:
+                    old.unlink()
+        path = self.folder / f"{uuid.uuid4().hex}.png"
+        rgb = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        if not cv2.imwrite(str(path), rgb):
+            raise OSError(f"could not write {path}")
+        return str(path)
+
+
 def _as_read(path: str | None, limits: Limits) -> np.ndarray | None:
     """The upload as the app reads it (a DICOM file windowed), at most PREVIEW_SIDE pixels; None
     when it cannot be read (the verdict box says why)."""
@@ -129,18 +166,17 @@ def build_demo(
     the app stops.
     """
     limits = limits or Limits()
+    outputs = OwnFiles(keep_s=keep_uploads_s)
 
-    def predict(path: str | None) -> tuple[dict | None, str, str, np.ndarray | None]:
+    def predict(path: str | None) -> tuple[dict | None, str, str, str | None]:
         if path is None:
             return None, "", _WAITING, None
         served = source.current()
         a = no_model(source.problem) if served is None else served.assess(Path(path), limits)
-        return a.as_dict(), _gauge_html(a), _verdict_html(a), _gradcam_overlay(a)
+        return a.as_dict(), _gauge_html(a), _verdict_html(a), outputs.png(_gradcam_overlay(a))
 
     def explainer(method: str) -> Any:
-        def run(
-            path: str | None, progress: gr.Progress = _PROGRESS
-        ) -> tuple[np.ndarray | None, str]:
+        def run(path: str | None, progress: gr.Progress = _PROGRESS) -> tuple[str | None, str]:
             if path is None:
                 return None, "Upload a chest X-ray first."
             served = source.current()
@@ -155,7 +191,7 @@ def build_demo(
             )
             if overlay is None:
                 return None, f"{CANNOT_ASSESS}: {a.reason}"
-            return overlay, _explain_note(method, a)
+            return outputs.png(overlay), _explain_note(method, a)
 
         return run
 
@@ -246,7 +282,7 @@ def build_demo(
         )
         predicted.then(card, outputs=card_md, queue=False, api_visibility="private")
         image.change(
-            lambda path: _as_read(path, limits),
+            lambda path: outputs.png(_as_read(path, limits)),
             inputs=image,
             outputs=preview,
             concurrency_id="predict",

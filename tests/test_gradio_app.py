@@ -16,6 +16,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -48,7 +49,7 @@ from gradio_app.service import (
 # Gradio's queue uses pandas options that pandas 3 deprecates; not this project's to fix.
 pytestmark = pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")
 SIZE = 64
-LIMITS = Limits(max_bytes=2_000_000, max_pixels=4_000_000)
+LIMITS = Limits(max_bytes=2 * 2**20, max_pixels=4_000_000)
 
 
 def train_tiny_run(root: Path, name: str = "baseline-tiny", epochs: int = 25) -> RunStore:
@@ -146,6 +147,7 @@ def client(url: str) -> Client:
 
 
 def predict(client: Client, data: bytes, tmp_path: Path, name: str = "upload.png") -> tuple:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / name
     path.write_bytes(data)
     return client.predict(handle_file(str(path)), api_name="/predict")
@@ -342,7 +344,9 @@ def test_an_upload_over_the_size_limit_is_refused_before_it_is_stored(client, ur
     big.write_bytes(png(np.random.default_rng(0).integers(0, 256, (1500, 1500), dtype=np.uint8)))
     assert big.stat().st_size > LIMITS.max_bytes
     # gradio_client (like the browser) checks the limit the app publishes before sending...
-    with pytest.raises(ValueError, match="exceeds the maximum file size of 2000000 bytes"):
+    with pytest.raises(
+        ValueError, match=f"exceeds the maximum file size of {LIMITS.max_bytes} bytes"
+    ):
         client.predict(handle_file(str(big)), api_name="/predict")
     # ...and the server refuses a client that does not.
     with httpx.Client(base_url=url) as http, big.open("rb") as f:
@@ -703,3 +707,20 @@ def test_the_upload_limit_reads_the_same_on_the_page_and_in_the_browser():
         for b in build_demo(ModelSource(RunStore()), limits).config["components"]
     )
     assert "Up to 20 MB" in intro
+
+
+def test_identical_uploads_at_once_each_get_their_own_complete_heatmap(client, tmp_path):
+    data = png(phantom_pair(2)[1])
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda i: predict(client, data, tmp_path / str(i)), range(4)))
+    heatmaps = [heat for (_, _, _, heat) in answers]
+    # Each request's own file (Gradio named identical images alike and wrote them in place,
+    # so a download could come back empty while another request rewrote it)...
+    assert len({h["path"] for h in heatmaps}) == len(heatmaps)
+    # ...complete when downloaded, and the same picture, since the upload was the same.
+    pixels = []
+    for h in heatmaps:
+        body = httpx.get(h["url"], timeout=30).content
+        assert len(body) > 1000
+        pixels.append(np.asarray(Image.open(io.BytesIO(body))))
+    assert all(np.array_equal(pixels[0], p) for p in pixels[1:])
