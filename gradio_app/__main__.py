@@ -137,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
             queue_size=args.queue_size,
         )
         try:
-            demo.launch(server_name=args.host, server_port=args.port, **launch_options(limits))
+            demo.launch(
+                server_name=args.host, server_port=args.port, **launch_options(limits, demo)
+            )
         except KeyboardInterrupt:  # a second Ctrl-C while the server closes: no traceback
             print("public app stopped", file=sys.stderr)
     finally:

@@ -32,6 +32,7 @@ import numpy as np
 from starlette.middleware import Middleware
 
 from gradio_app.card import banner, model_card
+from gradio_app.flood import FairUse, explanation_done
 from gradio_app.security import SecurityHeaders
 from gradio_app.service import (
     ASSESSED,
@@ -176,7 +177,15 @@ def build_demo(
         return a.as_dict(), _gauge_html(a), _verdict_html(a), outputs.png(_gradcam_overlay(a))
 
     def explainer(method: str) -> Any:
-        def run(path: str | None, progress: gr.Progress = _PROGRESS) -> tuple[str | None, str]:
+        def run(
+            path: str | None, request: gr.Request, progress: gr.Progress = _PROGRESS
+        ) -> tuple[str | None, str]:
+            try:
+                return explained(path, progress)
+            finally:
+                explanation_done(request.client.host if request.client else None)
+
+        def explained(path: str | None, progress: gr.Progress) -> tuple[str | None, str]:
             if path is None:
                 return None, "Upload a chest X-ray first."
             served = source.current()
@@ -331,7 +340,7 @@ def _explainer_column(method: str, label: str) -> tuple[gr.Button, gr.Image, gr.
     return button, image, note
 
 
-def launch_options(limits: Limits | None = None) -> dict[str, Any]:
+def launch_options(limits: Limits | None = None, demo: gr.Blocks | None = None) -> dict[str, Any]:
     """``demo.launch`` settings the app needs wherever it runs (``__main__``, tests, benchmarks).
 
     Gradio itself refuses uploads over the size limit (the browser says so before sending);
@@ -342,8 +351,19 @@ def launch_options(limits: Limits | None = None) -> dict[str, Any]:
     100 KB per request otherwise, up to the default 10,000 sessions).
     """
     limits = limits or Limits()
+    middleware = [Middleware(SecurityHeaders)]
+    if demo is not None:
+        middleware.append(
+            Middleware(
+                FairUse,
+                kind_of=_kinds(demo),
+                rules=dict(limits.rates),
+                explain_in_flight=limits.explain_in_flight,
+                explain_capacity=limits.explain_capacity,
+            )
+        )
     return {
-        "app_kwargs": {"middleware": [Middleware(SecurityHeaders)]},
+        "app_kwargs": {"middleware": middleware},
         "max_file_size": limits.max_bytes,
         "show_error": False,
         "run_history": False,
@@ -353,6 +373,20 @@ def launch_options(limits: Limits | None = None) -> dict[str, Any]:
         "css": CSS,
         "state_session_capacity": 256,
     }
+
+
+def _kinds(demo: gr.Blocks) -> Any:
+    """``kind_of(fn_index, api_name)`` for :class:`~gradio_app.flood.FairUse`: ``predict`` or
+    ``explain`` for the public endpoints, None for the page's own small events."""
+    names = {"predict": "predict", "lime": "explain", "shap": "explain"}
+    by_index = {i: names.get(fn.api_name) for i, fn in demo.fns.items()}
+
+    def kind_of(fn_index: int | None, api_name: str | None) -> str | None:
+        if api_name is not None:
+            return names.get(api_name.strip("/"))
+        return by_index.get(fn_index)
+
+    return kind_of
 
 
 def _gauge_html(a: Assessment) -> str:

@@ -48,6 +48,11 @@ class Limits:
     max_bytes: int = 20 * 2**20
     max_pixels: int = 50_000_000
     for_processing: str = "refuse"
+    # Fair use per client (gradio_app.flood): requests per moving window ("limits" notation),
+    # explanations waiting or running per client, and for everyone together.
+    rates: tuple[tuple[str, str], ...] = ()
+    explain_in_flight: int = 2
+    explain_capacity: int = 24
 
     def __post_init__(self) -> None:
         if self.max_bytes < 1 or self.max_pixels < 64:

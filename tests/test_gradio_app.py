@@ -49,7 +49,9 @@ from gradio_app.service import (
 # Gradio's queue uses pandas options that pandas 3 deprecates; not this project's to fix.
 pytestmark = pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")
 SIZE = 64
-LIMITS = Limits(max_bytes=2 * 2**20, max_pixels=4_000_000)
+# The tests send many requests from one address: fair-use limits far above what they send.
+GENEROUS = tuple((kind, "10000/minute") for kind in ("predict", "explain", "upload"))
+LIMITS = Limits(max_bytes=2 * 2**20, max_pixels=4_000_000, rates=GENEROUS, explain_in_flight=100)
 
 
 def train_tiny_run(root: Path, name: str = "baseline-tiny", epochs: int = 25) -> RunStore:
@@ -113,7 +115,7 @@ def running_app(source: ModelSource, limits: Limits = LIMITS, **kwargs: object) 
         server_port=free_port(),
         prevent_thread_lock=True,
         quiet=True,
-        **launch_options(limits),
+        **launch_options(limits, demo),
     )
     try:
         yield demo.local_url
@@ -724,3 +726,37 @@ def test_identical_uploads_at_once_each_get_their_own_complete_heatmap(client, t
         assert len(body) > 1000
         pixels.append(np.asarray(Image.open(io.BytesIO(body))))
     assert all(np.array_equal(pixels[0], p) for p in pixels[1:])
+
+
+def test_one_client_flooding_explanations_cannot_shut_out_verdicts(source, tmp_path):
+    # At most 1 explanation waiting or running per client, 2 for everyone, 3 per minute.
+    strict = replace(LIMITS, rates=(("explain", "3/minute"),), explain_in_flight=1)
+    strict = replace(strict, explain_capacity=2)
+    path = tmp_path / "chest.png"
+    path.write_bytes(png(phantom_pair(1)[1]))
+    with running_app(source, strict, queue_size=4) as url:
+        flooder = client_for(url)
+        jobs = [flooder.submit(handle_file(str(path)), api_name="/lime") for _ in range(8)]
+        refused, answered = [], 0
+        for job in jobs:
+            try:
+                job.result(timeout=120)
+                answered += 1
+            except Exception as err:
+                refused.append(str(err))
+        assert answered >= 1
+        assert len(refused) >= 5
+        assert all("429" in r for r in refused), refused
+        # Someone else (and the flooder too) still gets verdicts at once.
+        verdict, *_ = predict(client_for(url), png(phantom_pair(1)[0]), tmp_path)
+        assert verdict["status"] == ASSESSED
+        assert predict(flooder, png(phantom_pair(2)[0]), tmp_path)[0]["status"] == ASSESSED
+    # A refused request is told why, in words, with HTTP 429.
+    with running_app(source, strict) as url:
+        fn = next(i for i, f in build_demo(source, strict).fns.items() if f.api_name == "lime")
+        body = {"data": [None], "fn_index": fn, "session_hash": "s1", "event_data": None}
+        with httpx.Client(base_url=url, timeout=30) as http:
+            codes = [http.post("/gradio_api/queue/join", json=body) for _ in range(5)]
+        last = codes[-1]
+        assert last.status_code == 429
+        assert "explanations" in last.json()["error"]

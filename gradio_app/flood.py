@@ -1,0 +1,166 @@
+"""Fair use of the public app: no one client can shut the others out.
+
+Gradio's queue is shared: 65 LIME requests sent at once by one client filled it, and every
+verdict after that failed with "Queue is full". :class:`FairUse` is an ASGI middleware in front
+of the queue and the upload route that, per client (its IP address, and its browser session
+separately), allows
+
+- a number of requests per moving window, by kind: predictions, explanations, uploads
+  (the ``limits`` library's moving-window limiter, in memory; defaults :data:`RULES`);
+- a few explanations waiting or running at once (``explain_in_flight``);
+
+and, for everyone together, at most ``explain_capacity`` explanations waiting or running, so that
+explanations can never take the queue's room from predictions. A refused request gets HTTP 429
+and a sentence saying what to do. The event functions call :meth:`FairUse.done` when an
+explanation ends; an explanation whose client vanished is forgotten after :data:`FORGET_S`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from limits import parse_many
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+
+RULES: dict[str, str] = {
+    "predict": "30/minute;300/hour",
+    "explain": "6/minute;60/hour",
+    "upload": "30/minute;300/hour",
+}
+EXPLAIN_IN_FLIGHT = 2
+FORGET_S = 300.0
+MESSAGES = {
+    "rate": "You have sent many {kind} requests in a short time; please wait a minute and "
+    "try again. (Everyone shares this service, so each visitor gets a fair share.)",
+    "in_flight": "Your earlier explanations are still being made; wait for them to finish "
+    "before asking for another.",
+    "busy": "Many people are asking for explanations right now; the verdict and Grad-CAM still "
+    "work — try LIME or SHAP again in a minute.",
+}
+
+
+class FairUse:
+    """Per-client request limits in front of Gradio's queue (see the module docstring).
+
+    ``kind_of(fn_index, api_name)`` says which kind (``predict``, ``explain`` or None for an
+    internal event) a queued call is; it is read on every request, so the app can be built
+    after this middleware.
+    """
+
+    shared: FairUse | None = None  # the instance serving the running app, for done()
+
+    def __init__(
+        self,
+        app: Any,
+        kind_of: Callable[[int | None, str | None], str | None],
+        rules: dict[str, str] | None = None,
+        explain_in_flight: int = EXPLAIN_IN_FLIGHT,
+        explain_capacity: int = 24,
+    ) -> None:
+        self.app = app
+        self.kind_of = kind_of
+        self.explain_in_flight = explain_in_flight
+        self.explain_capacity = explain_capacity
+        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        self.rules = {kind: parse_many(text) for kind, text in {**RULES, **(rules or {})}.items()}
+        self.lock = threading.Lock()
+        self.pending: dict[str, deque[float]] = {}
+        FairUse.shared = self
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path.endswith("/upload"):
+            refusal = self._admit("upload", _clients(scope, None))
+        elif path.endswith("/queue/join") or "/call/" in path:
+            body, receive = await _read_body(receive)
+            try:
+                payload = json.loads(body or b"{}")
+            except ValueError:
+                payload = {}
+            api_name = path.rsplit("/call/", 1)[1] if "/call/" in path else None
+            kind = self.kind_of(payload.get("fn_index"), api_name)
+            clients = _clients(scope, payload.get("session_hash"))
+            refusal = None if kind is None else self._admit(kind, clients)
+        else:
+            refusal = None
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps({"error": refusal, "detail": refusal}).encode()
+        headers = [(b"content-type", b"application/json"), (b"retry-after", b"60")]
+        await send({"type": "http.response.start", "status": 429, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _admit(self, kind: str, clients: list[str]) -> str | None:
+        """None if the request may go ahead (and it is counted), else the sentence refusing it."""
+        with self.lock:
+            now = time.monotonic()
+            if kind == "explain":
+                for queue in self.pending.values():
+                    while queue and now - queue[0] > FORGET_S:
+                        queue.popleft()
+                if len(self.pending.get(clients[0], ())) >= self.explain_in_flight:
+                    return MESSAGES["in_flight"]
+                if sum(len(q) for q in self.pending.values()) >= self.explain_capacity:
+                    return MESSAGES["busy"]
+            for client in clients:
+                for item in self.rules[kind]:
+                    if not self.limiter.test(item, kind, client):
+                        return MESSAGES["rate"].format(kind=_WORDS[kind])
+            for client in clients:
+                for item in self.rules[kind]:
+                    self.limiter.hit(item, kind, client)
+            if kind == "explain":
+                self.pending.setdefault(clients[0], deque()).append(now)
+        return None
+
+    def done(self, host: str | None) -> None:
+        """An explanation for the client at ``host`` ended (or failed)."""
+        with self.lock:
+            queue = self.pending.get(f"ip:{host}")
+            if queue:
+                queue.popleft()
+
+
+_WORDS = {"predict": "verdict", "explain": "explanation", "upload": "upload"}
+
+
+def explanation_done(host: str | None) -> None:
+    """Tell the running app's :class:`FairUse` that an explanation ended (no-op without one)."""
+    if FairUse.shared is not None:
+        FairUse.shared.done(host)
+
+
+def _clients(scope: dict, session: str | None) -> list[str]:
+    """The keys a request is counted under: its IP address, and its session when it has one."""
+    host = (scope.get("client") or ("unknown", 0))[0]
+    return [f"ip:{host}"] + ([f"session:{session}"] if session else [])
+
+
+async def _read_body(receive: Any) -> tuple[bytes, Any]:
+    """The whole request body, and a ``receive`` that hands it on unchanged."""
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    body = b"".join(chunks)
+    sent = False
+
+    async def replay() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return body, replay
