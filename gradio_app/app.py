@@ -32,7 +32,7 @@ import numpy as np
 from starlette.middleware import Middleware
 
 from gradio_app.card import banner, model_card
-from gradio_app.flood import FairUse, explanation_done
+from gradio_app.flood import FairUse, Ledger
 from gradio_app.security import SecurityHeaders
 from gradio_app.service import (
     ASSESSED,
@@ -168,6 +168,7 @@ def build_demo(
     """
     limits = limits or Limits()
     outputs = OwnFiles(keep_s=keep_uploads_s)
+    ledger = Ledger(dict(limits.rates), limits.explain_in_flight, limits.explain_capacity)
 
     def predict(path: str | None) -> tuple[dict | None, str, str, str | None]:
         if path is None:
@@ -183,7 +184,7 @@ def build_demo(
             try:
                 return explained(path, progress)
             finally:
-                explanation_done(request.client.host if request.client else None)
+                ledger.done(request.client.host if request.client else None)
 
         def explained(path: str | None, progress: gr.Progress) -> tuple[str | None, str]:
             if path is None:
@@ -321,6 +322,7 @@ def build_demo(
         demo.load(card, outputs=card_md, queue=False, api_visibility="private")
         demo.load(top, outputs=banner_md, queue=False, api_visibility="private")
     demo.queue(max_size=queue_size, default_concurrency_limit=1)
+    demo.fair_use = ledger  # read by launch_options
     return demo
 
 
@@ -348,20 +350,14 @@ def launch_options(limits: Limits | None = None, demo: gr.Blocks | None = None) 
     possibly shared computer, is off. Gradio keeps a copy of every component's settings per
     session (each API call is a session) up to ``state_session_capacity``; the app keeps no
     per-session state, so a small capacity stops that memory growing with traffic (about
-    100 KB per request otherwise, up to the default 10,000 sessions).
+    100 KB per request otherwise, up to the default 10,000 sessions). Every response carries
+    security headers (:mod:`gradio_app.security`); with ``demo``, its fair-use limits apply
+    (:mod:`gradio_app.flood`).
     """
     limits = limits or Limits()
     middleware = [Middleware(SecurityHeaders)]
     if demo is not None:
-        middleware.append(
-            Middleware(
-                FairUse,
-                kind_of=_kinds(demo),
-                rules=dict(limits.rates),
-                explain_in_flight=limits.explain_in_flight,
-                explain_capacity=limits.explain_capacity,
-            )
-        )
+        middleware.append(Middleware(FairUse, ledger=demo.fair_use, kind_of=_kinds(demo)))
     return {
         "app_kwargs": {"middleware": middleware},
         "max_file_size": limits.max_bytes,

@@ -11,8 +11,10 @@ separately), allows
 
 and, for everyone together, at most ``explain_capacity`` explanations waiting or running, so that
 explanations can never take the queue's room from predictions. A refused request gets HTTP 429
-and a sentence saying what to do. The event functions call :meth:`FairUse.done` when an
-explanation ends; an explanation whose client vanished is forgotten after :data:`FORGET_S`.
+and a sentence saying what to do. A call naming a file that was not uploaded here (a server path
+or a web address) gets HTTP 422 and a sentence, where Gradio answered ``{"error": null}``. The
+event functions call :meth:`Ledger.done` when an explanation ends; an explanation whose client
+vanished is forgotten after :data:`FORGET_S`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from limits import parse_many
@@ -45,63 +48,28 @@ MESSAGES = {
 }
 
 
-class FairUse:
-    """Per-client request limits in front of Gradio's queue (see the module docstring).
-
-    ``kind_of(fn_index, api_name)`` says which kind (``predict``, ``explain`` or None for an
-    internal event) a queued call is; it is read on every request, so the app can be built
-    after this middleware.
-    """
-
-    shared: FairUse | None = None  # the instance serving the running app, for done()
+class Ledger:
+    """The counts behind the limits of one app: requests per client and kind in moving windows,
+    and the explanations waiting or running (see the module docstring)."""
 
     def __init__(
         self,
-        app: Any,
-        kind_of: Callable[[int | None, str | None], str | None],
         rules: dict[str, str] | None = None,
         explain_in_flight: int = EXPLAIN_IN_FLIGHT,
         explain_capacity: int = 24,
     ) -> None:
-        self.app = app
-        self.kind_of = kind_of
         self.explain_in_flight = explain_in_flight
         self.explain_capacity = explain_capacity
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
         self.rules = {kind: parse_many(text) for kind, text in {**RULES, **(rules or {})}.items()}
         self.lock = threading.Lock()
         self.pending: dict[str, deque[float]] = {}
-        FairUse.shared = self
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        path: str = scope["path"]
-        if path.endswith("/upload"):
-            refusal = self._admit("upload", _clients(scope, None))
-        elif path.endswith("/queue/join") or "/call/" in path:
-            body, receive = await _read_body(receive)
-            try:
-                payload = json.loads(body or b"{}")
-            except ValueError:
-                payload = {}
-            api_name = path.rsplit("/call/", 1)[1] if "/call/" in path else None
-            kind = self.kind_of(payload.get("fn_index"), api_name)
-            clients = _clients(scope, payload.get("session_hash"))
-            refusal = None if kind is None else self._admit(kind, clients)
-        else:
-            refusal = None
-        if refusal is None:
-            await self.app(scope, receive, send)
-            return
-        body = json.dumps({"error": refusal, "detail": refusal}).encode()
-        headers = [(b"content-type", b"application/json"), (b"retry-after", b"60")]
-        await send({"type": "http.response.start", "status": 429, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+    def admit(self, kind: str, clients: list[str]) -> str | None:
+        """None if the request may go ahead (and it is counted), else the sentence refusing it.
 
-    def _admit(self, kind: str, clients: list[str]) -> str | None:
-        """None if the request may go ahead (and it is counted), else the sentence refusing it."""
+        ``clients``: the keys it counts under, its IP address first.
+        """
         with self.lock:
             now = time.monotonic()
             if kind == "explain":
@@ -131,13 +99,87 @@ class FairUse:
                 queue.popleft()
 
 
+class FairUse:
+    """ASGI middleware applying a :class:`Ledger` in front of Gradio's queue and upload route.
+
+    ``kind_of(fn_index, api_name)`` says which kind (``predict``, ``explain`` or None for an
+    internal event) a queued call is.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        ledger: Ledger,
+        kind_of: Callable[[int | None, str | None], str | None],
+    ) -> None:
+        self.app = app
+        self.ledger = ledger
+        self.kind_of = kind_of
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path.endswith("/upload"):
+            refusal = self.ledger.admit("upload", _clients(scope, None))
+        elif path.endswith("/queue/join") or "/call/" in path:
+            body, receive = await _read_body(receive)
+            try:
+                payload = json.loads(body or b"{}")
+            except ValueError:
+                payload = {}
+            api_name = path.rsplit("/call/", 1)[1] if "/call/" in path else None
+            kind = self.kind_of(payload.get("fn_index"), api_name)
+            clients = _clients(scope, payload.get("session_hash"))
+            refusal = _foreign_file(payload.get("data"))
+            if refusal is not None:
+                await _answer(send, 422, refusal)
+                return
+            refusal = None if kind is None else self.ledger.admit(kind, clients)
+        else:
+            refusal = None
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
+        await _answer(send, 429, refusal)
+
+
 _WORDS = {"predict": "verdict", "explain": "explanation", "upload": "upload"}
 
 
-def explanation_done(host: str | None) -> None:
-    """Tell the running app's :class:`FairUse` that an explanation ended (no-op without one)."""
-    if FairUse.shared is not None:
-        FairUse.shared.done(host)
+NOT_AN_UPLOAD = (
+    "Send the X-ray itself: upload the file first (POST /gradio_api/upload) and pass the path "
+    "it returns. This service does not open files on its own disk or fetch web addresses."
+)
+
+
+def _foreign_file(data: Any) -> str | None:
+    """A sentence refusing ``data`` when it names a file that was not uploaded here (a server
+    path, a web address), else None."""
+    from gradio.utils import get_upload_folder
+
+    folder = Path(get_upload_folder()).resolve()
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            path = item.get("path")
+            if isinstance(path, str) and not Path(path).resolve().is_relative_to(folder):
+                return NOT_AN_UPLOAD
+            stack.extend(v for v in item.values() if isinstance(v, dict | list))
+    return None
+
+
+async def _answer(send: Any, status: int, sentence: str) -> None:
+    body = json.dumps({"error": sentence, "detail": sentence}).encode()
+    headers = [(b"content-type", b"application/json")]
+    if status == 429:
+        headers.append((b"retry-after", b"60"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _clients(scope: dict, session: str | None) -> list[str]:

@@ -460,9 +460,9 @@ def test_the_run_store_and_server_files_are_not_reachable(url, store, source, tm
             "/gradio_api/call/predict",
             json={"data": [{"path": str(tb_phantom), "meta": {"_type": "gradio.FileData"}}]},
         )
-        answer = http.get(f"/gradio_api/call/predict/{started.json()['event_id']}").text
-    assert "event: error" in answer
-    assert "probability" not in answer
+    assert started.status_code == 422
+    assert "upload the file first" in started.json()["error"]
+    assert "probability" not in started.text
 
 
 def test_uploads_are_deleted_after_the_configured_time(source, tmp_path):
@@ -759,4 +759,16 @@ def test_one_client_flooding_explanations_cannot_shut_out_verdicts(source, tmp_p
             codes = [http.post("/gradio_api/queue/join", json=body) for _ in range(5)]
         last = codes[-1]
         assert last.status_code == 429
-        assert "explanations" in last.json()["error"]
+        assert "explanation" in last.json()["error"]
+
+
+def test_a_server_path_or_url_sent_as_the_upload_gets_a_sentence(url):
+    fn = next(
+        i for i, f in build_demo(ModelSource(RunStore())).fns.items() if f.api_name == "predict"
+    )
+    for sneaky in ("/etc/passwd", "http://169.254.169.254/latest/meta-data"):
+        data = [{"path": sneaky, "meta": {"_type": "gradio.FileData"}}]
+        body = {"data": data, "fn_index": fn, "session_hash": "raw", "event_data": None}
+        answer = httpx.post(url.rstrip("/") + "/gradio_api/queue/join", json=body, timeout=30)
+        assert answer.status_code == 422  # Gradio queued it and answered {"error": null}
+        assert "upload the file first" in answer.json()["error"]
