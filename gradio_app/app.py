@@ -168,7 +168,12 @@ def build_demo(
     """
     limits = limits or Limits()
     outputs = OwnFiles(keep_s=keep_uploads_s)
-    ledger = Ledger(dict(limits.rates), limits.explain_in_flight, limits.explain_capacity)
+    ledger = Ledger(
+        dict(limits.rates),
+        limits.explain_in_flight,
+        limits.explain_capacity,
+        upload_budget=limits.upload_budget_mb * 2**20,
+    )
 
     def predict(path: str | None) -> tuple[dict | None, str, str, str | None]:
         if path is None:

@@ -9,6 +9,9 @@ separately), allows
   (the ``limits`` library's moving-window limiter, in memory; defaults :data:`RULES`);
 - a few explanations waiting or running at once (``explain_in_flight``);
 
+and it refuses an upload that would take the stored uploads past ``upload_budget`` bytes on disk
+(Gradio deletes them after a few minutes; the budget bounds what a burst can store meanwhile);
+
 and, for everyone together, at most ``explain_capacity`` explanations waiting or running, so that
 explanations can never take the queue's room from predictions. A refused request gets HTTP 429
 and a sentence saying what to do. A call naming a file that was not uploaded here (a server path
@@ -43,6 +46,8 @@ MESSAGES = {
     "try again. (Everyone shares this service, so each visitor gets a fair share.)",
     "in_flight": "Your earlier explanations are still being made; wait for them to finish "
     "before asking for another.",
+    "disk": "The service is holding too many uploads right now; try again in a minute (each "
+    "upload is deleted within minutes).",
     "busy": "Many people are asking for explanations right now; the verdict and Grad-CAM still "
     "work — try LIME or SHAP again in a minute.",
 }
@@ -57,7 +62,9 @@ class Ledger:
         rules: dict[str, str] | None = None,
         explain_in_flight: int = EXPLAIN_IN_FLIGHT,
         explain_capacity: int = 24,
+        upload_budget: int = 512 * 2**20,
     ) -> None:
+        self.upload_budget = upload_budget
         self.explain_in_flight = explain_in_flight
         self.explain_capacity = explain_capacity
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
@@ -91,6 +98,13 @@ class Ledger:
                 self.pending.setdefault(clients[0], deque()).append(now)
         return None
 
+    def disk_full(self, incoming: int) -> bool:
+        """Whether ``incoming`` more bytes would take the stored uploads past the budget."""
+        from gradio.utils import get_upload_folder
+
+        stored = sum(f.stat().st_size for f in Path(get_upload_folder()).rglob("*") if f.is_file())
+        return stored + incoming > self.upload_budget
+
     def done(self, host: str | None) -> None:
         """An explanation for the client at ``host`` ended (or failed)."""
         with self.lock:
@@ -122,6 +136,9 @@ class FairUse:
             return
         path: str = scope["path"]
         if path.endswith("/upload"):
+            if self.ledger.disk_full(_content_length(scope)):
+                await _answer(send, 503, MESSAGES["disk"])
+                return
             refusal = self.ledger.admit("upload", _clients(scope, None))
         elif path.endswith("/queue/join") or "/call/" in path:
             body, receive = await _read_body(receive)
@@ -180,6 +197,13 @@ async def _answer(send: Any, status: int, sentence: str) -> None:
         headers.append((b"retry-after", b"60"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _content_length(scope: dict) -> int:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length" and value.isdigit():
+            return int(value)
+    return 0
 
 
 def _clients(scope: dict, session: str | None) -> list[str]:

@@ -53,6 +53,7 @@ class Limits:
     rates: tuple[tuple[str, str], ...] = ()
     explain_in_flight: int = 2
     explain_capacity: int = 24
+    upload_budget_mb: int = 512  # uploads stored on disk at once, all clients together
 
     def __post_init__(self) -> None:
         if self.max_bytes < 1 or self.max_pixels < 64:

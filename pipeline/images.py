@@ -12,6 +12,10 @@ by :mod:`pipeline.dicom`.
 from __future__ import annotations
 
 import io
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -100,14 +104,15 @@ def decode(
 
             return dicom.read(fp, source, max_pixels, for_processing=for_processing)
         with _open_header(fp, source, max_pixels) as im:
-            _decode_pixels(im, source)
             if im.mode not in _SUPPORTED_MODES:
                 raise ImageError(
                     source,
                     f"unsupported colour mode {im.mode!r}",
                     "re-export the image as an 8- or 16-bit grayscale or RGB PNG / JPEG",
                 )
-            return Decoded(pixels=_to_gray_uint8(im), format=str(im.format))
+            with DECODE_BUDGET.reserve(decode_cost(im), source):
+                _decode_pixels(im, source)
+                return Decoded(pixels=_to_gray_uint8(_reduced(im)), format=str(im.format))
 
 
 def describe(src: str | Path | bytes) -> tuple[int, int, str]:
@@ -232,14 +237,85 @@ def _decode_pixels(im: Image.Image, source: str | None) -> None:
         ) from None
 
 
+# Decoding costs memory: the raster PIL holds (width × height × bytes per pixel) plus a reduced
+# copy. Images larger than MAX_SIDE are box-reduced right after decoding (no model here uses more
+# than 1024 px), and all decodes of a process share DECODE_BUDGET bytes, so four 7000×7000
+# 16-bit uploads at once wait their turn instead of needing gigabytes together.
+MAX_SIDE = 4096
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+
+
+def decode_cost(im: Image.Image) -> int:
+    """Bytes of memory decoding ``im`` takes at most: PIL's raster, and an array copy of it
+    (reduced to MAX_SIDE when larger)."""
+    raster = im.width * im.height * _BYTES_PER_PIXEL.get(im.mode, 4)
+    return raster + raster // _reduction(im.size) ** 2
+
+
+class DecodeBudget:
+    """A byte budget shared by the decodes of a process: a decode waits until its cost fits.
+
+    A single image that costs more than the whole budget is refused with an
+    :class:`ImageError` instead of waiting forever.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.used = 0
+        self._free = threading.Condition()
+
+    @contextmanager
+    def reserve(self, cost: int, source: str | None) -> Iterator[None]:
+        if cost > self.total:
+            raise ImageError(
+                source,
+                f"decoding it would take {_human_bytes(cost)} of memory, over the "
+                f"{_human_bytes(self.total)} "
+                "a decode may use",
+                _BOMB_FIX,
+            )
+        with self._free:
+            self._free.wait_for(lambda: self.used + cost <= self.total)
+            self.used += cost
+        try:
+            yield
+        finally:
+            with self._free:
+                self.used -= cost
+                self._free.notify_all()
+
+
+DECODE_BUDGET = DecodeBudget(int(os.environ.get("TBXRAY_DECODE_BUDGET_MB", "192")) * 2**20)
+
+
+def _reduction(size: tuple[int, int]) -> int:
+    """The whole factor that brings the longer side to at most MAX_SIDE pixels (1: none)."""
+    return max(1, -(-max(size) // MAX_SIDE))
+
+
+def _reduced(im: Image.Image) -> Image.Image:
+    """``im`` box-filtered to at most MAX_SIDE pixels a side (else itself)."""
+    factor = _reduction(im.size)
+    if factor == 1:
+        return im
+    size = (-(-im.width // factor), -(-im.height // factor))
+    return im.resize(size, Image.Resampling.BOX)
+
+
 def _to_gray_uint8(im: Image.Image) -> np.ndarray:
     """Convert a decoded PIL image of any supported mode to an H×W uint8 array."""
     if im.mode in _SIXTEEN_BIT_MODES:
-        wide = np.asarray(im, dtype=np.float64)
-        lo, hi = float(wide.min()), float(wide.max())
+        wide = np.asarray(im)
+        lo, hi = wide.min(), wide.max()
         if hi == lo:
             return np.zeros(wide.shape, dtype=np.uint8)
-        return np.rint((wide - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+        if wide.dtype.kind in "ui" and wide.itemsize <= 2:
+            # A lookup table over the integer levels: no float copy of the whole image.
+            levels = np.arange(int(lo), int(hi) + 1, dtype=np.float64)
+            table = np.rint((levels - float(lo)) * (255.0 / float(hi - lo))).astype(np.uint8)
+            return table[wide - lo]
+        wide = wide.astype(np.float32)
+        return np.rint((wide - float(lo)) * (255.0 / float(hi - lo))).astype(np.uint8)
     if im.mode in _ALPHA_MODES or (im.mode == "P" and "transparency" in im.info):
         black = Image.new("RGBA", im.size, (0, 0, 0, 255))
         im = Image.alpha_composite(black, im.convert("RGBA"))

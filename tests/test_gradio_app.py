@@ -772,3 +772,23 @@ def test_a_server_path_or_url_sent_as_the_upload_gets_a_sentence(url):
         answer = httpx.post(url.rstrip("/") + "/gradio_api/queue/join", json=body, timeout=30)
         assert answer.status_code == 422  # Gradio queued it and answered {"error": null}
         assert "upload the file first" in answer.json()["error"]
+
+
+def test_uploads_stop_at_the_disk_budget_with_a_sentence(source):
+    from gradio.utils import get_upload_folder
+
+    # Other tests' uploads may still be stored: the budget is 2 MB above what is there now, so
+    # one 1.5 MB upload fits and a second does not.
+    stored = sum(f.stat().st_size for f in Path(get_upload_folder()).rglob("*") if f.is_file())
+    budget = -(-stored // 2**20) + 2
+    rng = np.random.default_rng(0)
+    files = [rng.integers(0, 256, 1_500_000, dtype=np.uint8).tobytes() for _ in range(2)]
+    with (
+        running_app(source, replace(LIMITS, upload_budget_mb=budget)) as url,
+        httpx.Client(base_url=url, timeout=30) as http,
+    ):
+        first = http.post("/gradio_api/upload", files={"files": ("a.png", files[0])})
+        second = http.post("/gradio_api/upload", files={"files": ("b.png", files[1])})
+    assert first.status_code == 200
+    assert second.status_code == 503
+    assert "try again in a minute" in second.json()["error"]

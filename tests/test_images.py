@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -12,7 +13,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.images import ImageError, describe, read_image, resize
+from pipeline.images import (
+    MAX_SIDE,
+    DecodeBudget,
+    ImageError,
+    decode,
+    describe,
+    read_image,
+    resize,
+)
 
 
 def _gradient(h: int = 48, w: int = 64) -> np.ndarray:
@@ -182,3 +191,37 @@ def test_file_over_max_bytes_is_refused(tmp_path):
     with pytest.raises(ImageError, match=rf"{size:,} bytes, over the 1,000 bytes limit"):
         read_image(path, max_bytes=1000)
     assert read_image(path, max_bytes=size).shape == (64, 64)
+
+
+def test_a_huge_16_bit_image_is_reduced_while_decoding_and_decodes_take_turns():
+    big = np.zeros((7000, 7000), np.uint16)
+    big[1000:6000, 1000:6000] = 3000  # a 12-bit image in a 16-bit file
+    buffer = io.BytesIO()
+    Image.fromarray(big).save(buffer, format="PNG")
+    out = decode(buffer.getvalue()).pixels
+    assert max(out.shape) <= MAX_SIDE
+    assert out.dtype == np.uint8
+    assert out.max() == 255  # rescaled from its own range, not divided by 257
+
+    budget = DecodeBudget(100)
+    with (
+        pytest.raises(ImageError, match="over the 100 bytes a decode may use"),
+        budget.reserve(150, "big.png"),
+    ):
+        pass
+    order: list[str] = []
+
+    def decode_one(name: str) -> None:
+        with budget.reserve(60, name):
+            order.append(f"{name} start")
+            time.sleep(0.2)
+            order.append(f"{name} end")
+
+    threads = [threading.Thread(target=decode_one, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # 60 + 60 > 100: the second waited for the first to finish.
+    assert order[1].endswith("end")
+    assert budget.used == 0
