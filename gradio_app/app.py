@@ -71,6 +71,15 @@ _PROGRESS = gr.Progress()
 CSS = (
     "#preview img, #gradcam img, #lime img, #shap img "
     "{width: 100%; height: 100%; object-fit: contain;}"
+    # Long image labels wrap rather than being cut off.
+    " [data-testid=block-label] {white-space: normal; max-width: 100%; height: auto;}"
+    " #gradcam [data-testid=block-label], #lime [data-testid=block-label],"
+    " #shap [data-testid=block-label] {max-width: calc(100% - 96px);}"
+    # On a phone the columns stack: the verdict must come right after the upload box, so the
+    # copy of the upload shown as read (the visitor has the file) is left out there.
+    " @media (max-width: 640px) {#preview {display: none;}"
+    " #upload-note *, #banner * {font-size: 12px !important; line-height: 1.35 !important;}"
+    " #upload-note p, #banner p {margin: 0 !important;}}"
 )
 LEGEND_HTML = (
     "<div style='display:flex;align-items:center;gap:10px;flex-wrap:wrap;color:#444'>"
@@ -237,7 +246,8 @@ def build_demo(
                 gr.Markdown(
                     f"Drag and drop, or click to pick a file. Up to "
                     f"{limits.max_bytes / 2**20:g} MB and {limits.max_pixels / 1e6:g} megapixels. "
-                    f"Uploads are used for this answer only and deleted within minutes. {PRIVACY}"
+                    f"Uploads are used for this answer only and deleted within minutes. {PRIVACY}",
+                    elem_id="upload-note",
                 )
                 preview = gr.Image(
                     label="Your image, as read",

@@ -20,7 +20,7 @@ from tests.test_gradio_app import phantom_pair, png, running_app, train_tiny_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-VERDICT_SHOWN = "el => /No signs of TB|Possible TB|Cannot assess/.test(el.innerText)"
+VERDICT_SHOWN = "el => !!el && /No signs of TB|Possible TB|Cannot assess/.test(el.innerText)"
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning"),
@@ -131,3 +131,26 @@ def test_lime_and_shap_run_on_request_for_a_picked_example(page, tmp_path):
         # The note and the heatmap arrive together, but the image may paint a moment later.
         page.locator(f"#{method.lower()} img").wait_for(state="visible", timeout=30_000)
     _keep(page, tmp_path, "gradio-explanations.png")
+
+
+def test_on_a_phone_the_verdict_shows_without_scrolling_after_an_upload(browser, app_url, tmp_path):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    page = context.new_page()
+    try:
+        page.goto(app_url)
+        page.wait_for_selector("#upload input[type=file]", state="attached", timeout=30_000)
+        # The research-tool warning is read before anything else, not only at the bottom.
+        assert page.get_by_text("not a diagnosis").first.bounding_box()["y"] < 844
+        upload = tmp_path / "chest.png"
+        upload.write_bytes(png(phantom_pair(3)[1]))
+        page.set_input_files("#upload input[type=file]", str(upload))
+        page.wait_for_function(f"({VERDICT_SHOWN})(document.querySelector('#verdict'))")
+        box = page.locator("#verdict").bounding_box()
+        scrolled = page.evaluate("window.scrollY")
+        assert box["y"] + box["height"] - scrolled <= 844, box
+        # Labels wrap instead of being cut off.
+        label = page.locator("#gradcam label, #gradcam [data-testid=block-label]").first
+        assert label.evaluate("el => el.scrollWidth <= el.clientWidth + 1")
+        _keep(page, tmp_path, "gradio-phone.png")
+    finally:
+        context.close()
