@@ -10,7 +10,8 @@ separately), allows
 - a few explanations waiting or running at once (``explain_in_flight``);
 
 and it refuses an upload that would take the stored uploads past ``upload_budget`` bytes on disk
-(Gradio deletes them after a few minutes; the budget bounds what a burst can store meanwhile);
+(Gradio deletes them after a few minutes; the budget bounds what a burst can store meanwhile),
+and stores every upload under a random name, never the uploader's file name;
 
 and, for everyone together, at most ``explain_capacity`` explanations waiting or running, so that
 explanations can never take the queue's room from predictions. A refused request gets HTTP 429
@@ -23,8 +24,10 @@ vanished is forgotten after :data:`FORGET_S`.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +36,8 @@ from typing import Any
 from limits import parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
+
+from pipeline.datasets import IMAGE_SUFFIXES
 
 RULES: dict[str, str] = {
     "predict": "30/minute;300/hour",
@@ -140,6 +145,8 @@ class FairUse:
                 await _answer(send, 503, MESSAGES["disk"])
                 return
             refusal = self.ledger.admit("upload", _clients(scope, None))
+            if refusal is None:
+                scope, receive = await _anonymised(scope, receive)
         elif path.endswith("/queue/join") or "/call/" in path:
             body, receive = await _read_body(receive)
             try:
@@ -197,6 +204,34 @@ async def _answer(send: Any, status: int, sentence: str) -> None:
         headers.append((b"retry-after", b"60"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+_FILENAME = re.compile(rb'(Content-Disposition:[^\r\n]*?filename=")([^"\r\n]*)(")', re.IGNORECASE)
+
+
+async def _anonymised(scope: dict, receive: Any) -> tuple[dict, Any]:
+    """The upload with every file renamed at random (its extension kept), so that neither the
+    uploader's file name nor anything it says is stored or sent back in a path."""
+    body, _ = await _read_body(receive)
+
+    def rename(match: re.Match[bytes]) -> bytes:
+        suffix = Path(match.group(2).decode("utf-8", "replace")).suffix.lower()
+        keep = suffix if suffix in IMAGE_SUFFIXES else ""
+        return match.group(1) + f"upload-{uuid.uuid4().hex}{keep}".encode() + match.group(3)
+
+    body = _FILENAME.sub(rename, body)
+    headers = [(k, v) for k, v in scope.get("headers", []) if k != b"content-length"]
+    headers.append((b"content-length", str(len(body)).encode()))
+    sent = False
+
+    async def replay() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return {**scope, "headers": headers}, replay
 
 
 def _content_length(scope: dict) -> int:
