@@ -66,10 +66,27 @@ def pick_run(runs: list[Run], *, key: str, label: str = "Run", param: str = "run
     by_id = {r.id: r for r in runs}
     wanted = st.query_params.get(param)
     ids = list(by_id)
-    index = next((i for i, rid in enumerate(ids) if wanted and rid.startswith(wanted)), 0)
-    chosen = st.selectbox(
-        label, ids, index=index, format_func=lambda i: run_label(by_id[i]), key=key
-    )
+    index = next((i for i, rid in enumerate(ids) if wanted and rid.startswith(wanted)), None)
+    if wanted and index is None:
+        # A wrong or stale link: say so, offer the picker, and leave the address as it was.
+        st.error(
+            f"No run `{wanted}` here: the link is wrong, or the run was deleted. Pick a run below.",
+            icon=":material/link_off:",
+        )
+        chosen = st.selectbox(
+            label,
+            ids,
+            index=None,
+            format_func=lambda i: run_label(by_id[i]),
+            key=key,
+            placeholder="choose a run",
+        )
+        if chosen is None:
+            st.stop()
+    else:
+        chosen = st.selectbox(
+            label, ids, index=index or 0, format_func=lambda i: run_label(by_id[i]), key=key
+        )
     if st.query_params.get(param) != chosen:
         st.query_params[param] = chosen
     return by_id[chosen]

@@ -12,10 +12,17 @@ import pytest
 from tests.pgserver import PostgresUnavailable, throwaway_postgres
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# The dashboard serves loopback addresses without a login (dashboard.auth); page tests run there.
-os.environ.setdefault("STREAMLIT_SERVER_ADDRESS", "127.0.0.1")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def dashboard_on_loopback() -> None:
+    """Page tests run the dashboard as if on 127.0.0.1, which it serves without a login
+    (dashboard.auth); tests of the login set other addresses themselves."""
+    from streamlit import config
+
+    config.set_option("server.address", "127.0.0.1")
 
 
 @pytest.fixture(autouse=True)

@@ -645,3 +645,20 @@ def test_store_copy_is_private(ids, seeded):
 def test_a_runs_dataset_names_every_source():
     assert tables.dataset_name("/data/tb-cxr") == "tb-cxr"
     assert tables.dataset_name(["/data/tb-cxr", "/data/montgomery"]) == "tb-cxr + montgomery"
+
+
+def test_a_wrong_link_says_no_such_run_and_keeps_the_address(ids):
+    for view, param, value in (
+        ("views/run.py", "run", "nope"),
+        ("views/explain.py", "run", "nope"),
+        ("views/compare.py", "runs", "nope,alsonope"),
+    ):
+        at = AppTest.from_file(str(APP), default_timeout=90)
+        at.run()
+        at.switch_page(view)
+        at.query_params[param] = value
+        at.run()
+        assert not at.exception, (view, at.exception)
+        assert "No run `nope`" in texts(at, "error"), view
+        assert at.query_params[param] == value, view  # the address is left as it was
+        assert not at.metric or view == "views/compare.py", view  # no other run's figures

@@ -27,17 +27,26 @@ by_id = {r.id: r for r in runs}
 tab_runs, tab_suite = st.tabs(["Runs", "Suite"])
 
 with tab_runs:
-    wanted = [w for w in st.query_params.get("runs", "").split(",") if w in by_id]
+    asked = [w for w in st.query_params.get("runs", "").split(",") if w]
+    wanted = [w for w in asked if w in by_id]
+    unknown = [w for w in asked if w not in by_id]
+    if unknown:
+        st.error(
+            "No run " + ", ".join(f"`{w}`" for w in unknown) + " here: the link is wrong, or "
+            "the runs were deleted. Pick runs below.",
+            icon=":material/link_off:",
+        )
     succeeded = [r.id for r in runs if r.status == "succeeded"]
     chosen_ids = st.multiselect(
         "Runs (2–6)",
         list(by_id),
-        default=wanted or succeeded[:2],
+        default=wanted if asked else succeeded[:2],
         format_func=lambda i: ui.run_label(by_id[i]),
         max_selections=6,
         key="cmp.runs",
     )
-    if st.query_params.get("runs", "") != ",".join(chosen_ids):
+    # A wrong link stays in the address bar until the visitor picks runs themselves.
+    if st.query_params.get("runs", "") != ",".join(chosen_ids) and chosen_ids != wanted:
         st.query_params["runs"] = ",".join(chosen_ids)
     chosen = [by_id[i] for i in chosen_ids]
     if len(chosen) < 2:
