@@ -85,16 +85,19 @@ def summary(store: RunStore, suite_id: str) -> pd.DataFrame:
         )
     labels = {key_of(s["values"], varied): s["label"] for s in suite.spec.get("settings", [])}
     groups: dict[str, list[Run]] = {key: [] for key in labels}
+    baseline = values_at(preset("baseline").model_dump(mode="json"), varied)
     for run in store.list_runs(suite_id=suite_id):
         values = values_at(run.config, varied)
         key = key_of(values, varied)
-        labels.setdefault(key, setting_label(values))
+        # A run added to the suite later is labelled by what it changes from the baseline.
+        changed = {f: v for f, v in values.items() if v != baseline.get(f)}
+        labels.setdefault(key, setting_label(changed))
         groups.setdefault(key, []).append(run)
 
     externals = store.external_summaries()
     df = pd.DataFrame([_row(labels[key], runs, externals) for key, runs in groups.items()])
     df = df.reindex(columns=list(SUMMARY_COLUMNS))
-    today = key_of(values_at(preset("baseline").model_dump(mode="json"), varied), varied)
+    today = key_of(baseline, varied)
     ref_pos = next((i for i, k in enumerate(groups) if k == today), 0)
     df["reference"] = [i == ref_pos for i in range(len(df))]
     reference = list(groups.values())[ref_pos] if groups else []

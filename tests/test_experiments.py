@@ -36,7 +36,7 @@ EXPECTED_SETTINGS = {
     "enhancement": 4,
     "width": 3,
     "input-size": 3,
-    "generalisation": 8,  # base, 6 single remedies, all together
+    "generalisation": 9,  # base, 6 single remedies, all together, the two that helped
 }
 
 
