@@ -5,7 +5,8 @@ as queued runs for the workers; nothing trains here, and this module never impor
 dashboard imports it). When the runs have finished, :func:`pipeline.summary.summary` puts one row
 per setting, compared with the suite's reference setting by a paired test.
 
-Every run's config is ``preset("baseline")`` + the suite's ``base`` + the caller's overrides +
+Every run's config is the suite's ``preset`` (``baseline`` unless it names another) + its ``base``
++ the caller's overrides +
 ``data.path`` + the setting + the run's seed, validated like any other run config.
 
 Invalid settings — refused or skipped:
@@ -107,6 +108,7 @@ class SuiteSpec(BaseModel):
 
     name: str = Field(min_length=1, max_length=60)
     question: str = Field(min_length=1, description="the question the suite answers, and why")
+    preset: str = Field("baseline", description="the preset every run starts from")
     base: dict[str, Any] = Field(default_factory=dict)
     factors: dict[str, list[Any]] | None = None
     settings: list[dict[str, Any]] | None = None
@@ -385,7 +387,7 @@ def expand(
     if "data.external" in changes:
         # Absolute, like data.path from the CLI and the dashboard: a worker elsewhere finds them.
         changes["data.external"] = [str(Path(f).resolve()) for f in changes["data.external"]]
-    base = _build(f"{where}, base and overrides", preset("baseline"), changes)
+    base = _build(f"{where}, base and overrides", preset(spec.preset), changes)
     settings, skipped = _settings(spec, mode, base, varied)
     if max_runs is not None and len(settings) > max_runs:
         settings = _sample(settings, max_runs, seed, keep_first=mode == "one_at_a_time")

@@ -2,12 +2,13 @@
 
 :func:`summary` puts one row per setting: mean ± std over seeds of the internal test metrics and,
 for runs with external sets, of the mean and worst external AUC and the worst external
-sensitivity. Each setting is compared with the suite's reference setting (the one that is
-today's ``baseline`` preset, else the suite's first) by a paired test: over seeds, the paired
-t-test on the per-seed differences (runs of one seed share their split); with a single seed,
-DeLong's test on the test images both runs scored (:func:`pipeline.compare.delong`). A setting
-is marked better or worse than the reference only when that test gives p < :data:`ALPHA`;
-otherwise it is not shown to differ, however its means compare.
+sensitivity. Each setting is compared with the suite's reference setting (the one that is the
+suite's preset unchanged, ``baseline`` by default, else the suite's first) by a paired test:
+over seeds, the paired t-test on the per-seed differences (runs of one seed share their split);
+with a single seed, DeLong's test on the test images both runs scored
+(:func:`pipeline.compare.delong`). A setting is marked better or worse than the reference only
+when that test gives p < :data:`ALPHA`; otherwise it is not shown to differ, however its means
+compare.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pandas as pd
 
 from db import ExternalSummary
 from pipeline.compare import delong, paired_seeds
-from pipeline.config import preset
+from pipeline.config import PRESETS, preset
 from pipeline.experiments import key_of, setting_label, values_at
 
 if TYPE_CHECKING:
@@ -85,7 +86,10 @@ def summary(store: RunStore, suite_id: str) -> pd.DataFrame:
         )
     labels = {key_of(s["values"], varied): s["label"] for s in suite.spec.get("settings", [])}
     groups: dict[str, list[Run]] = {key: [] for key in labels}
-    baseline = values_at(preset("baseline").model_dump(mode="json"), varied)
+    # Suites stored before suites named their preset were all built on what is now baseline-v1.
+    older = "baseline-v1" if "baseline-v1" in PRESETS else "baseline"
+    base_preset = suite.spec.get("preset", older)
+    baseline = values_at(preset(base_preset).model_dump(mode="json"), varied)
     for run in store.list_runs(suite_id=suite_id):
         values = values_at(run.config, varied)
         key = key_of(values, varied)
