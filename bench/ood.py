@@ -1,6 +1,6 @@
 """Benchmark: does the public app's "Cannot assess" check pass real X-rays and stop the rest?
 
-    .venv/bin/python -m bench.ood [--run RUN_ID] [--external ../shared/data/nlm-224]
+    .venv/bin/python -m bench.ood [--run RUN_ID] [--external ../shared/data/nlm-224 ...]
         [--per-kind 12] [--json out.json]
 
 Serves a run exactly as the app does (``gradio_app.service.ServedModel``; default: the run the
@@ -186,7 +186,11 @@ def _files(paths: list[Path]) -> list[bytes]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", help="run id or prefix (default: the run the store serves)")
-    parser.add_argument("--external", default=str(SHARED / "nlm-224"))
+    parser.add_argument(
+        "--external",
+        action="append",
+        help="a folder of real chest X-rays from elsewhere (repeatable; default nlm-224)",
+    )
     parser.add_argument("--per-kind", type=int, default=12)
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
@@ -208,12 +212,13 @@ def main() -> None:
             [data_root / p for p in split["train"] + split["val"]]
         ),
     }
-    external = Path(args.external)
-    if external.is_dir():
-        paths = sorted(
-            p for p in external.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"}
-        )
-        real[f"real: {external.name} (external)"] = _files(paths)
+    for folder in args.external or [str(SHARED / "nlm-224")]:
+        external = Path(folder)
+        if external.is_dir():
+            paths = sorted(
+                p for p in external.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"}
+            )
+            real[f"real: {external.name} (external)"] = _files(paths)
     fake = non_xray_corpus(args.per_kind)
     fake |= altered_xrays([data_root / p for p in split["test"]], args.per_kind)
 

@@ -294,6 +294,8 @@ SUITES: dict[str, SuiteSpec] = {
             "intensity standardised, appearance augmentation, lungs only), then all together, "
             "and the two that helped together; read by external AUC and sensitivity on nlm-224 "
             "and Montgomery, over 3 seeds",
+            # Each remedy against the whole-film model it was measured against.
+            preset="baseline-v1",
             base={**_AT_128, "data.external": list(GENERALISATION_EXTERNAL)},
             settings=[
                 {},

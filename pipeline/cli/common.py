@@ -119,7 +119,9 @@ def metrics_table(run: Any) -> Table:
 
 
 def config_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="baseline", help="smoke | baseline (default baseline)")
+    p.add_argument(
+        "--preset", default="baseline", help="smoke | baseline | baseline-v1 (default baseline)"
+    )
     p.add_argument("--config", help="a config.json (e.g. from an earlier run) instead of a preset")
     p.add_argument(
         "--data",
