@@ -31,16 +31,22 @@ def main(argv: list[str] | None = None) -> int:
     if not auth.is_loopback(args.address) and not secured:
         print("error: " + auth.REFUSAL.format(address=args.address), file=sys.stderr)
         return 2
-    command = [
+    os.execv(sys.executable, streamlit_command(args.address, args.port))
+    return 0
+
+
+def streamlit_command(address: str, port: int) -> list[str]:
+    """The command that serves the dashboard on ``address:port``, headless, without telemetry."""
+    return [
         sys.executable,
         "-m",
         "streamlit",
         "run",
         str(APP),
         "--server.address",
-        args.address,
+        address,
         "--server.port",
-        str(args.port),
+        str(port),
         "--server.headless",
         "true",
         "--browser.gatherUsageStats",
@@ -48,8 +54,6 @@ def main(argv: list[str] | None = None) -> int:
         "--client.toolbarMode",
         "viewer",
     ]
-    os.execv(sys.executable, command)
-    return 0
 
 
 if __name__ == "__main__":

@@ -222,16 +222,7 @@ async def _anonymised(scope: dict, receive: Any) -> tuple[dict, Any]:
     body = _FILENAME.sub(rename, body)
     headers = [(k, v) for k, v in scope.get("headers", []) if k != b"content-length"]
     headers.append((b"content-length", str(len(body)).encode()))
-    sent = False
-
-    async def replay() -> dict:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return {**scope, "headers": headers}, replay
+    return {**scope, "headers": headers}, _replaying(body, receive)
 
 
 def _content_length(scope: dict) -> int:
@@ -255,6 +246,11 @@ async def _read_body(receive: Any) -> tuple[bytes, Any]:
         chunks.append(message.get("body", b""))
         more = message.get("more_body", False)
     body = b"".join(chunks)
+    return body, _replaying(body, receive)
+
+
+def _replaying(body: bytes, receive: Any) -> Any:
+    """A ``receive`` that hands on ``body`` as the whole request, then whatever follows."""
     sent = False
 
     async def replay() -> dict:
@@ -264,4 +260,4 @@ async def _read_body(receive: Any) -> tuple[bytes, Any]:
             return {"type": "http.request", "body": body, "more_body": False}
         return await receive()
 
-    return body, replay
+    return replay

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from dashboard.__main__ import streamlit_command
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -35,23 +37,7 @@ def services(
     out = [
         Service(
             "dashboard",
-            [
-                py,
-                "-m",
-                "streamlit",
-                "run",
-                str(ROOT / "dashboard" / "app.py"),
-                "--server.port",
-                str(dashboard_port),
-                "--server.address",
-                "127.0.0.1",
-                "--server.headless",
-                "true",
-                "--browser.gatherUsageStats",
-                "false",
-                "--client.toolbarMode",
-                "viewer",
-            ],
+            streamlit_command("127.0.0.1", dashboard_port),
             f"http://127.0.0.1:{dashboard_port}",
         ),
         Service(
