@@ -71,12 +71,14 @@ def boxed_band_energy(run: Any) -> float:
 def per_setting(store: Any, suite_id: str, gradcam: bool) -> list[str]:
     from pipeline import experiments
     from pipeline.config import preset
+    from pipeline.summary import suite_preset
 
     suite = store.get_suite(suite_id)
     varied = suite.spec["varied_fields"]
     labels = {experiments.key_of(s["values"], varied): s["label"] for s in suite.spec["settings"]}
     groups: dict[str, list[Any]] = {key: [] for key in labels}
-    baseline = experiments.values_at(preset("baseline").model_dump(mode="json"), varied)
+    reference = preset(suite_preset(suite.spec)).model_dump(mode="json")
+    baseline = experiments.values_at(reference, varied)
     for run in store.list_runs(suite_id=suite_id, status="succeeded"):
         values = experiments.values_at(run.config, varied)
         key = experiments.key_of(values, varied)

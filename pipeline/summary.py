@@ -86,10 +86,7 @@ def summary(store: RunStore, suite_id: str) -> pd.DataFrame:
         )
     labels = {key_of(s["values"], varied): s["label"] for s in suite.spec.get("settings", [])}
     groups: dict[str, list[Run]] = {key: [] for key in labels}
-    # Suites stored before suites named their preset were all built on what is now baseline-v1.
-    older = "baseline-v1" if "baseline-v1" in PRESETS else "baseline"
-    base_preset = suite.spec.get("preset", older)
-    baseline = values_at(preset(base_preset).model_dump(mode="json"), varied)
+    baseline = values_at(preset(suite_preset(suite.spec)).model_dump(mode="json"), varied)
     for run in store.list_runs(suite_id=suite_id):
         values = values_at(run.config, varied)
         key = key_of(values, varied)
@@ -123,6 +120,12 @@ def summary(store: RunStore, suite_id: str) -> pd.DataFrame:
         "ranked_by": ranked_by,
     }
     return df
+
+
+def suite_preset(spec: dict[str, Any]) -> str:
+    """The preset a stored suite's runs started from; suites stored before suites named theirs
+    were all built on what is now ``baseline-v1``."""
+    return spec.get("preset", "baseline-v1" if "baseline-v1" in PRESETS else "baseline")
 
 
 def _metric(metric: str, externals: dict[str, ExternalSummary]) -> Callable[[Run], Any]:
