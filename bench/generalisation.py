@@ -69,22 +69,13 @@ def boxed_band_energy(run: Any) -> float:
 
 
 def per_setting(store: Any, suite_id: str, gradcam: bool) -> list[str]:
-    from pipeline import experiments
-    from pipeline.config import preset
-    from pipeline.summary import suite_preset
+    from pipeline.summary import settings_of
 
-    suite = store.get_suite(suite_id)
-    varied = suite.spec["varied_fields"]
-    labels = {experiments.key_of(s["values"], varied): s["label"] for s in suite.spec["settings"]}
-    groups: dict[str, list[Any]] = {key: [] for key in labels}
-    reference = preset(suite_preset(suite.spec)).model_dump(mode="json")
-    baseline = experiments.values_at(reference, varied)
-    for run in store.list_runs(suite_id=suite_id, status="succeeded"):
-        values = experiments.values_at(run.config, varied)
-        key = experiments.key_of(values, varied)
-        changed = {f: v for f, v in values.items() if v != baseline.get(f)}
-        labels.setdefault(key, experiments.setting_label(changed))
-        groups.setdefault(key, []).append(run)
+    settings = settings_of(store, suite_id)
+    labels = {key: label for key, (label, _) in settings.items()}
+    groups = {
+        key: [r for r in runs if r.status == "succeeded"] for key, (_, runs) in settings.items()
+    }
     sets = sorted(_sets(store, groups))
     header = ["setting", "seeds", "internal AUC"]
     header += [f"{name} {what}" for name in sets for what in ("AUC", "sens")]

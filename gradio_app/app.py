@@ -249,14 +249,7 @@ def build_demo(
                     f"Uploads are used for this answer only and deleted within minutes. {PRIVACY}",
                     elem_id="upload-note",
                 )
-                preview = gr.Image(
-                    label="Your image, as read",
-                    type="numpy",
-                    format="png",
-                    interactive=False,
-                    height=360,
-                    elem_id="preview",
-                )
+                preview = _shown_image("Your image, as read", "preview")
                 if examples:
                     gr.Examples(
                         examples=[[str(p)] for p in examples],
@@ -267,13 +260,8 @@ def build_demo(
             with gr.Column(scale=1):
                 verdict = gr.HTML(_WAITING, label="Verdict", elem_id="verdict")
                 probability = gr.HTML(label="P(TB) against the threshold", elem_id="probability")
-                heatmap = gr.Image(
-                    label="Grad-CAM: what pushed towards TB (magenta line: the lungs)",
-                    type="numpy",
-                    format="png",
-                    interactive=False,
-                    height=360,
-                    elem_id="gradcam",
+                heatmap = _shown_image(
+                    "Grad-CAM: what pushed towards TB (magenta line: the lungs)", "gradcam"
                 )
         with gr.Row():
             lime_button, lime_image, lime_note = _explainer_column(
@@ -341,18 +329,16 @@ def build_demo(
     return demo
 
 
+def _shown_image(label: str, elem_id: str) -> gr.Image:
+    """An output picture: the app hands it a PNG file of the request's own (:class:`OwnFiles`)."""
+    return gr.Image(label=label, type="filepath", interactive=False, height=360, elem_id=elem_id)
+
+
 def _explainer_column(method: str, label: str) -> tuple[gr.Button, gr.Image, gr.Markdown]:
     """A column with the button that asks for one slow explanation, its heatmap and its note."""
     with gr.Column():
         button = gr.Button(f"Explain with {method.upper()} (5–15 s)")
-        image = gr.Image(
-            label=label,
-            type="numpy",
-            format="png",
-            interactive=False,
-            height=360,
-            elem_id=method,
-        )
+        image = _shown_image(label, method)
         note = gr.Markdown(label=f"{method.upper()} note")
     return button, image, note
 

@@ -78,27 +78,14 @@ def summary(store: RunStore, suite_id: str) -> pd.DataFrame:
     ``ranked_by``.
     """
     suite = store.get_suite(suite_id)
-    varied = suite.spec.get("varied_fields")
-    if varied is None:
-        raise ValueError(
-            f"suite {suite_id} ({suite.name}) has no 'varied_fields' in its spec; it was not "
-            "created by pipeline.experiments.enqueue, so its runs cannot be grouped by setting"
-        )
-    labels = {key_of(s["values"], varied): s["label"] for s in suite.spec.get("settings", [])}
-    groups: dict[str, list[Run]] = {key: [] for key in labels}
-    baseline = values_at(preset(suite_preset(suite.spec)).model_dump(mode="json"), varied)
-    for run in store.list_runs(suite_id=suite_id):
-        values = values_at(run.config, varied)
-        key = key_of(values, varied)
-        # A run added to the suite later is labelled by what it changes from the baseline.
-        changed = {f: v for f, v in values.items() if v != baseline.get(f)}
-        labels.setdefault(key, setting_label(changed))
-        groups.setdefault(key, []).append(run)
-
+    settings = settings_of(store, suite_id)
+    groups = {key: runs for key, (_, runs) in settings.items()}
     externals = store.external_summaries()
-    df = pd.DataFrame([_row(labels[key], runs, externals) for key, runs in groups.items()])
+    df = pd.DataFrame([_row(label, runs, externals) for label, runs in settings.values()])
     df = df.reindex(columns=list(SUMMARY_COLUMNS))
-    today = key_of(baseline, varied)
+    varied = suite.spec["varied_fields"]
+    unchanged = preset(suite_preset(suite.spec)).model_dump(mode="json")
+    today = key_of(values_at(unchanged, varied), varied)
     ref_pos = next((i for i, k in enumerate(groups) if k == today), 0)
     df["reference"] = [i == ref_pos for i in range(len(df))]
     reference = list(groups.values())[ref_pos] if groups else []
@@ -120,6 +107,30 @@ def summary(store: RunStore, suite_id: str) -> pd.DataFrame:
         "ranked_by": ranked_by,
     }
     return df
+
+
+def settings_of(store: RunStore, suite_id: str) -> dict[str, tuple[str, list[Run]]]:
+    """The suite's runs grouped by setting, in the suite's order: key -> (label, runs).
+
+    Runs are grouped by the values of the suite's varied fields in their configs; a run added
+    to the suite later is labelled by what it changes from the suite's preset.
+    """
+    suite = store.get_suite(suite_id)
+    varied = suite.spec.get("varied_fields")
+    if varied is None:
+        raise ValueError(
+            f"suite {suite_id} ({suite.name}) has no 'varied_fields' in its spec; it was not "
+            "created by pipeline.experiments.enqueue, so its runs cannot be grouped by setting"
+        )
+    out: dict[str, tuple[str, list[Run]]] = {
+        key_of(s["values"], varied): (s["label"], []) for s in suite.spec.get("settings", [])
+    }
+    baseline = values_at(preset(suite_preset(suite.spec)).model_dump(mode="json"), varied)
+    for run in store.list_runs(suite_id=suite_id):
+        values = values_at(run.config, varied)
+        changed = {f: v for f, v in values.items() if v != baseline.get(f)}
+        out.setdefault(key_of(values, varied), (setting_label(changed), []))[1].append(run)
+    return out
 
 
 def suite_preset(spec: dict[str, Any]) -> str:
