@@ -316,6 +316,20 @@ def _read_one(item: tuple[Path, int]) -> _Found | BadFile:
     )
 
 
+def layout(root: str | Path, *, one_class: bool = False) -> str:
+    """The layout of a dataset folder, found as :func:`scan` finds it but without decoding an
+    image: cheap enough to try on every folder a picker might offer.
+
+    Raises :class:`DatasetLayoutError` where :func:`scan` would refuse the layout (an empty or
+    unrecognised folder, an empty class folder); a folder that passes can still fail the scan
+    when one class has no image that decodes.
+    """
+    base = Path(root).expanduser().resolve()
+    if not base.is_dir():
+        raise DatasetLayoutError(f"dataset folder {base} does not exist or is not a folder")
+    return _find_files(base, None, one_class)[0]
+
+
 def _find_files(
     base: Path, label_map: dict[str, int] | None, one_class: bool = False
 ) -> tuple[str, list[tuple[Path, int]], list[BadFile]]:
@@ -490,6 +504,11 @@ def _fingerprint(base: Path, records: Iterable[ImageRecord]) -> str:
 
 
 def _describe_unknown(base: Path) -> str:
+    if next(_visible(base), None) is None:
+        return (
+            f"{base} is empty: it holds no class folders and no images. Copy a dataset into "
+            f"it, or choose the folder that holds one.\n{_LAYOUT_HELP}"
+        )
     return (
         f"{base}: cannot tell which images are normal and which are TB. Found {_listing(base)}. "
         f"If two of these folders hold the classes, pass label_map, e.g. "
