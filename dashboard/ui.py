@@ -21,7 +21,7 @@ import pandas as pd
 import streamlit as st
 
 from db import Run, RunStore, Worker, default_url
-from pipeline import preprocess
+from pipeline import catalog, preprocess
 from pipeline.config import data_root
 from pipeline.worker import log_path
 
@@ -99,22 +99,43 @@ def no_runs_yet(what: str = "runs") -> None:
 
 
 def known_datasets(s: RunStore) -> list[str]:
-    """Dataset folders worth offering: the project's data/, ../shared/data and those of runs."""
-    candidates = [Path("data/phantoms")]
-    # Folders that trained successfully first: a failed run's folder may be the reason.
-    runs = sorted(s.list_runs(limit=200), key=lambda r: r.status != "succeeded")
-    for run in runs:
+    """Dataset folders worth offering, absolute: those under the data roots
+    (:mod:`pipeline.catalog`), then those that runs trained on successfully. Only folders in a
+    layout the scan accepts are offered; a failed run's folder is not, being perhaps why it
+    failed."""
+    trained: list[str] = []
+    for run in s.list_runs(status="succeeded", limit=200):
         path = run.config.get("data", {}).get("path")
         if path:
-            candidates += [Path(p) for p in ([path] if isinstance(path, str) else path)]
-    for parent in (ROOT / "data", ROOT.parent / "shared" / "data"):
-        if parent.is_dir():
-            candidates += sorted(p for p in parent.iterdir() if p.is_dir())
-    seen: dict[str, None] = {}
-    for path in candidates:
-        if path.is_dir():
-            seen.setdefault(str(path.resolve()), None)
-    return list(seen)
+            trained += [path] if isinstance(path, str) else path
+    roots = tuple(str(root) for root in catalog.data_roots())
+    return _offered(roots, tuple(dict.fromkeys(trained)))
+
+
+@st.cache_data(show_spinner=False, ttl=30)
+def _offered(roots: tuple[str, ...], trained: tuple[str, ...]) -> list[str]:
+    found = [str(p) for p in catalog.find_datasets(Path(root) for root in roots)]
+    found += [str(Path(p).resolve()) for p in trained if catalog.is_dataset(Path(p))]
+    return list(dict.fromkeys(found))
+
+
+def data_roots_note() -> str:
+    """Where datasets are looked for, for a caption under a picker: the roots, and any root
+    that ``TBXRAY_DATA_DIRS`` names but that does not exist."""
+    roots = catalog.data_roots()
+    missing = [r for r in roots if not r.is_dir()]
+    where = " · ".join(f"`{r}`" for r in roots if r.is_dir()) or "no folder"
+    note = f"Datasets are looked for in {where} (set `{catalog.ENV}` to change)."
+    if missing:
+        names = ", ".join(f"`{r}`" for r in missing)
+        note += f" :orange[{catalog.ENV} names {names}, which does not exist.]"
+    return note
+
+
+def folder_label(folder: str) -> str:
+    """``tb-cxr — /data/shared`` for a picker: the dataset's name, then where it is."""
+    path = Path(folder)
+    return f"{path.name} — {path.parent}"
 
 
 def alive_workers(s: RunStore) -> list[Worker]:

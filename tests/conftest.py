@@ -27,10 +27,12 @@ def dashboard_on_loopback() -> None:
 
 @pytest.fixture(autouse=True)
 def isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Runs, caches and the SQLite store of a test live under its tmp_path, never in ./runs."""
+    """Runs, caches and the SQLite store of a test live under its tmp_path, never in ./runs;
+    the dashboard finds no dataset under data roots (../shared/data) unless a test names some."""
     runs = tmp_path / "runs"
     monkeypatch.setenv("TBXRAY_RUNS_DIR", str(runs))
     monkeypatch.setenv("TBXRAY_CACHE_DIR", str(runs / "cache"))
+    monkeypatch.setenv("TBXRAY_DATA_DIRS", "")
     monkeypatch.delenv("TBXRAY_DB_URL", raising=False)
     return runs
 

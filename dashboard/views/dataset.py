@@ -19,18 +19,23 @@ st.title("Dataset")
 store = ui.store()
 known = ui.known_datasets(store)
 
-c_pick, c_path = st.columns(2)
-choice = c_pick.selectbox(
-    "Dataset folder", known, key="ds.pick", placeholder="none found; type a path"
-)
-custom = c_path.text_input(
-    "…or any folder path",
-    key="ds.path",
-    placeholder="../shared/data/tb-cxr",
-    help="A folder with Normal/ and Tuberculosis/ (or two class folders like healthy/ and "
-    "tb/, or NLM-style *_0.png / *_1.png names).",
-)
-path = custom.strip() or choice
+FOUND, OTHER = "a dataset found", "another folder"
+if not known:
+    # Nothing to pick from: the typed path is the only way in (set before the radio is drawn).
+    st.session_state["ds.source"] = OTHER
+c_source, c_folder = st.columns([1, 3], vertical_alignment="bottom")
+source = c_source.radio("Folder", [FOUND, OTHER], key="ds.source", horizontal=True)
+if source == FOUND:
+    path = c_folder.selectbox("Dataset folder", known, key="ds.pick", format_func=ui.folder_label)
+else:
+    path = c_folder.text_input(
+        "Folder path",
+        key="ds.path",
+        placeholder="../shared/data/tb-cxr",
+        help="A folder with Normal/ and Tuberculosis/ (or two class folders like healthy/ and "
+        "tb/, or NLM-style *_0.png / *_1.png names).",
+    ).strip()
+st.caption(ui.data_roots_note())
 if not path:
     st.info(
         "No dataset folder yet. Make the phantom dataset with "

@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from dashboard import forms, tables, ui
 from db import RunNotFound, StoreError
@@ -45,6 +46,31 @@ def folders_problem(paths: str | list[str], field: str) -> list[str]:
     return [problem for path in paths for problem in path_problem(path, field)]
 
 
+def use_found(picker: str, target: str) -> None:
+    """Put the dataset picked in ``picker`` into the ``target`` text area, in view, and clear
+    the picker, so that what the text area shows is what will be queued."""
+    st.session_state[target] = st.session_state[picker]
+    st.session_state[picker] = None
+
+
+def dataset_picker(container: DeltaGenerator, target: str, field: str, *, key: str) -> None:
+    """A picker of the datasets found whose choice replaces the folders in the text area
+    ``target`` (labelled ``field``)."""
+    container.selectbox(
+        "Use a dataset found",
+        datasets,
+        index=None,
+        format_func=ui.folder_label,
+        key=key,
+        placeholder="choose one" if datasets else "none found",
+        help=f"puts the folder in {field}, replacing what is there; type more folders there, "
+        "one per line",
+        on_change=use_found,
+        args=(key, target),
+        disabled=not datasets,
+    )
+
+
 def absolute(path: str) -> str:
     # Absolute, so that a worker started in another directory finds the same folder.
     return str(Path(path).expanduser().resolve())
@@ -71,12 +97,13 @@ with tab_run:
         if datasets and not all(Path(p).is_dir() for p in preset(name).data.sources):
             config["data"]["path"] = datasets[0]
         bases[f"preset {name}: {why}"] = config
-    base = st.selectbox("Start from", list(bases), key="launch.base")
+    c_base, c_found = st.columns([3, 2])
+    base = c_base.selectbox("Start from", list(bases), key="launch.base")
     if st.session_state.get("launch.loaded") != base or not forms.is_loaded():
         forms.load(bases[base])
         st.session_state["launch.loaded"] = base
-    if datasets:
-        st.caption("Dataset folders found: " + " · ".join(f"`{d}`" for d in datasets))
+    dataset_picker(c_found, forms.PREFIX + "data.path", "path", key="launch.found")
+    st.caption(ui.data_roots_note())
 
     config = forms.render(check=folder_problems)
     c_seeds, c_go = st.columns([1, 3], vertical_alignment="bottom")
@@ -124,10 +151,11 @@ with tab_suite:
     spec = experiments.SUITES[suite_name]
     st.caption(spec.question)
     c_data, c_seeds, c_cap, c_mode = st.columns([3, 1, 1, 1.4])
+    st.session_state.setdefault("suite.data", datasets[0] if datasets else "data/phantoms")
+    dataset_picker(c_data, "suite.data", "Dataset folders", key="suite.found")
     data_paths = forms.folder_lines(
         c_data.text_area(
             "Dataset folders, one per line",
-            value=datasets[0] if datasets else "data/phantoms",
             key="suite.data",
             height=68,
             help="several folders train together, each image keeping its source; "

@@ -1,0 +1,130 @@
+"""The Launch and Dataset pages as a team uses them (issue 17): the datasets under the data
+roots are offered, and a typed folder never hides behind a picked one.
+
+The store holds runs made through its own lifecycle methods (nothing is trained here); the
+phantom dataset is the session's small one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from db import RunStore
+from pipeline import synth
+from pipeline.config import preset
+from tests.test_dashboard import page, texts
+
+
+@pytest.fixture
+def runs(isolated_store, phantoms) -> dict[str, str]:
+    """A run that succeeded on the phantoms, one running, one queued; ids by role."""
+    store = RunStore()
+    base = json.loads(preset("smoke", **{"data.path": str(phantoms)}).to_json())
+    ids = {}
+    for role in ("done", "running", "queued"):
+        ids[role] = store.create_run({**base, "name": role}, name=role).id
+    for role in ("done", "running"):
+        store.start_run(ids[role], worker="test")
+    store.finish_run(
+        ids["done"],
+        metrics={"auc": 0.9},
+        artifacts_dir=str(isolated_store / ids["done"]),
+        data_fingerprint="f",
+        versions={},
+        duration_s=1.0,
+    )
+    return ids
+
+
+@pytest.fixture
+def data_root(tmp_path, monkeypatch) -> Path:
+    """A data root of this test's own, named in TBXRAY_DATA_DIRS."""
+    root = tmp_path / "datasets"
+    root.mkdir()
+    monkeypatch.setenv("TBXRAY_DATA_DIRS", str(root))
+    return root
+
+
+def flat(at: AppTest) -> list[tuple[str, str, str]]:
+    """The page's elements in drawing order as (type, key, text)."""
+    out: list[tuple[str, str, str]] = []
+
+    def walk(node) -> None:
+        for child in getattr(node, "children", {}).values():
+            if child.type != "block":
+                value = child.value if child.type in ("error", "caption") else ""
+                out.append((child.type, getattr(child, "key", None) or "", str(value)))
+            walk(child)
+
+    walk(at.main)
+    return out
+
+
+def under(at: AppTest, key: str) -> str:
+    """The error drawn right under the widget ``key`` (empty when there is none)."""
+    elements = flat(at)
+    i = next(i for i, (_, k, _) in enumerate(elements) if k == key)
+    kind, _, text = elements[i + 1]
+    return text if kind == "error" else ""
+
+
+# Item 10: the datasets under the data roots --------------------------------------------------
+
+
+def test_datasets_under_the_data_roots_are_offered_and_failed_folders_are_not(
+    runs, data_root, tmp_path, monkeypatch
+):
+    synth.generate(data_root / "mini", 12, size=64, seed=3)
+    (data_root / "empty").mkdir()
+    other_root = tmp_path / "by-itself"  # a root that is itself a dataset
+    synth.generate(other_root, 18, size=64, seed=4)
+    monkeypatch.setenv("TBXRAY_DATA_DIRS", os.pathsep.join([str(data_root), str(other_root)]))
+    store = RunStore()
+    failed = store.create_run(
+        {**store.get_run(runs["queued"]).config, "data": {"path": str(tmp_path / "empty")}},
+        name="queued from the CLI on an empty folder",
+    )
+    store.fail_run(failed.id, "DatasetLayoutError: empty")
+    (tmp_path / "empty").mkdir()
+    phantoms = store.get_run(runs["done"]).config["data"]["path"]
+    expected = [str(data_root / "mini"), str(other_root), str(Path(phantoms).resolve())]
+
+    at = page("views/launch.py")
+    picker = at.selectbox(key="launch.found")
+    assert [o.split(" — ")[0] for o in picker.options] == ["mini", "by-itself", "phantoms0"]
+    picker.set_value(expected[0]).run()
+    assert at.text_area(key="cfg.data.path").value == expected[0]
+    assert at.selectbox(key="launch.found").value is None  # the field shows what is queued
+    assert str(data_root) in texts(at, "caption")
+
+    at = page("views/dataset.py")
+    assert at.radio(key="ds.source").value == "a dataset found"
+    assert at.selectbox(key="ds.pick").options == picker.options
+    assert {m.label: m.value for m in at.metric}["normal"] == "10"  # mini: 10 normal, 2 TB
+
+
+def test_a_typed_folder_replaces_the_picked_one_in_view(runs, data_root, tmp_path):
+    synth.generate(data_root / "mini", 12, size=64, seed=3)
+    typed = tmp_path / "typed"
+    synth.generate(typed, 18, size=64, seed=4)
+    at = page("views/dataset.py")
+    assert {m.label: m.value for m in at.metric}["normal"] == "10"
+    at.radio(key="ds.source").set_value("another folder").run()
+    assert not [s for s in at.selectbox if s.key == "ds.pick"]  # no hidden choice left
+    at.text_input(key="ds.path").input(str(typed)).run()
+    assert {m.label: m.value for m in at.metric}["normal"] == "15"
+    at.radio(key="ds.source").set_value("a dataset found").run()
+    assert {m.label: m.value for m in at.metric}["normal"] == "10"
+
+
+def test_a_missing_data_root_is_named(isolated_store, monkeypatch, tmp_path):
+    monkeypatch.setenv("TBXRAY_DATA_DIRS", str(tmp_path / "nowhere"))
+    at = page("views/dataset.py")
+    assert f"TBXRAY_DATA_DIRS names `{tmp_path / 'nowhere'}`, which does not exist" in texts(
+        at, "caption"
+    )
