@@ -75,8 +75,8 @@ def render(check: Callable[[dict[str, Any]], list[str]] | None = None) -> RunCon
     """Draw the form from the widgets' session state and validate it.
 
     ``check`` may add problems of its own (``"data.path: no such folder"``) from the dotted
-    values. Returns the validated config, or None after showing each problem under its field
-    (or its section, for a problem across fields).
+    values. Returns the validated config, or None after showing every problem at once, each
+    under its field (or its section, for a problem across fields).
     """
     all_fields = fields()
     values: dict[str, Any] = {}
@@ -102,9 +102,14 @@ def render(check: Callable[[dict[str, Any]], list[str]] | None = None) -> RunCon
     problems = list(parse_problems)
     if check is not None:
         problems += check(values)
+    # Every problem at once: a field that did not parse is left out (its default stands in)
+    # so that the config model still judges all the others.
+    unparsed = {problem.partition(":")[0] for problem in parse_problems}
     config = None
     try:
-        config = make_config(dotted_to_nested(values)) if not parse_problems else None
+        config = make_config(
+            dotted_to_nested({k: v for k, v in values.items() if k not in unparsed})
+        )
     except ConfigError as err:
         problems += err.problems
     if problems:
@@ -177,8 +182,10 @@ def _widget(dotted: str, info: FieldInfo, problems: list[str]) -> Any:
     if _is_folders(annotation):
         text = st.text_area(label, key=key, help=f"one folder per line; {help_text}", height=68)
         folders = folder_lines(text)
-        # A single folder stays a string, as data.path has always been.
-        return folders[0] if str in typing.get_args(annotation) and len(folders) == 1 else folders
+        # A single folder stays a string, as data.path has always been; data.external is a
+        # list whatever its length.
+        one = isinstance(annotation, types.UnionType) and str in typing.get_args(annotation)
+        return folders[0] if one and len(folders) == 1 else folders
     if _is_tuple(annotation):
         text = st.text_input(label, key=key, help=help_text)
         return _parse_ints(dotted, text, problems)

@@ -21,7 +21,7 @@ import pandas as pd
 import streamlit as st
 
 from db import Run, RunStore, Worker, default_url
-from pipeline import catalog, preprocess
+from pipeline import catalog, datasets, preprocess
 from pipeline.config import data_root
 from pipeline.worker import log_path
 
@@ -136,6 +136,30 @@ def folder_label(folder: str) -> str:
     """``tb-cxr — /data/shared`` for a picker: the dataset's name, then where it is."""
     path = Path(folder)
     return f"{path.name} — {path.parent}"
+
+
+@st.cache_data(show_spinner=False, ttl=60, max_entries=16)
+def scan(folder: str, one_class: bool = False) -> datasets.DatasetIndex:
+    """The dataset's index (:func:`pipeline.preprocess.load_index`): the scan a worker runs
+    before training, cached on disk for it. ``one_class`` as for an external folder."""
+    return preprocess.load_index(folder, one_class=one_class)
+
+
+def dataset_problem(folder: str, *, one_class: bool = False) -> str | None:
+    """Why a run cannot train on ``folder`` (or, ``one_class``, be evaluated on it), in plain
+    sentences; None when the scan accepts it. An empty or unreadable folder is refused here,
+    before it is queued, instead of failing in the worker."""
+    if not folder.strip():
+        return "give the dataset folder"
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        return f"no such folder {folder!r} (relative paths start at {Path.cwd()})"
+    try:
+        with st.spinner(f"Scanning {folder} (every image is decoded once, then cached)…"):
+            scan(str(path.resolve()), one_class)
+    except (datasets.DatasetLayoutError, OSError) as err:
+        return str(err)
+    return None
 
 
 def alive_workers(s: RunStore) -> list[Worker]:

@@ -607,7 +607,7 @@ def test_border_box_check_names_the_edge_it_is_on(rows, cols, edge):
 def test_dataset_page_explains_a_bad_path(isolated_store):
     at = page("views/dataset.py")
     at.text_input(key="ds.path").input("/no/such/folder").run()
-    assert "does not exist" in texts(at, "error")
+    assert "no such folder '/no/such/folder'" in texts(at, "error")
 
 
 # Qualities -------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""The Launch and Dataset pages as a team uses them (issue 17): the datasets under the data
-roots are offered, and a typed folder never hides behind a picked one.
+"""The Launch and Dataset pages as a team uses them (issue 17): folders are checked by the
+scan before anything is queued, every problem of the form shows at once, and the datasets
+under the data roots are offered.
 
 The store holds runs made through its own lifecycle methods (nothing is trained here); the
 phantom dataset is the session's small one.
@@ -71,6 +72,58 @@ def under(at: AppTest, key: str) -> str:
     i = next(i for i, (_, k, _) in enumerate(elements) if k == key)
     kind, _, text = elements[i + 1]
     return text if kind == "error" else ""
+
+
+# Item 8: Launch refuses what the scan refuses, all problems at once ----------------------------
+
+
+def test_an_empty_folder_is_refused_under_its_field_and_nothing_is_queued(runs, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    at = page("views/launch.py")
+    at.text_area(key="cfg.data.path").input(str(empty)).run()
+    assert f"data.path: {empty} is empty" in under(at, "cfg.data.path")
+    assert at.button(key="launch.enqueue").disabled
+    assert len(RunStore().list_runs()) == len(runs)
+
+
+def test_every_problem_of_the_form_shows_in_one_go(runs, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    at = page("views/launch.py")
+    at.text_area(key="cfg.data.path").input(str(empty))
+    at.text_area(key="cfg.data.external").input("/no/such/site")
+    at.text_input(key="cfg.model.filters").input("8, x")
+    at.number_input(key="cfg.model.dropout").set_value(1.5)
+    at.run()
+    assert f"{empty} is empty" in under(at, "cfg.data.path")
+    assert "no such folder '/no/such/site'" in under(at, "cfg.data.external")
+    assert "write whole numbers separated by commas" in under(at, "cfg.model.filters")
+    assert "Input should be less than 1 (got 1.5)" in under(at, "cfg.model.dropout")
+    assert at.button(key="launch.enqueue").disabled
+
+
+def test_one_external_folder_is_checked_as_a_folder_and_queued(runs, phantoms, tmp_path):
+    site = tmp_path / "site"
+    synth.generate(site, 12, size=64, seed=7)
+    at = page("views/launch.py")
+    at.text_area(key="cfg.data.path").input(str(phantoms))
+    at.text_area(key="cfg.data.external").input(str(site)).run()
+    assert not texts(at, "error").count("data.external")
+    at.button(key="launch.enqueue").click().run()
+    (new,) = [r for r in RunStore().list_runs() if r.id not in runs.values()]
+    assert new.config["data"]["external"] == [str(site.resolve())]
+
+
+def test_a_suite_lists_every_bad_dataset_folder(runs, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    at = page("views/launch.py")
+    at.text_area(key="suite.data").input(f"{empty}\n/no/such/folder").run()
+    shown = under(at, "suite.data")
+    assert f"{empty} is empty" in shown
+    assert "no such folder '/no/such/folder'" in shown
+    assert at.button(key="suite.enqueue").disabled
 
 
 # Item 10: the datasets under the data roots --------------------------------------------------

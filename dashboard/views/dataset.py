@@ -4,6 +4,7 @@ statistics per class, mean images, intensity histograms under each enhancement, 
 at the border that a model could learn instead of TB."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import charts, imaging, ui
-from pipeline import datasets, preprocess
+from pipeline import datasets
 from pipeline.lungs import segmenter
 from pipeline.lungs.masks import draw_outline
 
@@ -44,14 +45,9 @@ if not path:
     st.stop()
 
 
-@st.cache_data(show_spinner=False, ttl=60, max_entries=8)
-def scan(folder: str) -> datasets.DatasetIndex:
-    return preprocess.load_index(folder)
-
-
 @st.cache_data(show_spinner=False, max_entries=8)
 def sample(folder: str, fingerprint: str, seed: int) -> imaging.Sample:
-    return imaging.sample(scan(folder), seed=seed)
+    return imaging.sample(ui.scan(folder), seed=seed)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -59,12 +55,12 @@ def histograms(folder: str, fingerprint: str, seed: int) -> dict:
     return imaging.intensity_histograms(sample(folder, fingerprint, seed))
 
 
-try:
-    with st.spinner(f"Scanning {path} (every image is decoded once, then cached)…"):
-        index = scan(path)
-except (datasets.DatasetLayoutError, OSError) as err:
-    st.error(str(err), icon=":material/error:")
+problem = ui.dataset_problem(path)
+if problem:
+    st.error(problem, icon=":material/error:")
     st.stop()
+path = str(Path(path).expanduser().resolve())
+index = ui.scan(path)
 summary = datasets.summarise(index)
 counts = summary["counts"]
 

@@ -23,27 +23,21 @@ if flash:
     st.success(flash, icon=":material/check_circle:")
 
 
-def path_problem(path: str, field: str) -> list[str]:
-    if not path.strip():
-        return [f"{field}: give the dataset folder"]
-    if not Path(path).expanduser().is_dir():
-        return [f"{field}: no such folder {path!r} (relative paths start at {Path.cwd()})"]
-    return []
-
-
 def folder_problems(values: dict[str, Any]) -> list[str]:
-    """The form's folders that do not exist: each dataset folder and each external folder."""
-    problems = folders_problem(values["data.path"], "data.path")
+    """Why the form's folders cannot be used, found by the scan a worker would run: each
+    dataset folder (``data.path``) and each external folder (which may hold one class)."""
+    problems = [f"data.path: {p}" for p in dataset_problems(values["data.path"])]
     for folder in values["data.external"] or ():
-        problems += path_problem(folder, "data.external")
+        problem = ui.dataset_problem(folder, one_class=True)
+        if problem:
+            problems.append(f"data.external: {problem}")
     return problems
 
 
-def folders_problem(paths: str | list[str], field: str) -> list[str]:
-    """``path_problem`` for one folder or each of several (``data.path``)."""
-    if isinstance(paths, str) or not paths:
-        return path_problem(paths or "", field)
-    return [problem for path in paths for problem in path_problem(path, field)]
+def dataset_problems(paths: str | list[str]) -> list[str]:
+    """:func:`ui.dataset_problem` for one dataset folder or each of several."""
+    folders = [paths] if isinstance(paths, str) else paths or [""]
+    return [p for folder in folders if (p := ui.dataset_problem(folder))]
 
 
 def use_found(picker: str, target: str) -> None:
@@ -162,9 +156,9 @@ with tab_suite:
             "leave_one_source_out holds each out in turn",
         )
     )
-    data_error = folders_problem(data_paths, "dataset folder")
+    data_error = dataset_problems(data_paths)
     if data_error:
-        c_data.error(data_error[0], icon=":material/error:")
+        c_data.error("\n\n".join(data_error), icon=":material/error:")
     seeds = c_seeds.number_input("Seeds", min_value=1, max_value=20, value=1, key="suite.seeds")
     cap = c_cap.number_input(
         "Run cap",
