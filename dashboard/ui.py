@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +27,8 @@ from pipeline.config import data_root
 from pipeline.worker import log_path
 
 if TYPE_CHECKING:
+    from streamlit.delta_generator import DeltaGenerator
+
     from pipeline.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +42,9 @@ EXPLAIN = "views/explain.py"
 PUBLISH = "views/publish.py"
 # How often live views (running runs, the queue) re-read the store, in seconds.
 LIVE_EVERY_S = 3.0
+# How often an idle Leaderboard or queue looks for runs launched elsewhere (another tab, the
+# command line, a teammate), in seconds.
+IDLE_EVERY_S = 10.0
 ACTIVE = ("queued", "running")
 
 
@@ -190,6 +196,33 @@ def start_worker() -> tuple[int, Path]:
             start_new_session=True,
         )
     return process.pid, log
+
+
+def active_runs(s: RunStore) -> list[Run]:
+    """Running runs, then queued ones, each oldest first."""
+    running = sorted(s.list_runs(status="running"), key=lambda r: r.created_at)
+    return running + sorted(s.list_runs(status="queued"), key=lambda r: r.created_at)
+
+
+def busy(s: RunStore, statuses: Iterable[str]) -> bool:
+    """Whether a run is queued or running among ``statuses``, or a live worker is still
+    training (it may be stopping a run cancelled a moment ago): then live views refresh every
+    :data:`LIVE_EVERY_S`, else every :data:`IDLE_EVERY_S`."""
+    return any(status in ACTIVE for status in statuses) or any(
+        w.current_run for w in alive_workers(s)
+    )
+
+
+def every(busy: bool) -> float:
+    """Seconds between a live view's reads of the store."""
+    return LIVE_EVERY_S if busy else IDLE_EVERY_S
+
+
+def refresh_button(container: DeltaGenerator, *, key: str) -> None:
+    """A button that re-reads the store now: clicking it reruns the fragment it is drawn in."""
+    container.button(
+        "Refresh", key=key, icon=":material/refresh:", help="read the run store again now"
+    )
 
 
 def worker_panel(s: RunStore, *, key: str) -> None:

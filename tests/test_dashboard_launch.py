@@ -1,6 +1,6 @@
-"""The Launch and Dataset pages as a team uses them (issue 17): folders are checked by the
-scan before anything is queued, every problem of the form shows at once, and the datasets
-under the data roots are offered.
+"""The Launch, Dataset and Leaderboard pages as a team uses them (issue 17): folders are
+checked by the scan before anything is queued, every problem of the form shows at once, the
+datasets under the data roots are offered, and runs launched elsewhere appear.
 
 The store holds runs made through its own lifecycle methods (nothing is trained here); the
 phantom dataset is the session's small one.
@@ -181,3 +181,54 @@ def test_a_missing_data_root_is_named(isolated_store, monkeypatch, tmp_path):
     assert f"TBXRAY_DATA_DIRS names `{tmp_path / 'nowhere'}`, which does not exist" in texts(
         at, "caption"
     )
+
+
+# Item 5: pages opened before a run was launched ----------------------------------------------
+
+
+def enqueue_from_the_cli(name: str) -> str:
+    """What ``python -m pipeline enqueue`` does: a run row, nothing else."""
+    store = RunStore()
+    config = store.list_runs()[0].config
+    return store.create_run({**config, "name": name}, name=name).id
+
+
+def test_the_leaderboard_shows_runs_launched_after_it_was_opened(runs):
+    store = RunStore()
+    for role in ("running", "queued"):
+        store.cancel_run(runs[role])
+    at = page()
+    assert "refreshes every 10 s" in texts(at, "caption")
+    new = enqueue_from_the_cli("from the CLI")
+    at.button(key="lb.refresh").click().run()
+    table = at.dataframe[0].value
+    assert table.loc[new, "status"] == "queued"
+    assert "refreshes every 3 s" in texts(at, "caption")
+    store.cancel_run(new)
+    at.button(key="lb.refresh").click().run()
+    assert at.dataframe[0].value.loc[new, "status"] == "cancelled"
+
+
+def test_an_empty_leaderboard_shows_the_first_run_launched(isolated_store, phantoms):
+    at = page()
+    assert "No runs yet" in texts(at, "info")
+    config = json.loads(preset("smoke", **{"data.path": str(phantoms)}).to_json())
+    new = RunStore().create_run(config, name="first").id
+    at.button(key="lb.refresh").click().run()
+    assert new in at.dataframe[0].value.index
+
+
+def test_the_queue_shows_runs_launched_elsewhere_and_idle_workers(runs):
+    store = RunStore()
+    store.worker_alive("host:1", current_run=runs["running"])
+    at = page("views/launch.py")
+    assert "host:1 (training" in texts(at, "caption")
+    store.cancel_run(runs["running"])
+    store.worker_alive("host:1", current_run=None)
+    new = enqueue_from_the_cli("from another tab")
+    at.button(key="launch.refresh").click().run()
+    links = [link.proto.label for link in at.get("page_link")]
+    assert any(label.startswith("from another tab") for label in links)
+    assert not any(label.startswith("running") for label in links)
+    assert "host:1 (idle)" in texts(at, "caption")
+    assert new in {k.removeprefix("cancel.") for k in (b.key for b in at.button) if k}

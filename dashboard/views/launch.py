@@ -239,20 +239,23 @@ with tab_suite:
 
 st.divider()
 st.subheader("Queue and workers")
-active = [r for r in store.list_runs() if r.status in ui.ACTIVE]
+busy = ui.busy(store, (r.status for r in ui.active_runs(store)))
 
 
-@st.fragment(run_every=ui.LIVE_EVERY_S if active else None)
+@st.fragment(run_every=ui.every(busy))
 def queue() -> None:
-    """Queued and running runs with cancel buttons, and the workers; live while non-empty."""
-    current = sorted(
-        (r for r in store.list_runs() if r.status in ui.ACTIVE),
-        key=lambda r: (r.status != "running", r.created_at),
-    )
-    if active and not current:
-        st.rerun()
-    if not current:
-        st.caption("The queue is empty.")
+    """Queued and running runs with cancel buttons, and the workers. Re-read every few seconds
+    while anything is queued, running or being stopped, and every :data:`ui.IDLE_EVERY_S`
+    otherwise, so that a run launched elsewhere appears."""
+    current = ui.active_runs(store)
+    if ui.busy(store, (r.status for r in current)) != busy:
+        st.rerun()  # the whole page, to refresh at the other pace
+    bar = st.container(horizontal=True, vertical_alignment="center")
+    if current:
+        bar.caption(f"{len(current)} in the queue · refreshes every {ui.every(busy):g} s")
+    else:
+        bar.caption("The queue is empty.")
+    ui.refresh_button(bar, key="launch.refresh")
     for run in current:
         c_name, c_state, c_button = st.columns([4, 2, 1], vertical_alignment="center")
         c_name.page_link(ui.RUN, label=ui.run_label(run), query_params={"run": run.id})

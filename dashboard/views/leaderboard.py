@@ -2,7 +2,8 @@
 
 Filter by status, suite, date and an expression over any column; sort by any column; group by
 a config field; compare params with AUC in parallel coordinates and any two columns in a
-scatter. While runs are queued or training the table re-reads the store every few seconds.
+scatter. The table re-reads the store every few seconds while runs are queued or training,
+and every ten otherwise, so that runs launched elsewhere appear.
 """
 
 from datetime import date
@@ -23,18 +24,37 @@ def load() -> pd.DataFrame:
     return tables.leaderboard(store.list_runs(), suites, store.external_summaries())
 
 
+def states(frame: pd.DataFrame) -> dict[str, str]:
+    """Each run's status by id: when this changes, the whole page is drawn again."""
+    return dict(zip(frame["id"], frame["status"], strict=True))
+
+
 frame = load()
 if frame.empty:
     ui.no_runs_yet()
-    ui.worker_panel(store, key="lb.start_worker")
+
+    @st.fragment(run_every=ui.IDLE_EVERY_S)
+    def first_run() -> None:
+        """Wait for a run launched elsewhere (another tab, the command line, a teammate)."""
+        if store.list_runs(limit=1):
+            st.rerun()
+        ui.refresh_button(st.container(), key="lb.refresh")
+        ui.worker_panel(store, key="lb.start_worker")
+
+    first_run()
     st.stop()
 
 c_status, c_suite, c_date = st.columns([2, 2, 2])
 statuses = c_status.multiselect("Status", RUN_STATUSES, key="lb.status", placeholder="any")
 suite_names = sorted({s for s in frame["suite"] if s})
 suites = c_suite.multiselect("Suite", suite_names, key="lb.suite", placeholder="any")
-first, last = frame["created"].min().date(), frame["created"].max().date()
-dates = c_date.date_input("Created between", (first, last), key="lb.dates")
+span = (frame["created"].min().date(), frame["created"].max().date())
+if st.session_state.get("lb.dates", span) == st.session_state.get("lb.dates_span"):
+    # Left as it was: the range follows the runs, so a run created on a later day shows.
+    st.session_state["lb.dates"] = span
+st.session_state["lb.dates_span"] = span
+st.session_state.setdefault("lb.dates", span)
+dates = c_date.date_input("Created between", key="lb.dates")
 expression = st.text_input(
     "Filter expression",
     key="lb.expr",
@@ -117,15 +137,16 @@ COLUMN_CONFIG = {
     "learning_rate": st.column_config.NumberColumn("learning rate", format="%.0e"),
 }
 
-live = bool(frame["status"].isin(ui.ACTIVE).any())
+busy = ui.busy(store, frame["status"])
 
 
-@st.fragment(run_every=ui.LIVE_EVERY_S if live else None)
+@st.fragment(run_every=ui.every(busy))
 def run_table() -> None:
-    """The table itself; re-read from the store every few seconds while runs are active."""
-    current = load() if live else frame
-    if live and not current["status"].isin(ui.ACTIVE).any():
-        # The last active run just finished: redraw the whole page (charts, counts), unlive.
+    """The table and the workers, re-read from the store every few seconds (faster while runs
+    are queued or training). A run that appears, changes status or is cancelled (here, in
+    another tab, from the command line) redraws the whole page: counts, filters, charts."""
+    current = load()
+    if states(current) != states(frame) or ui.busy(store, current["status"]) != busy:
         st.rerun()
     try:
         rows = apply_filters(current)
@@ -136,7 +157,7 @@ def run_table() -> None:
     st.caption(
         f"{len(rows)} of {len(current)} runs · "
         + " · ".join(f"{counts[s]} {s}" for s in RUN_STATUSES if s in counts)
-        + (" · live" if live else "")
+        + f" · refreshes every {ui.every(busy):g} s"
     )
     selection = st.dataframe(
         rows.set_index("id")[[c for c in columns if c in rows.columns]],
@@ -159,11 +180,12 @@ def run_table() -> None:
         icon=":material/compare_arrows:",
     ):
         st.switch_page(ui.COMPARE, query_params={"runs": ",".join(picked)})
+    ui.refresh_button(actions, key="lb.refresh")
     actions.caption("Tick rows to open one run or compare 2–6 runs.")
+    ui.worker_panel(store, key="lb.start_worker")
 
 
 run_table()
-ui.worker_panel(store, key="lb.start_worker")
 
 st.subheader("Group by a config field")
 groupable = ["suite", "status", *tables.config_columns(frame)]
