@@ -1,4 +1,4 @@
-"""``python -m pipeline lungs train | eval | predict``: the lung segmenter from the shell.
+"""``python -m pipeline lungs train | eval | predict | view-train``: lung segmenter and view check.
 
 Registered on the main parser by :func:`add_parser`; errors are :class:`ValueError` subclasses
 (:class:`~pipeline.lungs.segmenter.SegmenterError`, :class:`~pipeline.lungs.data.LungDataError`,
@@ -76,6 +76,56 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_view_train(args: argparse.Namespace) -> int:
+    from pipeline.lungs import view
+    from pipeline.lungs.data import load_pairs, with_phantoms
+    from pipeline.lungs.view_train import train_and_card
+
+    pairs = with_phantoms(load_pairs(args.data, args.size), args.phantoms, args.seed)
+    console.print(
+        f"{len(pairs.names) - args.phantoms} upright X-rays from {args.data} and "
+        f"{args.phantoms} phantoms at {args.size} px"
+    )
+    command = "python -m pipeline lungs view-train " + shlex.join(
+        [
+            *("--data", args.data, "--out", args.out, "--epochs", str(args.epochs)),
+            *("--holdout-epochs", str(args.holdout_epochs), "--size", str(args.size)),
+            *("--base", str(args.base), "--seed", str(args.seed)),
+            *("--phantoms", str(args.phantoms)),
+            *(x for folder in args.check for x in ("--check", folder)),
+            *(["--install"] if args.install else []),
+        ]
+    )
+    card = train_and_card(
+        pairs,
+        Path(args.out),
+        epochs=args.epochs,
+        holdout_epochs=args.holdout_epochs,
+        seed=args.seed,
+        base=args.base,
+        checks=args.check,
+        command=command,
+        log=console.print,
+    )
+    table = Table("never seen in training", "X-rays", "upright accepted", "turned/cropped refused")
+    rows = [(f"held-out source {s}", r) for s, r in card["held_out_source"].items()]
+    rows += list(card["unseen"].items())
+    for name, r in rows:
+        table.add_row(
+            name,
+            str(r["n_images"]),
+            f"{r['accepted_upright']:.1%}",
+            f"{r['refused_altered']:.1%}",
+        )
+    console.print(table)
+    console.print(f"model and card in {args.out} (total {card['total_seconds']:.0f} s)")
+    if args.install:
+        shutil.copyfile(Path(args.out) / "view.keras", view.VIEW_WEIGHTS)
+        shutil.copyfile(Path(args.out) / "view.json", view.VIEW_CARD)
+        console.print(f"installed as {view.VIEW_WEIGHTS} (and its card)")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from pipeline.lungs.data import load_pairs
     from pipeline.lungs.segmenter import WEIGHTS, Segmenter
@@ -135,10 +185,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Add ``lungs`` and its three subcommands to the main CLI's subparsers."""
+    """Add ``lungs`` and its subcommands to the main CLI's subparsers."""
     lungs = sub.add_parser(
         "lungs",
-        help="the lung-field segmenter: train, eval, predict",
+        help="the lung-field segmenter: train, eval, predict; the view check: view-train",
         description="The lung-field segmenter shipped in pipeline/lungs/weights/.",
     )
     inner = lungs.add_subparsers(dest="lungs_command", required=True, metavar="SUBCOMMAND")
@@ -157,6 +207,40 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=256, help="input side in pixels (default 256)")
     p.add_argument("--base", type=int, default=8, help="U-Net filters at full size (default 8)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--install", action="store_true", help="replace the shipped model with it")
+
+    p = inner.add_parser(
+        "view-train",
+        help="train the view check (upright, turned, upside down, part of an X-ray)",
+        description="Trains the view CNN on upright X-rays (no labels: it turns and crops "
+        "them), scores it on each held-out source and on --check folders it never saw.",
+    )
+    p.set_defaults(fn=cmd_view_train)
+    p.add_argument("--data", required=True, help="folder of upright X-rays (lung-masks layout)")
+    p.add_argument("--out", default="runs/view", help="where the model and card go")
+    p.add_argument("--epochs", type=int, default=30, help="final model epochs (default 30)")
+    p.add_argument(
+        "--holdout-epochs",
+        type=int,
+        default=15,
+        help="epochs of each held-out-source training; 0 skips them (default 15)",
+    )
+    p.add_argument("--size", type=int, default=128, help="side the images are read at (128)")
+    p.add_argument("--base", type=int, default=16, help="filters of the first block (16)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--phantoms",
+        type=int,
+        default=150,
+        help="phantoms rendered and added, so the demo's synthetic X-rays pass (default 150)",
+    )
+    p.add_argument(
+        "--check",
+        action="append",
+        default=[],
+        metavar="FOLDER",
+        help="a folder of upright X-rays never used in training, to score it on (repeatable)",
+    )
     p.add_argument("--install", action="store_true", help="replace the shipped model with it")
 
     p = inner.add_parser("eval", help="Dice / IoU of the shipped model on a folder with masks")

@@ -127,3 +127,24 @@ def augment(
     if rng.random() < 0.3:
         x = cv2.GaussianBlur(x, (0, 0), sigmaX=rng.uniform(0.5, 1.5))
     return np.clip(x, 0.0, 1.0), msk.astype(np.float32)
+
+
+def with_phantoms(pairs: Pairs, n: int, seed: int) -> Pairs:
+    """``pairs`` plus ``n`` phantoms rendered at their side (one TB in six, source ``phantom``,
+    named ``phantom-K``), so a model trained on them also knows the project's synthetic
+    X-rays. The manifest hash covers the phantom count and seed, which fix the images."""
+    if n < 1:
+        return pairs
+    from pipeline.synth import render_phantom
+
+    rng = np.random.default_rng(seed)
+    side = pairs.images.shape[1]
+    drawn = [render_phantom(rng, side, tb=k % 6 == 5) for k in range(n)]
+    digest = hashlib.sha256(f"{pairs.manifest_sha256}|phantoms {n} seed {seed}".encode())
+    return Pairs(
+        np.concatenate([pairs.images, np.stack([p.image for p in drawn])]),
+        np.concatenate([pairs.masks, np.stack([p.lung_mask for p in drawn])]),
+        pairs.names + tuple(f"phantom-{k}" for k in range(n)),
+        pairs.sources + ("phantom",) * n,
+        digest.hexdigest(),
+    )
