@@ -3,11 +3,11 @@
 :class:`ModelSource` asks the run store which run to serve (the newest promotion, else the newest
 succeeded baseline) at most every ``refresh_s`` seconds and loads a new :class:`ServedModel`
 when that changes, so a promotion takes effect without a restart. :meth:`ServedModel.assess`
-turns the bytes of one upload into an :class:`Assessment`: a verdict from the run's validated
-threshold, or "Cannot assess" with the reason (a refused file, a picture that is not a chest
-X-ray, a lateral DICOM view, or one where the shipped segmenter finds no two plausible lungs).
-Nothing here keeps an upload or writes a file: uploads are read and dropped, and of a DICOM
-header only what the image needs is read (:mod:`pipeline.dicom`).
+answers one upload with the assessment every front end shares (:mod:`pipeline.assess`: a
+verdict from the run's threshold, or "Cannot assess" and the reason), under the upload limits
+and with predictions going before explanations (:class:`PredictionsFirst`). Nothing here keeps
+an upload or writes a file: uploads are read and dropped, and of a DICOM header only what the
+image needs is read (:mod:`pipeline.dicom`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,14 +25,32 @@ from typing import Any
 import numpy as np
 
 from db import Calibration, Run, RunStore
-from pipeline import dicom, explain, images, ood, synth
-from pipeline.images import ImageError
-from pipeline.predictor import NEGATIVE, POSITIVE, Predictor
+from pipeline import explain, synth
+from pipeline.assess import (
+    ASSESSED,
+    CANNOT_ASSESS,
+    OUT_OF_DISTRIBUTION,
+    REFUSED,
+    VERDICTS,
+    Assessment,
+    Assessor,
+    Decoding,
+)
+from pipeline.predictor import Predictor
 
-CANNOT_ASSESS = "Cannot assess"
-VERDICTS = (NEGATIVE, POSITIVE, CANNOT_ASSESS)
-# What kind of answer an assessment is: a verdict, a refused file, or an image that is no X-ray.
-ASSESSED, REFUSED, OUT_OF_DISTRIBUTION = "assessed", "refused", "out_of_distribution"
+__all__ = [
+    "ASSESSED",
+    "CANNOT_ASSESS",
+    "OUT_OF_DISTRIBUTION",
+    "REFUSED",
+    "VERDICTS",
+    "Assessment",
+    "Limits",
+    "ModelSource",
+    "PredictionsFirst",
+    "ServedModel",
+    "no_model",
+]
 EXPLAINERS = ("lime", "shap")
 Progress = Callable[[float], None]
 Upload = bytes | Path
@@ -54,6 +73,13 @@ class Limits:
     explain_in_flight: int = 2
     explain_capacity: int = 24
     upload_budget_mb: int = 512  # uploads stored on disk at once, all clients together
+    # Perturbed images an explanation scores at once: small batches let a prediction that
+    # arrives meanwhile go first after at most one batch (:class:`PredictionsFirst`).
+    explain_batch: int = 16
+
+    @property
+    def decoding(self) -> Decoding:
+        return Decoding(self.max_bytes, self.max_pixels, self.for_processing)
 
     def __post_init__(self) -> None:
         if self.max_bytes < 1 or self.max_pixels < 64:
@@ -65,48 +91,6 @@ class Limits:
             raise ValueError(
                 f"for_processing must be 'refuse' or 'warn', got {self.for_processing!r}"
             )
-
-
-@dataclass(frozen=True)
-class Assessment:
-    """The answer to one upload.
-
-    ``verdict`` is one of :data:`VERDICTS`; ``status`` says why (``assessed``, ``refused``,
-    ``out_of_distribution``) and ``reason`` says it in a sentence. ``probability`` (P(TB)) and
-    ``heatmap`` (Grad-CAM, (S, S) in [0, 1]) are None unless the image was assessed; ``image``
-    is the prepared model input (S, S) uint8 and ``lungs`` its lung mask (S, S) bool once the
-    image passed the cheap checks. ``notes`` are sentences the reader must see beside the
-    verdict (e.g. text burned into a DICOM image).
-    """
-
-    verdict: str
-    status: str
-    reason: str
-    run_id: str | None = None
-    probability: float | None = None
-    threshold: float | None = None
-    ood_distance: float | None = None
-    ood_threshold: float | None = None
-    image: np.ndarray | None = None
-    lungs: np.ndarray | None = None
-    heatmap: np.ndarray | None = None
-    seconds: float = 0.0
-    notes: tuple[str, ...] = ()
-
-    def as_dict(self) -> dict[str, Any]:
-        """The JSON the API returns (no arrays)."""
-        return {
-            "verdict": self.verdict,
-            "probability": self.probability,
-            "status": self.status,
-            "reason": self.reason,
-            "threshold": self.threshold,
-            "run_id": self.run_id,
-            "ood_distance": self.ood_distance,
-            "ood_threshold": self.ood_threshold,
-            "notes": list(self.notes),
-            "seconds": round(self.seconds, 4),
-        }
 
 
 def no_model(problem: str | None = None) -> Assessment:
@@ -124,12 +108,42 @@ def no_model(problem: str | None = None) -> Assessment:
     )
 
 
+class PredictionsFirst:
+    """Predictions before explanations on a shared CPU.
+
+    A prediction holds :meth:`prediction` while it runs; an explanation calls :meth:`wait_turn`
+    before each batch of perturbed images and waits there while any prediction is running — at
+    most ``max_wait_s``, so a steady stream of predictions slows explanations down but never
+    stops them. Without this, a LIME explanation (1,000 model evaluations) takes the CPU from
+    the predictions beside it (``bench/flood.py``).
+    """
+
+    def __init__(self, max_wait_s: float = 1.0) -> None:
+        self.max_wait_s = max_wait_s
+        self._running = 0
+        self._idle = threading.Condition()
+
+    @contextmanager
+    def prediction(self) -> Iterator[None]:
+        with self._idle:
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._running -= 1
+                self._idle.notify_all()
+
+    def wait_turn(self) -> None:
+        with self._idle:
+            self._idle.wait_for(lambda: self._running == 0, timeout=self.max_wait_s)
+
+
 class ServedModel:
-    """One succeeded run ready to serve: its predictor and its out-of-distribution reference."""
+    """One succeeded run ready to serve: its :class:`~pipeline.assess.Assessor` (the assessment
+    every front end shares), its site calibration if any, and predictions-first scheduling."""
 
     def __init__(self, run: Run, calibration: Calibration | None = None) -> None:
-        import tensorflow as tf
-
         if run.status != "succeeded" or not run.artifacts_dir:
             raise ValueError(f"run {run.id} is {run.status}; only a succeeded run can be served")
         self.run = run
@@ -138,135 +152,43 @@ class ServedModel:
         self.predictor = Predictor(
             run.artifacts_dir, threshold=None if calibration is None else calibration.threshold
         )
-        model = self.predictor.model
-        head = ood.feature_model(model)
-        # One compiled forward pass gives both the features for the OOD check and P(TB).
-        self._forward = tf.function(
-            lambda x: head(x, training=False), reduce_retracing=True, jit_compile=False
-        )
-        self.reference, self.reference_note = self._load_reference()
-        # Compile both graphs now, so the first user does not wait for tracing.
-        blank = np.zeros((self.size, self.size), dtype=np.uint8)
-        self.predictor.prepare_with_lungs(blank)  # loads the lung segmenter
-        self._features_and_probability(blank)
-        explain.gradcam(model, blank)
+        origin = None
+        if calibration is not None:
+            origin = (
+                f"calibrated for {calibration.site} on "
+                f"{calibration.details['n_calibration']} of its X-rays "
+                f"({calibration.created_at:%Y-%m-%d})"
+            )
+        self.assessor = Assessor(self.predictor, run.id, origin)
+        self.priority = PredictionsFirst()
 
     @property
     def size(self) -> int:
         return self.predictor.config.data.image_size
 
     @property
+    def reference(self) -> Any:
+        """The run's feature-distance reference (None when there is none)."""
+        return self.assessor.reference
+
+    @property
+    def reference_note(self) -> str:
+        return self.assessor.reference_note
+
+    @property
     def synthetic(self) -> bool:
         """Whether the run was trained on synthetic phantoms (a demonstration model)."""
         return any(synth.is_synthetic(f) for f in self.predictor.config.data.sources)
 
-    def _load_reference(self) -> tuple[ood.FeatureDistance | None, str]:
-        folder = Path(self.run.artifacts_dir or "")
-        saved = folder / ood.OOD_FILE
-        if saved.is_file():
-            ref = ood.FeatureDistance.load(saved)
-            return ref, f"fitted at training time on {ref.n_images} training and validation images"
-        data = Path(self.predictor.config.data.root)
-        try:
-            ref = ood.fit_from_split(self.predictor.model, folder, self.predictor.prepare, data)
-        except (OSError, KeyError, ValueError) as err:  # missing files, ImageError, too few
-            print(
-                f"run {self.run.id}: no OOD reference ({err}); cheap checks only", file=sys.stderr
-            )
-            return None, (
-                "not available for this run (it was trained before the check existed and its "
-                "training images are gone): only the image checks (colour, blank, noise, shape) "
-                "guard against uploads that are not chest X-rays"
-            )
-        return ref, f"rebuilt at start-up from {ref.n_images} training and validation images"
-
-    def _features_and_probability(self, prepared: np.ndarray) -> tuple[np.ndarray, float]:
-        x = prepared[np.newaxis, ..., np.newaxis].astype(np.float32)
-        feats, prob = self._forward(x)
-        return np.asarray(feats, dtype=np.float64), float(np.asarray(prob).reshape(-1)[0])
-
-    def _screen(self, src: Upload, limits: Limits) -> Assessment:
-        """Read, check and score an upload: the assessment without a heatmap.
-
-        A refused file or a picture that is not a chest X-ray gives "Cannot assess" and the
-        reason; otherwise the verdict at the run's threshold, with the prepared image.
-        """
-        refusal = _refuse_unreadable(src)
-        if refusal is not None:
-            return self._refused(refusal)
-        try:
-            decoded = images.decode(
-                src,
-                max_pixels=limits.max_pixels,
-                max_bytes=limits.max_bytes,
-                for_processing=limits.for_processing,
-            )
-        except ImageError as err:
-            return self._refused(err.reason)
-        if decoded.view in dicom.LATERAL_VIEWS:
-            return self._not_xray(
-                f"this is a lateral view (DICOM View Position {decoded.view}); a frontal view "
-                "(PA or AP) is needed — upload the frontal image of the study"
-            )
-        gray = decoded.pixels
-        # A DICOM file that reached here is grayscale (pipeline.dicom refuses colour ones).
-        colour = 0.0 if decoded.format == "DICOM" else ood.colourfulness(src)
-        reason = ood.image_checks(gray, colour)
-        if reason is not None:
-            return self._not_xray(reason)
-        prepared, lungs, found = self.predictor.prepare_with_lungs(gray)
-        # First the checks that do not depend on the classifier: is this a frontal chest X-ray?
-        if not found.ok:
-            return self._not_xray(
-                "the lung fields could not be found as on a chest X-ray ("
-                + "; ".join(found.reasons)
-                + "); upload a frontal chest radiograph (PNG, JPEG or DICOM), uncropped and "
-                "upright"
-            )
-        feats, raw = self._features_and_probability(prepared)
-        prob = float(self.predictor.calibrate(raw))
-        distance = None if self.reference is None else float(self.reference.distance(feats)[0])
-        # Then the model's own: a chest X-ray, but unlike those it learned from.
-        if distance is not None and distance > self.reference.threshold:
-            return self._not_xray(
-                "this X-ray looks different from the ones the model learned from — probably "
-                "another machine or hospital — so it cannot judge it reliably (feature distance "
-                f"{distance:.1f}, limit {self.reference.threshold:.1f}); a doctor should read it",
-                distance,
-            )
-        threshold = self.predictor.threshold
-        verdict = self.predictor.verdict(prob)
-        side = "at or above" if verdict == POSITIVE else "below"
-        return Assessment(
-            verdict=verdict,
-            status=ASSESSED,
-            reason=f"P(TB) = {prob:.3f} is {side} the threshold {threshold:.3f}, "
-            f"{self.threshold_origin()}",
-            run_id=self.run.id,
-            probability=prob,
-            threshold=threshold,
-            ood_distance=distance,
-            ood_threshold=None if self.reference is None else self.reference.threshold,
-            image=prepared,
-            lungs=lungs,
-            notes=decoded.notes,
-        )
-
     def threshold_origin(self) -> str:
         """Where the served threshold comes from, in words (a site calibration, or validation)."""
-        cal = self.calibration
-        if cal is not None:
-            return (
-                f"calibrated for {cal.site} on {cal.details['n_calibration']} of its X-rays "
-                f"({cal.created_at:%Y-%m-%d})"
-            )
-        rule = self.predictor.config.eval
-        if rule.threshold_rule == "who":
-            return (
-                "chosen on validation images for a sensitivity of at least "
-                f"{rule.min_sensitivity:.0%}"
-            )
-        return f"chosen on validation images ({rule.threshold_rule} rule)"
+        return self.assessor.threshold_origin
+
+    def _screen(self, src: Upload, limits: Limits) -> Assessment:
+        refusal = _refuse_unreadable(src)
+        if refusal is not None:
+            return self.assessor.refused(refusal)
+        return self.assessor.screen(src, limits.decoding)
 
     def assess(self, src: Upload, limits: Limits | None = None) -> Assessment:
         """Verdict, P(TB) and Grad-CAM of an encoded image (bytes or a file).
@@ -274,9 +196,10 @@ class ServedModel:
         Never raises for a bad upload: it gets "Cannot assess" and the reason instead.
         """
         start = time.perf_counter()
-        a = self._screen(src, limits or Limits())
-        if a.status == ASSESSED:
-            a = replace(a, heatmap=explain.gradcam(self.predictor.model, a.image))
+        with self.priority.prediction():
+            a = self._screen(src, limits or Limits())
+            if a.status == ASSESSED:
+                a = replace(a, heatmap=explain.gradcam(self.predictor.model, a.image))
         return replace(a, seconds=time.perf_counter() - start)
 
     def explain(
@@ -294,24 +217,19 @@ class ServedModel:
         if method not in EXPLAINERS:
             raise ValueError(f"unknown explanation {method!r}; choose one of {EXPLAINERS}")
         start = time.perf_counter()
-        a = self._screen(src, limits or Limits())
+        limits = limits or Limits()
+        a = self._screen(src, limits)
         if a.status != ASSESSED:
             return replace(a, seconds=time.perf_counter() - start), None
-        result = explain.explain(self.predictor.model, a.image, method, progress=progress)
-        return replace(a, seconds=time.perf_counter() - start), result.overlay(a.image)
-
-    def _refused(self, reason: str) -> Assessment:
-        return Assessment(CANNOT_ASSESS, REFUSED, reason, run_id=self.run.id)
-
-    def _not_xray(self, reason: str, distance: float | None = None) -> Assessment:
-        return Assessment(
-            CANNOT_ASSESS,
-            OUT_OF_DISTRIBUTION,
-            reason,
-            run_id=self.run.id,
-            ood_distance=distance,
-            ood_threshold=None if self.reference is None else self.reference.threshold,
+        result = explain.explain(
+            self.predictor.model,
+            a.image,
+            method,
+            progress=progress,
+            pause=self.priority.wait_turn,
+            batch_size=limits.explain_batch,
         )
+        return replace(a, seconds=time.perf_counter() - start), result.overlay(a.image)
 
 
 def _refuse_unreadable(src: Upload) -> str | None:

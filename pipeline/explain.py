@@ -30,6 +30,9 @@ from pipeline.model import LAST_CONV
 
 METHODS: tuple[str, ...] = ("gradcam", "lime", "shap")
 Progress = Callable[[float], None]
+# Called before every batch of perturbed images; the public app waits there while predictions
+# are running, so that explanations never hold the CPU a prediction needs.
+Pause = Callable[[], None]
 
 
 class ExplainError(ValueError):
@@ -195,6 +198,7 @@ def lime(
     n_segments: int = 60,
     batch_size: int = 128,
     progress: Progress | None = None,
+    pause: Pause | None = None,
 ) -> LimeResult:
     """LIME over superpixels; the model answers ``[1 − p, p]`` and the TB column is explained.
 
@@ -223,6 +227,8 @@ def lime(
     for start in range(0, num_samples, batch_size):
         on = flags[start : start + batch_size][:, segments]  # (B, S, S)
         variants = np.where(on, original, fudged)
+        if pause is not None:
+            pause()
         scores[start : start + len(on)] = batch_scores(model, variants, batch_size)
         if progress is not None:
             progress(min(1.0, (start + len(on)) / num_samples))
@@ -256,6 +262,7 @@ def shap(
     blur: int = 32,
     batch_size: int = 128,
     progress: Progress | None = None,
+    pause: Pause | None = None,
 ) -> np.ndarray:
     """Partition SHAP values of P(TB), float32 (S, S), signed: > 0 pushes towards TB.
 
@@ -273,6 +280,8 @@ def shap(
 
     def score(x: np.ndarray) -> np.ndarray:
         nonlocal done
+        if pause is not None:
+            pause()
         out = batch_scores(model, x[..., 0], batch_size)
         done += len(x)
         if progress is not None:

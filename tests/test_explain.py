@@ -125,6 +125,27 @@ def test_progress_is_reported_up_to_done(lesion_model):
         assert seen[-1] == pytest.approx(1.0, abs=0.35)
 
 
+def test_explanations_pause_before_every_batch_so_predictions_can_go_first(lesion_model):
+    """The public app waits in ``pause`` while a prediction runs; it must come before each
+    batch of model evaluations, not once per explanation."""
+    predictor, data, _ = lesion_model
+    image, _ = tb_test_images(predictor, data)[0]
+    for method, kwargs in (("lime", {"num_samples": 160}), ("shap", {"max_evals": 160})):
+        pauses: list[float] = []
+        done: list[float] = []
+        explain.explain(
+            predictor.model,
+            image,
+            method,
+            batch_size=16,
+            progress=done.append,
+            pause=lambda p=pauses, d=done: p.append(d[-1] if d else 0.0),
+            **kwargs,
+        )
+        assert len(pauses) >= 160 // 16 - 2  # about one pause per batch of 16
+        assert pauses == sorted(pauses)  # each before the next batch's progress
+
+
 def test_gradcam_and_lime_point_at_the_lesion_far_above_chance(lesion_model):
     """The pointing game on the phantoms' ground-truth masks (2 px tolerance at 64 px)."""
     predictor, data, _ = lesion_model

@@ -390,6 +390,62 @@ def test_the_lungs_are_outlined_and_an_upload_without_two_lungs_cannot_be_assess
     assert "lung fields" in refused.reason
 
 
+def test_an_x_ray_upside_down_or_cut_to_a_quadrant_cannot_be_assessed(source):
+    """Both keep two plausible lungs; the view check, not the classifier, refuses them."""
+    served = source.current()
+    for k in range(6):
+        normal, tb = phantom_pair(k)
+        for image in (normal, tb):
+            assert served.assess(png(image), LIMITS).status == ASSESSED
+            flipped = served.assess(png(np.ascontiguousarray(image[::-1])), LIMITS)
+            assert flipped.verdict == CANNOT_ASSESS
+            assert "upside down" in flipped.reason
+            assert "neck is at the top" in flipped.reason
+            part = served.assess(png(image[: SIZE // 2, : SIZE // 2].copy()), LIMITS)
+            assert part.verdict == CANNOT_ASSESS
+
+
+def test_a_real_x_ray_upside_down_is_told_so_not_that_it_comes_from_elsewhere(source):
+    """The phantom-trained model finds any real X-ray unlike its own; upside down, the reader
+    is first told to turn it."""
+    from tests.conftest import shared_dataset
+
+    folder = shared_dataset("nlm-224")
+    data = sorted((folder / "tb").glob("*.jpg"))[0].read_bytes()
+    upright = source.current().assess(data, LIMITS)
+    assert "looks different from the ones the model learned from" in upright.reason
+    xray = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+    flipped = source.current().assess(png(np.ascontiguousarray(xray[::-1])), LIMITS)
+    assert flipped.verdict == CANNOT_ASSESS
+    assert "upside down" in flipped.reason
+
+
+def test_an_explanation_waits_while_a_prediction_runs_but_not_forever():
+    from gradio_app.service import PredictionsFirst
+
+    gate = PredictionsFirst(max_wait_s=5.0)
+    waited: list[float] = []
+
+    def explanation_batch() -> None:
+        start = time.perf_counter()
+        gate.wait_turn()
+        waited.append(time.perf_counter() - start)
+
+    with gate.prediction():
+        batch = threading.Thread(target=explanation_batch)
+        batch.start()
+        time.sleep(0.3)
+        assert not waited  # still waiting for the prediction to finish
+    batch.join(5)
+    assert 0.25 <= waited[0] < 2.0  # it went on as soon as the prediction ended
+    gate.wait_turn()  # nothing running: no wait at all
+    stuck = PredictionsFirst(max_wait_s=0.2)
+    with stuck.prediction():
+        start = time.perf_counter()
+        stuck.wait_turn()  # predictions never stop: explanations still progress
+        assert time.perf_counter() - start < 2.0
+
+
 def test_twenty_concurrent_predictions_all_succeed(client, tmp_path):
     path = tmp_path / "tb.png"
     path.write_bytes(png(phantom_pair(3)[1]))
@@ -680,7 +736,7 @@ def test_an_image_far_from_the_training_features_cannot_be_assessed(source):
     served = ServedModel(source.current().run)
     xray = png(phantom_pair(0)[1])
     assert served.assess(xray).status == ASSESSED
-    served.reference = replace(served.reference, mean=served.reference.mean + 1e3)
+    served.assessor.reference = replace(served.reference, mean=served.reference.mean + 1e3)
     refused = served.assess(xray)
     assert refused.status == OUT_OF_DISTRIBUTION
     assert refused.verdict == CANNOT_ASSESS

@@ -6,7 +6,9 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from db import RunStore
 from pipeline import images, model, synth
@@ -75,6 +77,14 @@ def test_runs_show_predict_and_external_evaluate(smoke_run, phantoms, tmp_path, 
     out = capsys.readouterr().out
     assert "cannot read" in out
     assert image.name in out
+
+    # The public app's assessment: random noise is no X-ray, on the command line too.
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64), np.uint8)).save(noise)
+    assert main(["predict", run.id, str(noise)]) == 0
+    out = capsys.readouterr().out
+    assert "Cannot assess" in out
+    assert "noise" in out
 
     external = tmp_path / "external"
     synth.generate(external, 30, size=64, seed=9)

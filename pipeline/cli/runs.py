@@ -141,22 +141,27 @@ def one_class_note(metrics: dict) -> str | None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from pipeline.assess import REFUSED, Assessor
     from pipeline.predictor import Predictor
 
-    predictor = Predictor.from_store(open_store(), args.run_id)
-    table = Table("image", "P(TB)", "verdict", title=f"threshold {predictor.threshold:.4f}")
-    from pipeline.images import ImageError
-
+    store = open_store()
+    predictor = Predictor.from_store(store, args.run_id)
+    assessor = Assessor(predictor, store.get_run(args.run_id).id)
+    table = Table(
+        Column("image", min_width=max(len(str(p)) for p in args.images), no_wrap=True),
+        "P(TB)",
+        Column("verdict", no_wrap=True),
+        "why",
+        title=f"threshold {predictor.threshold:.4f}",
+    )
     failed = 0
+    # The public app's assessment: the same verdicts, and "Cannot assess" for the same images.
     for path in args.images:
-        # One unreadable file must not hide the results of the others.
-        try:
-            p = predictor.predict(path)
-        except ImageError as err:
-            failed += 1
-            table.add_row(str(path), "—", f"[red]cannot read:[/red] {err.reason}")
-            continue
-        table.add_row(str(path), f"{p.probability:.3f}", p.verdict)
+        a = assessor.screen(Path(path))
+        failed += a.status == REFUSED
+        prob = "—" if a.probability is None else f"{a.probability:.3f}"
+        why = f"[red]cannot read:[/red] {a.reason}" if a.status == REFUSED else a.reason
+        table.add_row(str(path), prob, a.verdict, why)
     console.print(table)
     return 2 if failed else 0
 
