@@ -20,6 +20,9 @@ import streamlit as st  # noqa: E402
 
 from dashboard import auth, ui  # noqa: E402
 from db import StoreError  # noqa: E402
+from pipeline import quiet  # noqa: E402
+
+quiet.install()  # pages import TensorFlow when they need it
 
 st.set_page_config(page_title="TB X-ray Lab", page_icon=":material/pulmonology:", layout="wide")
 # Before anything else: on a network, only people who log in see or change anything.

@@ -17,11 +17,13 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline import quiet
+
 if TYPE_CHECKING:
     from gradio_app.service import ModelSource
 
 # TensorFlow, Keras and Gradio are imported in main(), after these and the upload folder are set.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+quiet.install()
 # A public medical app does not send usage analytics to Gradio.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # Gradio's queue keeps timing records of its last N events and, by default, summarises all of

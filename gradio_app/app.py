@@ -11,6 +11,11 @@ browser, and DICOM files without an extension, as CD and PACS exports name them)
 nothing itself (:func:`_undecoded`), so every file — broken, huge, 16-bit, DICOM, not an image —
 goes through :func:`pipeline.images.decode` and its limits, and a bad one gets a message, never a
 traceback. A private event shows the image as read (a DICOM file windowed) under the box.
+
+The page's own events (that preview, the model card, the banner, the examples) cannot be hidden
+from a determined HTTP client, since the browser calls them like any client would; they are
+taken only as the page sends them, counted against a fair-use limit, and harmless
+(:mod:`gradio_app.events`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import numpy as np
 from starlette.middleware import Middleware
 
 from gradio_app.card import banner, model_card
+from gradio_app.events import Events
 from gradio_app.flood import FairUse, Ledger
 from gradio_app.security import SecurityHeaders
 from gradio_app.service import (
@@ -229,6 +235,9 @@ def build_demo(
     def top() -> str:
         return banner(source.current())
 
+    def preview_of(path: str | None) -> str | None:
+        return outputs.png(_as_read(path, limits))
+
     with gr.Blocks(title=TITLE, delete_cache=cleanup) as demo:
         banner_md = gr.Markdown(elem_id="banner")
         gr.Markdown(INTRO)
@@ -256,6 +265,7 @@ def build_demo(
                         inputs=[image],
                         example_labels=[Path(p).stem for p in examples],
                         label="Or try an example",
+                        api_visibility="private",
                     )
             with gr.Column(scale=1):
                 verdict = gr.HTML(_WAITING, label="Verdict", elem_id="verdict")
@@ -295,19 +305,20 @@ def build_demo(
         )
         predicted.then(card, outputs=card_md, queue=False, api_visibility="private")
         image.change(
-            lambda path: outputs.png(_as_read(path, limits)),
+            preview_of,
             inputs=image,
             outputs=preview,
+            api_name="preview",
             concurrency_id="predict",
             concurrency_limit=predict_concurrency,
             show_progress="hidden",
             api_visibility="private",
         )
+        # In the browser: an event without a server function is one less for clients to call.
         image.change(
-            lambda: (None, "", None, ""),
+            None,
             outputs=[lime_image, lime_note, shap_image, shap_note],
-            queue=False,
-            api_visibility="private",
+            js="() => [null, '', null, '']",
         )
         for button, method, out_image, note in (
             (lime_button, "lime", lime_image, lime_note),
@@ -324,7 +335,9 @@ def build_demo(
             )
         demo.load(card, outputs=card_md, queue=False, api_visibility="private")
         demo.load(top, outputs=banner_md, queue=False, api_visibility="private")
-    demo.queue(max_size=queue_size, default_concurrency_limit=1)
+    # api_open=False: queued events run through the queue only, never on /gradio_api/run/<name>,
+    # which would skip its concurrency limits and the fair-use limits.
+    demo.queue(max_size=queue_size, default_concurrency_limit=1, api_open=False)
     demo.fair_use = ledger  # read by launch_options
     return demo
 
@@ -353,12 +366,12 @@ def launch_options(limits: Limits | None = None, demo: gr.Blocks | None = None) 
     per-session state, so a small capacity stops that memory growing with traffic (about
     100 KB per request otherwise, up to the default 10,000 sessions). Every response carries
     security headers (:mod:`gradio_app.security`); with ``demo``, its fair-use limits apply
-    (:mod:`gradio_app.flood`).
+    (:mod:`gradio_app.flood`) and only the event calls :mod:`gradio_app.events` allows run.
     """
     limits = limits or Limits()
     middleware = [Middleware(SecurityHeaders)]
     if demo is not None:
-        middleware.append(Middleware(FairUse, ledger=demo.fair_use, kind_of=_kinds(demo)))
+        middleware.append(Middleware(FairUse, ledger=demo.fair_use, events=Events(demo)))
     return {
         "app_kwargs": {"middleware": middleware},
         "max_file_size": limits.max_bytes,
@@ -370,20 +383,6 @@ def launch_options(limits: Limits | None = None, demo: gr.Blocks | None = None) 
         "css": CSS,
         "state_session_capacity": 256,
     }
-
-
-def _kinds(demo: gr.Blocks) -> Any:
-    """``kind_of(fn_index, api_name)`` for :class:`~gradio_app.flood.FairUse`: ``predict`` or
-    ``explain`` for the public endpoints, None for the page's own small events."""
-    names = {"predict": "predict", "lime": "explain", "shap": "explain"}
-    by_index = {i: names.get(fn.api_name) for i, fn in demo.fns.items()}
-
-    def kind_of(fn_index: int | None, api_name: str | None) -> str | None:
-        if api_name is not None:
-            return names.get(api_name.strip("/"))
-        return by_index.get(fn_index)
-
-    return kind_of
 
 
 def _gauge_html(a: Assessment) -> str:

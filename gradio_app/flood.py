@@ -5,8 +5,9 @@ verdict after that failed with "Queue is full". :class:`FairUse` is an ASGI midd
 of the queue and the upload route that, per client (its IP address, and its browser session
 separately), allows
 
-- a number of requests per moving window, by kind: predictions, explanations, uploads
-  (the ``limits`` library's moving-window limiter, in memory; defaults :data:`RULES`);
+- a number of requests per moving window, by kind: predictions, explanations, uploads and
+  the page's own small events (the ``limits`` library's moving-window limiter, in memory;
+  defaults :data:`RULES`);
 - a few explanations waiting or running at once (``explain_in_flight``);
 
 and it refuses an upload that would take the stored uploads past ``upload_budget`` bytes on disk
@@ -16,7 +17,9 @@ and stores every upload under a random name, never the uploader's file name;
 and, for everyone together, at most ``explain_capacity`` explanations waiting or running, so that
 explanations can never take the queue's room from predictions. A refused request gets HTTP 429
 and a sentence saying what to do. A call naming a file that was not uploaded here (a server path
-or a web address) gets HTTP 422 and a sentence, where Gradio answered ``{"error": null}``. The
+or a web address) gets HTTP 422 and a sentence, where Gradio answered ``{"error": null}``. An
+event call the app does not take from outside (:mod:`gradio_app.events`) gets HTTP 404 or 422
+and a sentence. The
 event functions call :meth:`Ledger.done` when an explanation ends; an explanation whose client
 vanished is forgotten after :data:`FORGET_S`.
 """
@@ -29,7 +32,6 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +39,15 @@ from limits import parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
+from gradio_app.events import Events, RefusedError
 from pipeline.datasets import IMAGE_SUFFIXES
 
 RULES: dict[str, str] = {
     "predict": "30/minute;300/hour",
     "explain": "6/minute;60/hour",
     "upload": "30/minute;300/hour",
+    # The model card and banner on page load, the image as read and the card after each upload.
+    "page": "120/minute;1200/hour",
 }
 EXPLAIN_IN_FLIGHT = 2
 FORGET_S = 300.0
@@ -119,21 +124,13 @@ class Ledger:
 
 
 class FairUse:
-    """ASGI middleware applying a :class:`Ledger` in front of Gradio's queue and upload route.
+    """ASGI middleware applying a :class:`Ledger` in front of Gradio's event routes and upload
+    route; ``events`` says which event calls are taken and which kind each counts as."""
 
-    ``kind_of(fn_index, api_name)`` says which kind (``predict``, ``explain`` or None for an
-    internal event) a queued call is.
-    """
-
-    def __init__(
-        self,
-        app: Any,
-        ledger: Ledger,
-        kind_of: Callable[[int | None, str | None], str | None],
-    ) -> None:
+    def __init__(self, app: Any, ledger: Ledger, events: Events) -> None:
         self.app = app
         self.ledger = ledger
-        self.kind_of = kind_of
+        self.events = events
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -147,20 +144,19 @@ class FairUse:
             refusal = self.ledger.admit("upload", _clients(scope, None))
             if refusal is None:
                 scope, receive = await _anonymised(scope, receive)
-        elif path.endswith("/queue/join") or "/call/" in path:
+        elif self.events.is_event_call(path):
             body, receive = await _read_body(receive)
-            try:
-                payload = json.loads(body or b"{}")
-            except ValueError:
-                payload = {}
-            api_name = path.rsplit("/call/", 1)[1] if "/call/" in path else None
-            kind = self.kind_of(payload.get("fn_index"), api_name)
-            clients = _clients(scope, payload.get("session_hash"))
-            refusal = _foreign_file(payload.get("data"))
+            payload = _json_object(body)
+            refusal = _foreign_file(payload)
             if refusal is not None:
                 await _answer(send, 422, refusal)
                 return
-            refusal = None if kind is None else self.ledger.admit(kind, clients)
+            try:
+                kind = self.events.kind(path, payload)
+            except RefusedError as err:
+                await _answer(send, err.status, str(err))
+                return
+            refusal = self.ledger.admit(kind, _clients(scope, payload.get("session_hash")))
         else:
             refusal = None
         if refusal is None:
@@ -169,7 +165,7 @@ class FairUse:
         await _answer(send, 429, refusal)
 
 
-_WORDS = {"predict": "verdict", "explain": "explanation", "upload": "upload"}
+_WORDS = {"predict": "verdict", "explain": "explanation", "upload": "upload", "page": "page"}
 
 
 NOT_AN_UPLOAD = (
@@ -178,9 +174,19 @@ NOT_AN_UPLOAD = (
 )
 
 
+def _json_object(body: bytes) -> dict[str, Any]:
+    """The request body as a JSON object; empty when it is not one (Gradio then refuses it)."""
+    try:
+        payload = json.loads(body or b"{}")
+    except ValueError:
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
 def _foreign_file(data: Any) -> str | None:
-    """A sentence refusing ``data`` when it names a file that was not uploaded here (a server
-    path, a web address), else None."""
+    """A sentence refusing ``data`` (a request body, searched all through: ``/call/v2/`` takes
+    named arguments) when it names a file that was not uploaded here (a server path, a web
+    address), else None."""
     from gradio.utils import get_upload_folder
 
     folder = Path(get_upload_folder()).resolve()

@@ -299,9 +299,10 @@ class ModelSource:
         except Exception as err:
             traceback.print_exc()
             self._failed.add(run.id)
+            # Shown on the public page: the error's own words can name server paths.
             self.problem = (
-                f"the model of run {run.id} could not be loaded ({type(err).__name__}: {err}); "
-                "promote another run"
+                f"the model of run {run.id} could not be loaded ({type(err).__name__}; the "
+                "server's log says why); promote another run"
             )
             return None
         print(f"serving run {run.id} ({run.name})", file=sys.stderr)

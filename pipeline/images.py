@@ -33,6 +33,7 @@ _SUPPORTED_MODES = {"1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "HSV"}
 _SUPPORTED_MODES |= _SIXTEEN_BIT_MODES | _ALPHA_MODES
 
 _BOMB_FIX = "downscale the image (a chest X-ray rarely needs more than 4096×4096 pixels)"
+_CUT = "the file was probably cut short while downloading or copying; fetch it again"
 
 
 class ImageError(ValueError):
@@ -207,6 +208,11 @@ def _open_header(fp: IO[bytes], source: str | None, max_pixels: int | None) -> I
     except Image.DecompressionBombError as err:
         # PIL's own limit fires inside open() for sizes far beyond ours; same problem, same fix.
         raise ImageError(source, f"too many pixels ({err})", _BOMB_FIX) from None
+    # A file cut short inside its header ("Truncated File Read") or with a broken one fails in
+    # open(), with any of the exception types of _decode_pixels.
+    except Exception as err:
+        problem = f"the file is truncated or corrupt before its pixel data ({err})"
+        raise ImageError(source, problem, _CUT) from None
     try:
         check_dimensions(*im.size, source, max_pixels)
     except ImageError:
@@ -230,11 +236,7 @@ def _decode_pixels(im: Image.Image, source: str | None) -> None:
         im.load()
         ImageOps.exif_transpose(im, in_place=True)
     except Exception as err:
-        raise ImageError(
-            source,
-            f"the image data is truncated or corrupt ({err})",
-            "the file was probably cut short while downloading or copying; fetch it again",
-        ) from None
+        raise ImageError(source, f"the image data is truncated or corrupt ({err})", _CUT) from None
 
 
 # Decoding costs memory: the raster PIL holds (width × height × bytes per pixel) plus a reduced

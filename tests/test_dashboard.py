@@ -7,6 +7,7 @@ works on its own copy of that store, so what one test enqueues or promotes no ot
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from dashboard import imaging, tables, ui
@@ -504,6 +506,17 @@ def test_explain_refuses_an_unreadable_upload_next_to_it(ids):
     assert "notes.png:" in texts(at, "error")
 
 
+def test_explain_refuses_a_truncated_jpeg_upload_with_its_reason(ids):
+    at = page("views/explain.py", run=ids["plain"])
+    at.segmented_control(key="ex.source").set_value("upload").run()
+    upload = ("cut.jpg", header_cut_jpeg(), "image/jpeg")
+    at.file_uploader(key="ex.upload").set_value(upload).run()
+    assert not at.exception
+    error = texts(at, "error")
+    assert error.startswith("cut.jpg: the file is truncated or corrupt"), error
+    assert "fetch it again" in error
+
+
 # Publish ---------------------------------------------------------------------------------------
 
 
@@ -586,6 +599,33 @@ def test_dataset_page_describes_a_folder_and_lists_bad_files(isolated_store, tmp
     assert lungs.loc["normal", "images"] == 20
     assert lungs.loc["tb", "images"] == 4
     assert 0.1 < lungs["mean_share"].min() < 0.6
+
+
+def header_cut_jpeg() -> bytes:
+    """A JPEG cut short inside its header, as an interrupted download leaves it."""
+    buf = io.BytesIO()
+    Image.fromarray(synth.render_phantom(np.random.default_rng(0), 64, False).image).save(
+        buf, format="JPEG"
+    )
+    return buf.getvalue()[:100]
+
+
+def test_dataset_page_lists_a_truncated_jpeg_and_describes_the_rest(isolated_store, tmp_path):
+    # The scan stopped at the file, and the page showed "Truncated File Read" and nothing else.
+    data = tmp_path / "data"
+    synth.generate(data, 24, size=64, seed=3)
+    (data / "Tuberculosis" / "cut.jpg").write_bytes(header_cut_jpeg())
+    at = page("views/dataset.py")
+    at.text_input(key="ds.path").input(str(data)).run()
+    assert not at.exception
+    assert not at.error
+    shown = metrics(at)
+    assert (shown["normal"], shown["TB"], shown["bad files"]) == ("20", "4", "1")
+    bad = next(d.value for d in at.dataframe if "reason" in d.value.columns)
+    assert list(bad["file"]) == ["Tuberculosis/cut.jpg"]
+    assert "truncated or corrupt" in bad["reason"].iloc[0]
+    assert "fetch it again" in bad["reason"].iloc[0]
+    assert any("solid boxes" in d.value.index for d in at.dataframe)  # the audit goes on
 
 
 @pytest.mark.parametrize(

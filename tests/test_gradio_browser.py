@@ -133,6 +133,27 @@ def test_lime_and_shap_run_on_request_for_a_picked_example(page, tmp_path):
     _keep(page, tmp_path, "gradio-explanations.png")
 
 
+def test_the_page_is_answered_every_call_it_makes_and_clears_old_explanations(page, tmp_path):
+    # The app refuses event calls that the page does not make (gradio_app.events).
+    refused = []
+    page.on(
+        "response",
+        lambda r: r.request.method == "POST" and r.status >= 400 and refused.append(r.url),
+    )
+    upload = tmp_path / "chest.png"
+    upload.write_bytes(png(phantom_pair(3)[1]))
+    page.set_input_files("#upload input[type=file]", str(upload))
+    page.wait_for_function(f"({VERDICT_SHOWN})(document.querySelector('#verdict'))")
+    page.get_by_role("button", name="Explain with LIME").click()
+    note = page.get_by_text("LIME on the image as the model sees it")
+    note.wait_for(timeout=60_000)
+    page.get_by_text("phantom-tb").first.click()  # another image: the old LIME goes
+    note.wait_for(state="detached", timeout=30_000)
+    page.locator("#preview img").wait_for(state="visible", timeout=30_000)
+    assert "Model card" in page.locator("#model-card").inner_text()
+    assert not refused
+
+
 def test_on_a_phone_the_verdict_shows_without_scrolling_after_an_upload(browser, app_url, tmp_path):
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
     page = context.new_page()

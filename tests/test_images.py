@@ -150,6 +150,8 @@ def test_refusals_name_the_file_and_the_problem(tmp_path):
         "empty.png": (b"", ["empty", "0 bytes"]),
         "notes.png": (b"patient list\nnot an image\n", ["cannot identify", "not a PNG"]),
         "half.png": (png[: len(png) // 2], ["truncated", "again"]),
+        # Cut inside its header: PIL raised a bare OSError("Truncated File Read").
+        "header-cut.png": (png[:20], ["truncated", "again"]),
     }
     for name, (data, words) in cases.items():
         path = tmp_path / name

@@ -1,0 +1,108 @@
+"""Which event calls the public app accepts over HTTP, on which route, and with what arguments.
+
+What Gradio 6 offers (checked against gradio 6.31's routes) and what it does not:
+
+- ``api_visibility="private"`` only hides an event from the API page and from
+  ``gradio_client``; Gradio still runs it for any HTTP client that names it, by name on
+  ``/gradio_api/call/<name>`` and ``/call/v2/<name>``, by ``fn_index`` on
+  ``/gradio_api/queue/join`` and ``/gradio_api/run/predict``.
+- Off Hugging Face Spaces, Gradio's default ``queue(api_open=True)`` also runs the *queued*
+  events (``/predict``, ``/lime``, ``/shap``) on ``/gradio_api/run/<name>``, past the queue, its
+  concurrency limits and the fair-use limits; the app sets ``api_open=False``.
+- The browser calls the page's own events exactly as any client can: the unqueued ones by
+  ``fn_index`` on ``/gradio_api/run/predict``, the queued ones on ``/gradio_api/queue/join``,
+  under a session hash it makes up itself. Nothing in such a request tells the page from a script
+  that copies it, so **an event the page needs cannot be closed to a determined client**.
+
+The page's own events are therefore kept few and made harmless:
+
+- clearing the LIME and SHAP boxes on a new upload runs in the browser (no server function);
+- an event is accepted only on the route the page itself uses: the ``/call/`` routes take
+  ``/predict``, ``/lime`` and ``/shap`` only; ``/run/`` (and its alias ``/api/``) takes only the
+  page's unqueued events, by ``fn_index``; ``queue/join`` takes only queued events;
+- a page event's arguments must have the shape the page sends (an uploaded file or nothing for
+  the upload box, an example's number for the examples, no arguments otherwise);
+- every page event counts against the ``page`` fair-use limit (:mod:`gradio_app.flood`);
+- each returns only what the page shows every visitor (the model card, the banner, an example
+  image, the caller's own upload as read), and none opens a file that was not uploaded, writes
+  to the run store or runs the model.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import gradio as gr
+
+# The public API: endpoint name -> the fair-use kind it counts as.
+PUBLIC: dict[str, str] = {"predict": "predict", "lime": "explain", "shap": "explain"}
+PAGE = "page"
+NOT_THE_API = (
+    "This is not one of the app's API endpoints: call /predict, /lime or /shap (the "
+    "'Use via API' link at the foot of the page shows how)."
+)
+NOT_AS_SENT = (
+    "This request does not match what the app's page sends, so it was not run. To use the app "
+    "from a program, call /predict, /lime or /shap ('Use via API' at the foot of the page)."
+)
+# Gradio's event routes, each under its API prefix: (route, endpoint name or None).
+_ROUTES = re.compile(r"/gradio_api/(?:queue/(join)|(call)/(?:v2/)?([^/]+)|(?:run|api)/([^/]+))/?$")
+
+
+class RefusedError(Exception):
+    """A call the app does not run: ``status`` is the HTTP status, the message a sentence."""
+
+    def __init__(self, status: int, sentence: str) -> None:
+        super().__init__(sentence)
+        self.status = status
+
+
+class Events:
+    """The rules above for one ``gr.Blocks``: :meth:`kind` admits or refuses one call."""
+
+    def __init__(self, demo: gr.Blocks) -> None:
+        self.fns = dict(demo.fns)
+
+    @staticmethod
+    def is_event_call(path: str) -> bool:
+        """Whether a POST to ``path`` asks Gradio to run an event."""
+        return _ROUTES.search(path) is not None
+
+    def kind(self, path: str, payload: dict[str, Any]) -> str:
+        """The fair-use kind a call to ``path`` with JSON body ``payload`` counts as
+        (``predict``, ``explain`` or ``page``); raises :class:`RefusedError` when it is not run."""
+        match = _ROUTES.search(path)
+        if match is None:
+            raise ValueError(f"{path} is not an event route")
+        join, call, name, _ = match.groups()
+        if call:
+            if name not in PUBLIC:
+                raise RefusedError(404, NOT_THE_API)
+            return PUBLIC[name]
+        index = payload.get("fn_index")
+        fn = self.fns.get(index) if type(index) is int else None
+        # The page calls its queued events through the queue and the others on /run/.
+        if fn is None or fn.fn is None or bool(join) != fn.queue:
+            raise RefusedError(404, NOT_AS_SENT)
+        if fn.api_name in PUBLIC and fn.api_visibility == "public":
+            return PUBLIC[fn.api_name]
+        data = payload.get("data")
+        if not (
+            isinstance(data, list)
+            and len(data) == len(fn.inputs)
+            and all(map(_as_the_page_sends, fn.inputs, data))
+        ):
+            raise RefusedError(422, NOT_AS_SENT)
+        return PAGE
+
+
+def _as_the_page_sends(block: gr.components.Component, item: Any) -> bool:
+    """Whether ``item`` is a value the page sends for ``block``: an uploaded file (which
+    :func:`gradio_app.flood._foreign_file` checks is an upload) or nothing for the upload box,
+    the number of one of the examples for the examples."""
+    if isinstance(block, gr.Dataset):
+        return type(item) is int and 0 <= item < len(block.samples)
+    if isinstance(block, gr.File):
+        return item is None or (isinstance(item, dict) and isinstance(item.get("path"), str))
+    return False
