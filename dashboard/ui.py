@@ -29,6 +29,7 @@ from pipeline.worker import log_path
 if TYPE_CHECKING:
     from streamlit.delta_generator import DeltaGenerator
 
+    from pipeline.assess import Assessor
     from pipeline.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -314,3 +315,17 @@ def predictor(run: Run) -> Predictor:
     if run.status != "succeeded" or not run.artifacts_dir:
         raise ValueError(f"run {run.id} is {run.status}; only a succeeded run has a model")
     return _predictor(run.artifacts_dir)
+
+
+@st.cache_resource(show_spinner="Loading the model and its checks…", max_entries=4)
+def _assessor(run_dir: str, run_id: str) -> Assessor:
+    from pipeline.assess import Assessor
+
+    return Assessor(_predictor(run_dir), run_id)
+
+
+def assessor(run: Run) -> Assessor:
+    """The run's assessment, the public app's and ``predict``'s: verdict or "Cannot assess"
+    and why (cached per run; imports TensorFlow)."""
+    predictor(run)  # the same refusal for a run without a model
+    return _assessor(run.artifacts_dir, run.id)

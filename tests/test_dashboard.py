@@ -499,6 +499,28 @@ def test_explain_scores_a_dicom_upload_like_its_png_export_and_notes_burned_in_t
     assert "burned into the image" in texts(at, "warning")
 
 
+def test_explain_gives_noise_the_public_apps_cannot_assess_not_a_verdict(ids):
+    """One assessment everywhere: what the public app cannot assess gets no verdict here."""
+    import io
+
+    from PIL import Image
+
+    noise = Image.fromarray(np.random.default_rng(1).integers(0, 256, (128, 128), np.uint8))
+    buf = io.BytesIO()
+    noise.save(buf, format="PNG")
+    at = page("views/explain.py", run=ids["plain"])
+    at.segmented_control(key="ex.source").set_value("upload").run()
+    at.file_uploader(key="ex.upload").set_value(("noise.png", buf.getvalue(), "image/png")).run()
+    assert not at.exception
+    error = texts(at, "error")
+    assert "Cannot assess" in error
+    assert "noise" in error
+    assert "verdict" not in metrics(at)  # no "normal" or "TB" for a picture of noise
+    at.toggle(key="ex.anyway").set_value(True).run()
+    assert not at.exception
+    assert metrics(at)["verdict"] == "none"
+
+
 def test_explain_refuses_an_unreadable_upload_next_to_it(ids):
     at = page("views/explain.py", run=ids["plain"])
     at.segmented_control(key="ex.source").set_value("upload").run()

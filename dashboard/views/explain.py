@@ -79,38 +79,38 @@ else:
         st.error(f"Cannot read {path}: {err.strerror}. Was the dataset moved?")
         st.stop()
 
-try:
-    decoded = images.decode(data)
-except images.ImageError as err:
-    st.error(f"{name}: {err.reason}", icon=":material/error:")
-    st.stop()
-img = decoded.pixels
-for note in decoded.notes:
-    st.warning(f"{note}.", icon=":material/warning:")
-if decoded.view in ("LL", "RL"):
-    st.warning(
-        f"This is a lateral view (View Position {decoded.view}); the model was trained on "
-        "frontal views, so its answer means little here.",
-        icon=":material/warning:",
-    )
-
 from pipeline import explain  # noqa: E402 - TensorFlow, only once there is an image to explain
+from pipeline.assess import ASSESSED, REFUSED  # noqa: E402
 from pipeline.faithfulness import energy_inside  # noqa: E402
-from pipeline.lungs import segmenter  # noqa: E402
 from pipeline.lungs.masks import draw_outline  # noqa: E402
 
 try:
     predictor = ui.predictor(run)
+    assessor = ui.assessor(run)
 except (OSError, ValueError) as err:
     st.error(f"Cannot load run {run.id}'s model: {err}")
     st.stop()
-try:
-    prediction = predictor.predict(img, with_lungs=True)
-except segmenter.SegmenterError as err:
-    st.warning(f"No lung outline: {err}", icon=":material/warning:")
-    prediction = predictor.predict(img)
-prepared = prediction.image
-lungs = prediction.lungs
+# The public app's assessment and `predict`'s: the same verdict, or "Cannot assess" and why.
+assessed = assessor.screen(data)
+for note in assessed.notes:
+    st.warning(f"{note}.", icon=":material/warning:")
+if assessed.status == REFUSED:
+    st.error(f"{name}: {assessed.reason}", icon=":material/error:")
+    st.stop()
+if assessed.status == ASSESSED:
+    prepared, lungs = assessed.image, assessed.lungs
+    probability, verdict = assessed.probability, assessed.verdict
+else:
+    st.error(f"**Cannot assess** — {assessed.reason}", icon=":material/block:")
+    if not st.toggle(
+        "Look at the model's output anyway (for research: it is not a verdict)",
+        key="ex.anyway",
+        help="The public app and `predict` give this image no verdict either.",
+    ):
+        st.stop()
+    prediction = predictor.predict(images.decode(data).pixels, with_lungs=True)
+    prepared, lungs = prediction.image, prediction.lungs
+    probability, verdict = prediction.probability, "Cannot assess"
 
 
 def shown(result: explain.Explanation) -> np.ndarray:
@@ -129,15 +129,16 @@ image_key = hashlib.sha1(data).hexdigest()[:16]
 c = st.columns(4)
 c[0].metric(
     "P(TB)",
-    f"{prediction.probability:.3f}",
+    f"{probability:.3f}",
     help="the network's raw output, not a calibrated probability"
     if predictor.calibrator is None
     else f"calibrated ({predictor.calibrator.kind} scaling fitted on the validation split)",
 )
-c[1].metric("verdict", "TB" if prediction.probability >= prediction.threshold else "normal")
-c[2].metric("threshold", f"{prediction.threshold:.4f}", help="chosen on the run's validation split")
+called = "TB" if probability >= predictor.threshold else "normal"
+c[1].metric("verdict", called if assessed.status == ASSESSED else "none")
+c[2].metric("threshold", f"{predictor.threshold:.4f}", help="chosen on the run's validation split")
 c[3].metric("true label", truth or "unknown")
-st.caption(f"{prediction.verdict} · run {run.name} ({run.id[:6]}) · {name}")
+st.caption(f"{verdict} · run {run.name} ({run.id[:6]}) · {name}")
 
 alpha = st.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="ex.alpha")
 st.caption(f"Every heatmap, one colour scale — {explain.LEGEND}.")
