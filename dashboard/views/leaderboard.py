@@ -118,12 +118,14 @@ COLUMN_CONFIG = {
 }
 
 live = bool(frame["status"].isin(ui.ACTIVE).any())
+# The page has just read the store: the table reads it again only on the fragment's own reruns.
+unread = [frame]
 
 
 @st.fragment(run_every=ui.LIVE_EVERY_S if live else None)
 def run_table() -> None:
     """The table itself; re-read from the store every few seconds while runs are active."""
-    current = load() if live else frame
+    current = unread.pop() if unread else load() if live else frame
     if live and not current["status"].isin(ui.ACTIVE).any():
         # The last active run just finished: redraw the whole page (charts, counts), unlive.
         st.rerun()
