@@ -298,7 +298,8 @@ def overlaid_curves(histories: Sequence[tuple[str, Sequence[Epoch]]], metric: st
 
 
 def factor_chart(summary: pd.DataFrame, metric: str) -> go.Figure:
-    """A suite's settings against ``metric``: mean with ± std error bars, best marked."""
+    """A suite's settings against ``metric``: mean with ± std error bars, best marked, and each
+    mean written just above its error bar (a bar's own text sits where the error bar crosses)."""
     means = summary[f"{metric}_mean"]
     stds = summary[f"{metric}_std"].fillna(0.0)
     colours = [
@@ -310,14 +311,17 @@ def factor_chart(summary: pd.DataFrame, metric: str) -> go.Figure:
             y=means,
             error_y={"type": "data", "array": stds, "visible": True},
             marker_color=colours,
-            text=[f"{m:.3f}" if pd.notna(m) else "" for m in means],
-            textposition="outside",
             hovertext=[
                 f"{n} succeeded of {r}"
                 for n, r in zip(summary["succeeded"], summary["runs"], strict=True)
             ],
         )
     )
+    for setting, mean, top in zip(summary["setting"], means, means + stds, strict=True):
+        if pd.notna(mean):
+            fig.add_annotation(
+                x=setting, y=top, text=f"{mean:.3f}", showarrow=False, yanchor="bottom", yshift=3
+            )
     # The axis spans the data, not 0..1: differences of a few hundredths must stay visible.
     low = (means - stds).min(skipna=True)
     high = (means + stds).max(skipna=True)

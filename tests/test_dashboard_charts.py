@@ -1,4 +1,5 @@
-"""Charts that agree with their controls: the Leaderboard's parallel coordinates after a filter.
+"""Charts that agree with their controls: the Leaderboard's parallel coordinates after a filter,
+and the suite bar chart's labels.
 
 The store is written through its own API (no model is trained): two suites and a few single
 runs, all succeeded, so the leaderboard charts them all.
@@ -9,9 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from dashboard import charts
 from db import RunStore
 from pipeline import experiments
 from pipeline.config import preset
@@ -95,3 +98,24 @@ def test_a_chosen_axis_stays_until_the_filter_changes_what_varies(store):
 
     at.multiselect(key="lb.suite").set_value(["padding"]).run()
     assert "model.padding" in at.multiselect(key="lb.parcoords").value
+
+
+def test_suite_bar_labels_sit_above_the_error_bars():
+    summary = pd.DataFrame(
+        {
+            "setting": ["model.pooling=max", "model.pooling=avg"],
+            "auc_mean": [0.90, 0.80],
+            "auc_std": [0.03, float("nan")],  # one seed: no error bar
+            "best": [True, False],
+            "succeeded": [3, 1],
+            "runs": [3, 1],
+        }
+    )
+    fig = charts.factor_chart(summary, "auc")
+    (bars,) = fig.data
+    assert bars.text is None  # a label on the bar itself would sit on its error bar
+    labels = {a.x: a for a in fig.layout.annotations}
+    assert labels["model.pooling=max"].text == "0.900"
+    assert labels["model.pooling=max"].y == pytest.approx(0.93)  # the top of the error bar
+    assert labels["model.pooling=avg"].y == pytest.approx(0.80)
+    assert all(a.yanchor == "bottom" and a.yshift > 0 for a in labels.values())
