@@ -276,7 +276,11 @@ def scatter(frame: pd.DataFrame, x: str, y: str, colour: str) -> go.Figure:
 
 
 def overlaid_curves(histories: Sequence[tuple[str, Sequence[Epoch]]], metric: str) -> go.Figure:
-    """One metric per epoch for several runs: validation solid, training dotted."""
+    """One metric per epoch for several runs: validation solid, training dotted.
+
+    The legend names each run once (a click hides both its curves); the figure grows by a
+    legend row per run, so that the curves keep their height however many runs there are.
+    """
     fig = go.Figure()
     for i, (label, epochs) in enumerate(histories):
         colour = RUN_COLOURS[i % len(RUN_COLOURS)]
@@ -287,14 +291,17 @@ def overlaid_curves(histories: Sequence[tuple[str, Sequence[Epoch]]], metric: st
                     x=x,
                     y=[getattr(e, attr) for e in epochs],
                     mode="lines+markers",
-                    name=f"{label} ({suffix})",
+                    name=label,
+                    hovertemplate=f"{label} ({suffix})<br>epoch %{{x}}: %{{y:.3f}}<extra></extra>",
                     line={"color": colour, "dash": dash},
                     legendgroup=label,
+                    showlegend=suffix == "val",
                 )
             )
-    fig.update_xaxes(title_text="epoch")
+    fig.update_xaxes(title_text="epoch (validation solid, training dotted)")
     fig.update_yaxes(title_text=metric)
-    return layout(fig)
+    layout(fig, height=_HEIGHT + 20 * len(histories))
+    return fig.update_layout(legend={"font": {"size": 11}})
 
 
 def factor_chart(summary: pd.DataFrame, metric: str) -> go.Figure:

@@ -1,5 +1,5 @@
 """Charts that agree with their controls: the Leaderboard's parallel coordinates after a filter,
-and the suite bar chart's labels.
+the suite bar chart's labels and the Compare page's learning-curve legend.
 
 The store is written through its own API (no model is trained): two suites and a few single
 runs, all succeeded, so the leaderboard charts them all.
@@ -15,7 +15,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard import charts
-from db import RunStore
+from db import Epoch, RunStore
 from pipeline import experiments
 from pipeline.config import preset
 
@@ -119,3 +119,21 @@ def test_suite_bar_labels_sit_above_the_error_bars():
     assert labels["model.pooling=max"].y == pytest.approx(0.93)  # the top of the error bar
     assert labels["model.pooling=avg"].y == pytest.approx(0.80)
     assert all(a.yanchor == "bottom" and a.yshift > 0 for a in labels.values())
+
+
+def history(run_id: str, epochs: int = 10) -> list[Epoch]:
+    return [
+        Epoch(run_id, e, 0.5, 0.8, 0.8, 0.6, 0.7, 0.75, 1e-3, 4.0) for e in range(1, epochs + 1)
+    ]
+
+
+def test_learning_curves_name_each_run_once_and_keep_their_height():
+    labels = [f"enhancement · data.enhancement=setting-{i} · seed 0 · {i:06d}" for i in range(6)]
+    fig = charts.overlaid_curves([(label, history(label)) for label in labels], "auc")
+    named = [t.name for t in fig.data if t.showlegend is not False]
+    assert named == labels  # one entry per run, not one per curve
+    for label in labels:  # a click on the run's entry hides both its curves
+        assert {t.line.dash for t in fig.data if t.legendgroup == label} == {"solid", "dot"}
+    assert fig.layout.legend.orientation == "h"
+    one = charts.overlaid_curves([(labels[0], history(labels[0]))], "auc")
+    assert fig.layout.height > one.layout.height  # the legend rows add height, not take it
