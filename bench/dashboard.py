@@ -1,6 +1,6 @@
 """Benchmark: each dashboard page's first render over a team-sized run store.
 
-    .venv/bin/python -m bench.dashboard [--runs 200] [--repeats 5] [--keep DIR]
+    .venv/bin/python -m bench.dashboard [--runs 200] [--repeats 5] [--keep DIR] [--pages Run,...]
 
 Builds, in a temporary folder, a store of ``--runs`` runs through the store's own API: the nine
 preset suites over three seeds plus single runs, each with per-epoch history, test metrics
@@ -43,19 +43,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200, help="runs in the store")
     parser.add_argument("--repeats", type=int, default=5, help="renders per page")
+    parser.add_argument("--pages", help="only these pages, by their first word (Leaderboard,Run)")
     parser.add_argument(
         "--keep", help="build the store in this folder and keep it (or reuse the one there)"
     )
     args = parser.parse_args()
     if args.keep:
-        measure(Path(args.keep).resolve(), args.runs, args.repeats)
+        measure(Path(args.keep).resolve(), args.runs, args.repeats, args.pages)
     else:
         with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as folder:
-            measure(Path(folder), args.runs, args.repeats)
+            measure(Path(folder), args.runs, args.repeats, args.pages)
 
 
-def measure(folder: Path, n_runs: int, repeats: int) -> None:
-    """Build the store under ``folder``, then time every page and print the table."""
+def measure(folder: Path, n_runs: int, repeats: int, only: str | None = None) -> None:
+    """Build the store under ``folder`` (or reuse the one there), then time every page (or those
+    ``only`` names, comma-separated) and print the table."""
     os.environ["TBXRAY_RUNS_DIR"] = str(folder / "runs")
     os.environ["TBXRAY_CACHE_DIR"] = str(folder / "cache")
     os.environ.pop("TBXRAY_DB_URL", None)
@@ -82,7 +84,10 @@ def measure(folder: Path, n_runs: int, repeats: int) -> None:
         f"\n| page | first render (s) | median of next {repeats - 1} (s) | their median CPU "
         "time (s) | SQL queries |\n|---|---|---|---|---|"
     )
+    wanted = {w.lower() for w in only.split(",")} if only else None
     for name, (path, params) in pages.items():
+        if wanted and name.split()[0].lower() not in wanted:
+            continue
         times = []
         for _ in range(repeats):
             queries.clear()
@@ -92,7 +97,24 @@ def measure(folder: Path, n_runs: int, repeats: int) -> None:
         print(
             f"| {name} | {times[0][0]:.2f} | {wall:.2f} | {cpu:.2f} | {len(queries)} |", flush=True
         )
+    store_reads()
     print(f"\nload average (1, 5, 15 min) after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+
+
+def store_reads(repeats: int = 15) -> None:
+    """Print the median CPU time of the whole-store reads the pages make."""
+    from db import RunStore
+
+    store = RunStore()
+    print("\n| store read | median CPU (ms) |\n|---|---|")
+    for name in ("list_runs", "external_summaries", "list_suites"):
+        times = []
+        for _ in range(repeats):
+            started = time.process_time()
+            getattr(store, name)()
+            times.append(time.process_time() - started)
+        print(f"| {name}() | {1000 * statistics.median(times):.0f} |")
+    store.engine.dispose()
 
 
 def count_queries() -> list[str]:
