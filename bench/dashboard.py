@@ -179,6 +179,8 @@ def build_store(folder: Path, n_runs: int) -> dict[str, Any]:
     store = RunStore()
     queued = []
     for spec in experiments.SUITES.values():
+        if len(queued) >= n_runs:
+            break
         plan = experiments.expand(spec, data_path=str(data), seeds=3)
         queued += experiments.enqueue(store, spec, plan)[1]
     rng = np.random.default_rng(0)
@@ -194,6 +196,8 @@ def build_store(folder: Path, n_runs: int) -> dict[str, Any]:
             },
         )
         queued.append(store.create_run(json.loads(cfg.to_json()), name=f"baseline-{len(queued)}"))
+    for extra in queued[n_runs:]:  # a small --runs ends inside a suite
+        store.delete_run(extra.id)
     queued = queued[:n_runs]
     for i, run in enumerate(queued[:-3]):
         store.start_run(run.id, worker="bench")
