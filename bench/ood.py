@@ -248,6 +248,7 @@ def main() -> None:
 
 def _check_name(reason: str) -> str:
     for key, name in (
+        ("view check", "view"),
         ("colour", "colour"),
         ("uniform", "blank"),
         ("noise", "noise"),

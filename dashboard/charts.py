@@ -276,7 +276,11 @@ def scatter(frame: pd.DataFrame, x: str, y: str, colour: str) -> go.Figure:
 
 
 def overlaid_curves(histories: Sequence[tuple[str, Sequence[Epoch]]], metric: str) -> go.Figure:
-    """One metric per epoch for several runs: validation solid, training dotted."""
+    """One metric per epoch for several runs: validation solid, training dotted.
+
+    The legend names each run once (a click hides both its curves); the figure grows by a
+    legend row per run, so that the curves keep their height however many runs there are.
+    """
     fig = go.Figure()
     for i, (label, epochs) in enumerate(histories):
         colour = RUN_COLOURS[i % len(RUN_COLOURS)]
@@ -287,18 +291,22 @@ def overlaid_curves(histories: Sequence[tuple[str, Sequence[Epoch]]], metric: st
                     x=x,
                     y=[getattr(e, attr) for e in epochs],
                     mode="lines+markers",
-                    name=f"{label} ({suffix})",
+                    name=label,
+                    hovertemplate=f"{label} ({suffix})<br>epoch %{{x}}: %{{y:.3f}}<extra></extra>",
                     line={"color": colour, "dash": dash},
                     legendgroup=label,
+                    showlegend=suffix == "val",
                 )
             )
-    fig.update_xaxes(title_text="epoch")
+    fig.update_xaxes(title_text="epoch (validation solid, training dotted)")
     fig.update_yaxes(title_text=metric)
-    return layout(fig)
+    layout(fig, height=_HEIGHT + 20 * len(histories))
+    return fig.update_layout(legend={"font": {"size": 11}})
 
 
 def factor_chart(summary: pd.DataFrame, metric: str) -> go.Figure:
-    """A suite's settings against ``metric``: mean with ± std error bars, best marked."""
+    """A suite's settings against ``metric``: mean with ± std error bars, best marked, and each
+    mean written just above its error bar (a bar's own text sits where the error bar crosses)."""
     means = summary[f"{metric}_mean"]
     stds = summary[f"{metric}_std"].fillna(0.0)
     colours = [
@@ -310,14 +318,17 @@ def factor_chart(summary: pd.DataFrame, metric: str) -> go.Figure:
             y=means,
             error_y={"type": "data", "array": stds, "visible": True},
             marker_color=colours,
-            text=[f"{m:.3f}" if pd.notna(m) else "" for m in means],
-            textposition="outside",
             hovertext=[
                 f"{n} succeeded of {r}"
                 for n, r in zip(summary["succeeded"], summary["runs"], strict=True)
             ],
         )
     )
+    for setting, mean, top in zip(summary["setting"], means, means + stds, strict=True):
+        if pd.notna(mean):
+            fig.add_annotation(
+                x=setting, y=top, text=f"{mean:.3f}", showarrow=False, yanchor="bottom", yshift=3
+            )
     # The axis spans the data, not 0..1: differences of a few hundredths must stay visible.
     low = (means - stds).min(skipna=True)
     high = (means + stds).max(skipna=True)

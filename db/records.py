@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from db.models import (
     CalibrationRow,
@@ -137,6 +137,15 @@ class ExternalEval:
         return (self.auc_lo, self.auc_hi)
 
 
+class Measured(Protocol):
+    """What a summary reads of an external evaluation: an :class:`ExternalEval`, or a row of
+    just these columns."""
+
+    dataset_path: str
+    auc: float | None
+    sensitivity: float | None
+
+
 @dataclass(frozen=True)
 class ExternalSummary:
     """A run's external evaluations at a glance: the newest one per dataset folder, summarised.
@@ -153,9 +162,9 @@ class ExternalSummary:
     sensitivity_worst: float | None
 
     @classmethod
-    def of(cls, run_id: str, evals: list[ExternalEval]) -> ExternalSummary:
+    def of(cls, run_id: str, evals: Sequence[Measured]) -> ExternalSummary:
         """Summarise ``evals`` (newest first; older evaluations of the same folder ignored)."""
-        newest: dict[str, ExternalEval] = {}
+        newest: dict[str, Measured] = {}
         for e in evals:
             newest.setdefault(e.dataset_path, e)
         aucs = [e.auc for e in newest.values() if e.auc is not None]

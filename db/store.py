@@ -41,6 +41,7 @@ from db.records import (
     Epoch,
     ExternalEval,
     ExternalSummary,
+    Measured,
     Run,
     Suite,
     epoch_record,
@@ -346,12 +347,19 @@ class RunStore(QueueMixin, ServingMixin):
 
     def external_summaries(self) -> dict[str, ExternalSummary]:
         """Every run that has external evaluations -> their :class:`ExternalSummary`, read in
-        one query (the leaderboard shows it for every run)."""
-        by_run: dict[str, list[ExternalEval]] = {}
+        one query of the few columns a summary needs (the leaderboard shows it for every run,
+        so the evaluations' full metrics, curves included, are not read)."""
+        columns = select(
+            ExternalEvalRow.run_id,
+            ExternalEvalRow.dataset_path,
+            ExternalEvalRow.auc,
+            ExternalEvalRow.sensitivity,
+        )
+        by_run: dict[str, list[Measured]] = {}
         with self.session() as s:
-            for row in s.scalars(_newest_first(select(ExternalEvalRow))):
-                by_run.setdefault(row.run_id, []).append(external_eval_record(row))
-        return {run_id: ExternalSummary.of(run_id, evals) for run_id, evals in by_run.items()}
+            for row in s.execute(_newest_first(columns)):
+                by_run.setdefault(row.run_id, []).append(row)
+        return {run_id: ExternalSummary.of(run_id, rows) for run_id, rows in by_run.items()}
 
 
 def _newest_first(query: Any) -> Any:

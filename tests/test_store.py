@@ -270,6 +270,26 @@ def test_external_evals_are_stored_with_typed_metrics_newest_first(store):
         store.add_external_eval("nope", dataset_path="/d", data_fingerprint="f", metrics={})
 
 
+def test_external_summaries_of_every_run_use_each_folders_newest_evaluation(store):
+    run = make_run(store, "succeeded")
+    make_run(store, "succeeded", name="no externals")
+    for path, auc, sensitivity in (
+        ("/data/shenzhen", 0.90, 0.95),
+        ("/data/montgomery", 0.70, 0.60),
+        ("/data/shenzhen", 0.80, 0.85),  # re-evaluated: this one counts, not the first
+    ):
+        metrics = {"auc": auc, "sensitivity": sensitivity}
+        store.add_external_eval(run.id, dataset_path=path, data_fingerprint="fp", metrics=metrics)
+
+    summaries = store.external_summaries()
+    assert set(summaries) == {run.id}  # a run without external sets has no summary
+    summary = summaries[run.id]
+    assert summary.datasets == ("/data/montgomery", "/data/shenzhen")
+    assert summary.auc_mean == pytest.approx(0.75)  # (0.70 + 0.80) / 2
+    assert (summary.auc_worst, summary.sensitivity_worst) == (0.70, 0.60)
+    assert summary.sensitivity_mean == pytest.approx(0.725)  # (0.60 + 0.85) / 2
+
+
 def test_foreign_keys_are_enforced_and_sqlite_uses_wal(store):
     if store.engine.dialect.name == "sqlite":
         with store.session() as s:

@@ -138,6 +138,8 @@ COLUMN_CONFIG = {
 }
 
 busy = ui.busy(store, frame["status"])
+# The page has just read the store: the table reads it again only on the fragment's own reruns.
+unread = [frame]
 
 
 @st.fragment(run_every=ui.every(busy))
@@ -145,7 +147,7 @@ def run_table() -> None:
     """The table and the workers, re-read from the store every few seconds (faster while runs
     are queued or training). A run that appears, changes status or is cancelled (here, in
     another tab, from the command line) redraws the whole page: counts, filters, charts."""
-    current = load()
+    current = unread.pop() if unread else load()
     if states(current) != states(frame) or ui.busy(store, current["status"]) != busy:
         st.rerun()
     try:
@@ -205,11 +207,31 @@ if done.empty:
     st.stop()
 st.markdown("**Parallel coordinates**: each line is a run, from its params to a metric")
 params = tables.config_columns(done)
-varied = [p for p in params if done[p].astype(str).nunique() > 1]
+
+
+def default_axes() -> list[str]:
+    """The params that differ between the charted runs, four at most; when the runs all come
+    from one suite, every factor of the suite that differs comes first, however many."""
+    varied = [p for p in params if done[p].astype(str).nunique() > 1]
+    factors: list[str] = []
+    if done["suite_id"].nunique() == 1 and done["suite_id"].iloc[0]:
+        spec = store.get_suite(done["suite_id"].iloc[0]).spec
+        short = {dotted: name for name, dotted in tables.KEY_CONFIG.items()}
+        named = [short.get(f, f) for f in spec.get("varied_fields", [])]
+        factors = [p for p in named if p in varied]
+    rest = [p for p in varied if p not in factors]
+    return factors + rest[: max(0, 4 - len(factors))] or params[1:3]
+
+
+# The box is set from the session state, not from `default`: a widget applies a changed default
+# only in the browser, so the chart would draw the previous axes until the next rerun. When the
+# filters change which params differ, the axes start again from the new default.
+axes = default_axes()
+if st.session_state.get("lb.parcoords_default") != axes or "lb.parcoords" not in st.session_state:
+    st.session_state["lb.parcoords"] = axes
+    st.session_state["lb.parcoords_default"] = axes
 c_params, c_metric = st.columns([4, 1])
-chosen = c_params.multiselect(
-    "Params", params, default=varied[:4] or params[1:3], key="lb.parcoords"
-)
+chosen = c_params.multiselect("Params", params, key="lb.parcoords")
 metric = c_metric.selectbox("Metric", [*tables.METRICS[:5], *tables.EXTERNAL], key="lb.parmetric")
 if chosen:
     st.plotly_chart(charts.parallel_coordinates(done, chosen, metric), key="lb.parfig")
