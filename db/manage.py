@@ -88,18 +88,29 @@ class ManageMixin(ServingMixin):
                 raise StoreError(f"cannot delete run {row.id}: it was queued again meanwhile")
             return gone
 
-    def _refuse_if_busy_or_served(self, row: RunRow, action: str) -> None:
+    def refusal(self, run_id: str, action: str) -> str | None:
+        """Why the run cannot be archived or deleted (``action``) now, or None when it can."""
+        with self.session() as s:
+            return self._refusal(_row(s, run_id), action)
+
+    def _refusal(self, row: RunRow, action: str) -> str | None:
         if row.status in ACTIVE:
-            raise StoreError(
+            return (
                 f"cannot {action} run {row.id}: it is {row.status}; cancel it first "
                 f"(python -m pipeline cancel {row.id})"
             )
         served = self.served_run()
         if served is not None and served.id == row.id:
-            raise StoreError(
+            return (
                 f"cannot {action} run {row.id}: it is the model the public app serves; promote "
                 "another run first"
             )
+        return None
+
+    def _refuse_if_busy_or_served(self, row: RunRow, action: str) -> None:
+        why = self._refusal(row, action)
+        if why is not None:
+            raise StoreError(why)
 
 
 def _row(s: Session, run_id: str) -> RunRow:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from db import RunNotFound, RunStore, StoreError
 from pipeline.cli import main
@@ -173,3 +174,113 @@ def test_suite_progress_counts_runs_and_estimates_time_left(store, isolated_stor
     # Mean 150 s a run: 100 s left of the running one, then 2 × 150 s, one run at a time.
     assert progress.seconds_left == pytest.approx(400.0, abs=2.0)
     assert not progress.finished
+
+
+# Dashboard ------------------------------------------------------------------------------------
+
+
+def page(path: str | None = None, **params: str) -> AppTest:
+    """The app run once on ``path`` (a views/ file; the leaderboard when None)."""
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params.update(params)
+    at.run()
+    if path is not None:
+        at.switch_page(path).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def text(at: AppTest, kind: str) -> str:
+    return "\n".join(str(e.value) for e in getattr(at, kind))
+
+
+def test_leaderboard_hides_archived_runs_and_filters_on_tags_and_notes(store, isolated_store):
+    kept = finished(store, "kept", isolated_store)
+    old = finished(store, "old", isolated_store)
+    store.set_tags(kept, ["baseline"])
+    store.set_note(kept, "LR too high, try 1e-4")
+    store.archive_run(old)
+
+    at = page()
+    table = at.dataframe[0].value
+    assert list(table.index) == [kept]
+    assert list(table.loc[kept, "tags"]) == ["baseline"]
+    assert table.loc[kept, "note"] == "LR too high, try 1e-4"
+    at.toggle(key="lb.archived").set_value(True).run()
+    assert set(at.dataframe[0].value.index) == {kept, old}
+
+    at.text_input(key="lb.expr").input('"baseline" in tags').run()
+    assert list(at.dataframe[0].value.index) == [kept]
+    at.text_input(key="lb.expr").input('"lr too" in note').run()
+    assert list(at.dataframe[0].value.index) == [kept]
+    at.text_input(key="lb.expr").input('"baseline" not in tags').run()
+    assert list(at.dataframe[0].value.index) == [old]
+
+
+def test_run_page_edits_tags_and_note_and_archives_then_restores(store, isolated_store):
+    run_id = finished(store, "edited", isolated_store)
+    at = page("views/run.py", run=run_id)
+    at.text_input(key=f"run.tags.{run_id}").input("baseline, clahe")
+    at.text_input(key=f"run.note.{run_id}").input("worth a second seed")
+    at.button(key="FormSubmitter:run.labels-Save tags and note").click().run()
+    run = store.get_run(run_id)
+    assert (run.tags, run.note) == (("baseline", "clahe"), "worth a second seed")
+
+    at.button(key="run.archive").click().run()
+    assert store.get_run(run_id).archived_at is not None
+    assert "Archived on" in text(at, "info")
+    at.button(key="run.restore").click().run()
+    assert store.get_run(run_id).archived_at is None
+
+
+def test_run_page_deletes_after_a_confirmation_and_refuses_a_running_run(store, isolated_store):
+    run_id = finished(store, "doomed", isolated_store)
+    running = store.start_run(store.create_run(CONFIG, name="busy").id, worker="w")
+
+    at = page("views/run.py", run=running.id)
+    at.button(key="run.delete").click().run()
+    assert f"cannot delete run {running.id}: it is running; cancel it first" in text(at, "error")
+    assert not at.button(key="run.delete").disabled
+
+    at = page("views/run.py", run=run_id)
+    at.button(key="run.delete").click().run()
+    assert "for good" in text(at, "warning")
+    assert (isolated_store / run_id).exists()  # nothing happens before the confirmation
+    at.button(key="run.delete_confirm").click().run()
+    assert not (isolated_store / run_id).exists()
+    assert [r.id for r in store.list_runs()] == [running.id]
+    assert f"Run {run_id} (doomed) deleted" in text(at, "success")
+
+
+def test_run_page_offers_the_files_that_exist_for_download(store, isolated_store):
+    run_id = finished(store, "files", isolated_store)
+    (isolated_store / run_id / "predictions.csv").unlink()
+    at = page("views/run.py", run=run_id)
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels == ["Model (model.keras)", "Config (config.json)", "Log (train.log)"]
+
+
+def test_compare_shows_suite_progress_and_cancels_the_rest(store, isolated_store):
+    suite, runs = store.enqueue_suite(
+        "grid", "custom", "", {}, [(CONFIG, f"r{i}") for i in range(3)]
+    )
+    store.start_run(runs[0].id, worker="w")
+    store.finish_run(
+        runs[0].id,
+        metrics={"auc": 0.8},
+        artifacts_dir="x",
+        data_fingerprint="fp",
+        versions={},
+        duration_s=90.0,
+    )
+    at = page("views/compare.py", suite=suite.id)
+    bar = at.get("progress")[0].proto.text
+    assert "1 of 3 done" in bar
+    assert "2 queued" in bar
+    assert "about 3 min 00 s left" in bar
+    at.button(key="suite.cancel").click().run()
+    assert sorted(r.status for r in store.list_runs(suite_id=suite.id)) == [
+        "cancelled",
+        "cancelled",
+        "succeeded",
+    ]
