@@ -176,6 +176,16 @@ def test_suite_progress_counts_runs_and_estimates_time_left(store, isolated_stor
     assert not progress.finished
 
 
+def test_cli_suite_shows_progress_and_how_to_cancel_the_rest(store, capsys):
+    suite, runs = store.enqueue_suite("s", "custom", "", {}, [(CONFIG, f"r{i}") for i in range(3)])
+    store.cancel_run(runs[0].id)
+    # This hand-made suite has no settings to summarise; its progress is printed first anyway.
+    main(["suite", suite.id])
+    out = capsys.readouterr().out
+    assert "1 of 3 done (0 succeeded, 0 failed, 1 cancelled), 0 running, 2 queued" in out
+    assert f"cancel the rest: python -m pipeline cancel {suite.id}" in out
+
+
 # Dashboard ------------------------------------------------------------------------------------
 
 

@@ -128,7 +128,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("id", help="run id (or prefix) or suite id")
 
     add("suites", queue.cmd_suites, "the preset experiment suites and the suites launched")
-    p = add("suite", queue.cmd_suite, "per-setting summary of a suite: mean ± std, best marked")
+    p = add(
+        "suite",
+        queue.cmd_suite,
+        "a suite's progress and per-setting summary: mean ± std, best marked",
+    )
     p.add_argument("suite_id")
 
     p = add("runs", runs.cmd_runs, "table of runs in the store")
