@@ -4,7 +4,8 @@ grouping, and config differences. Pure pandas: no Streamlit, no TensorFlow.
 Leaderboard columns have short names (``auc``, ``enhancement``, ``learning_rate``), and every
 config field is also there under its dotted name (``model.dropout``), so an expression such as
 ``auc > 0.9 and enhancement == "clahe"`` or ``model.dropout >= 0.3`` can filter on anything the
-table shows. Expressions are parsed with :mod:`ast` and evaluated node by node against the
+table shows; ``"baseline" in tags`` keeps the runs with that tag, ``"lr" in note`` those whose
+note mentions it. Expressions are parsed with :mod:`ast` and evaluated node by node against the
 columns; nothing is ever passed to ``eval``.
 """
 
@@ -71,6 +72,8 @@ DEFAULT_COLUMNS: tuple[str, ...] = (
     "ext_auc_worst",
     "ext_sens_worst",
     "duration_s",
+    "tags",
+    "note",
     "suite",
     "image_size",
     "enhancement",
@@ -153,6 +156,9 @@ def leaderboard(
             **{c: getattr(ext, field) if ext else None for c, field in EXTERNAL.items()},
             "ext_sets": len(ext.datasets) if ext else 0,
             "duration_s": run.duration_s,
+            "tags": run.tags,
+            "note": run.note,
+            "archived": run.archived_at is not None,
             "error": (run.error or "").strip().splitlines()[-1] if run.error else "",
         }
         for short, dotted in KEY_CONFIG.items():
@@ -257,7 +263,8 @@ _ARITHMETIC: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
 }
 _ALLOWED = (
     "column names (auc, enhancement, model.dropout, ...), numbers, quoted text, True, False, "
-    "None, comparisons (== != < <= > >=, in [...]), and / or / not, + - * / and parentheses"
+    'None, comparisons (== != < <= > >=, in [...], "text" in tags or note), and / or / not, '
+    "+ - * / and parentheses"
 )
 
 
@@ -368,7 +375,11 @@ class _Evaluator:
         parts: list[pd.Series | bool] = []
         left = self.value(node.left)
         for op, right_node in zip(node.ops, node.comparators, strict=True):
-            if isinstance(op, ast.In | ast.NotIn):
+            if isinstance(op, ast.In | ast.NotIn) and isinstance(left, str):
+                found = self.contains(left, self.value(right_node), node)
+                part = ~found if isinstance(op, ast.NotIn) else found
+                right = None
+            elif isinstance(op, ast.In | ast.NotIn):
                 if not isinstance(right_node, ast.List | ast.Tuple | ast.Set):
                     raise ExpressionError("'in' needs a list of values, e.g. pooling in ['max']")
                 options = [self.value(e) for e in right_node.elts]
@@ -390,6 +401,17 @@ class _Evaluator:
         for part in parts[1:]:
             result = result & part
         return result
+
+    @staticmethod
+    def contains(text: str, column: Any, node: ast.Compare) -> pd.Series:
+        """``"x" in tags``: runs tagged x; ``"x" in note``: text containing x, any case."""
+        if not isinstance(column, pd.Series):
+            raise ExpressionError(f"in {ast.unparse(node)!r}, text can be found in a column only")
+        if column.map(lambda v: isinstance(v, tuple | list)).all():
+            return column.map(lambda tags: text in tags).astype(bool)
+        if not column.map(lambda v: isinstance(v, str)).all():
+            raise ExpressionError(f"in {ast.unparse(node)!r}, the column does not hold text")
+        return column.str.contains(text, case=False, regex=False)
 
     @staticmethod
     def _apply(fn: Callable[[Any, Any], Any], left: Any, right: Any, node: ast.Compare) -> Any:

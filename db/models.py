@@ -128,6 +128,11 @@ class RunRow(Base):
     threshold: Mapped[float | None] = mapped_column(Float)
     who_met: Mapped[bool | None] = mapped_column()
     metrics_json: Mapped[str | None] = mapped_column(Text)
+    # 0005: run management. An archived run is hidden from the leaderboard until restored;
+    # tags (a JSON list of text) and a free note are the researcher's own, editable any time.
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    tags_json: Mapped[str] = mapped_column(Text, default="[]", server_default=text("'[]'"))
+    note: Mapped[str] = mapped_column(Text, default="", server_default=text("''"))
 
 
 class EpochRow(Base):

@@ -30,7 +30,7 @@ RUN_INTERVALS = ("auc", "sensitivity", "specificity")
 EXTERNAL_SCALARS = ("auc", "sensitivity", "specificity", "f1", "accuracy")
 EXTERNAL_INTERVALS = ("auc",)
 # Run fields parsed from a *_json column rather than copied from one of the same name.
-RUN_JSON_FIELDS = ("config", "metrics", "versions")
+RUN_JSON_FIELDS = ("config", "metrics", "versions", "tags")
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,8 @@ class Run:
 
     ``config``, ``metrics`` (the full evaluation dict, curves included) and ``versions`` are
     parsed JSON, empty when not recorded yet. Non-finite numbers were stored as None.
+    ``archived_at`` is set while the run is archived (hidden from the leaderboard); ``tags``
+    and ``note`` are the researcher's labels, sorted and free text.
     """
 
     id: str
@@ -85,6 +87,9 @@ class Run:
     threshold: float | None
     who_met: bool | None
     metrics: dict[str, Any]
+    archived_at: datetime | None
+    tags: tuple[str, ...]
+    note: str
 
     @property
     def auc_ci(self) -> tuple[float, float] | None:
@@ -298,6 +303,7 @@ def run_record(row: RunRow) -> Run:
         config=from_json(row.config_json),
         metrics=from_json(row.metrics_json),
         versions=from_json(row.versions_json),
+        tags=tuple(json.loads(row.tags_json or "[]")),
     )
 
 

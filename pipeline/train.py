@@ -4,7 +4,9 @@
 renamed into ``runs/<run_id>/`` once complete, and only then is the run row marked
 ``succeeded``; a crash at any point is stored as ``failed`` with its traceback and its folders
 are removed, so a half-written run is never shown as a result. While it runs, a background
-thread heart-beats, so the queue can tell a live run from one whose process died.
+thread heart-beats, so the queue can tell a live run from one whose process died. Every epoch's
+metrics also go to TensorBoard event files in the run's ``tensorboard/`` folder
+(:mod:`pipeline.events`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pipeline import calibration, evaluate, external, inputs, ood, preprocess, s
 from pipeline.config import RunConfig
 from pipeline.datasets import DatasetIndex
 from pipeline.enhance import PCADenoiser
+from pipeline.events import EVENTS_DIR, EventWriter
 from pipeline.model import build_model
 from pipeline.splits import Split, stratified_group_split
 from pipeline.stop import StopRequested
@@ -149,7 +152,14 @@ class _CancelWatch(keras.callbacks.Callback):
             raise RunCancelled(self.run_id)
 
 
-def _fit(cfg: RunConfig, data: PreparedData, store: RunStore, run_id: str, progress: bool):
+def _fit(
+    cfg: RunConfig,
+    data: PreparedData,
+    store: RunStore,
+    run_id: str,
+    progress: bool,
+    events_dir: Path,
+):
     labels, train = data.index.labels, data.split.train
     # Per-image weights only when there are sources to balance: one source trains as before.
     sample_weights = None
@@ -176,6 +186,8 @@ def _fit(cfg: RunConfig, data: PreparedData, store: RunStore, run_id: str, progr
     callbacks: list[keras.callbacks.Callback] = [
         _StoreLogger(store, run_id, cfg.train.epochs, progress),
         _CancelWatch(store, run_id),
+        # `tensorboard --logdir runs`: per-epoch scalars only, a few writes an epoch.
+        EventWriter(events_dir),
     ]
     if cfg.train.early_stopping_patience > 0:
         callbacks.append(
@@ -238,7 +250,7 @@ def _write_artifacts(
     scores: dict[str, np.ndarray],
     result: dict,
 ) -> None:
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)  # training wrote its TensorBoard events there
     relpaths = [os.path.relpath(p, data.index.root) for p in data.index.paths]
     model.save(folder / "model.keras")
     (folder / "config.json").write_text(cfg.to_json())
@@ -352,7 +364,7 @@ def _train(
         external.load_external(folder, data.index, progress=progress)
         for folder in cfg.data.external
     ]
-    model, history = _fit(cfg, data, store, run_id, progress)
+    model, history = _fit(cfg, data, store, run_id, progress, partial / EVENTS_DIR)
     batch = cfg.train.batch_size
     scores = {part: _scores(model, data, data.split.part(part), batch) for part in ("val", "test")}
     labels = data.index.labels

@@ -104,6 +104,22 @@ def test_a_0003_store_gains_who_promoted_and_keeps_its_promotions(legacy):
     assert store.promotions()[0].promoted_by == "A. Radiologist"
 
 
+def test_a_0004_store_gains_archive_tags_and_notes_and_keeps_its_runs(legacy):
+    engine = make_engine(f"sqlite:///{legacy}")
+    migrate.upgrade(engine, "0004")
+    engine.dispose()
+    before = {table: rows(legacy, table) for table in TABLES}
+    store = RunStore(f"sqlite:///{legacy}")
+    assert store.backup_path == legacy.with_name("tbxray.db.bak-0004")
+    assert {t: rows(legacy, t, like=store.backup_path) for t in TABLES} == before
+    runs = store.list_runs()
+    assert len(runs) == 5
+    assert {(r.archived_at, r.tags, r.note) for r in runs} == {(None, (), "")}
+    best = next(r for r in runs if r.name == "fixture-succeeded-1")
+    store.set_tags(best.id, ["baseline"])
+    assert store.archive_run(best.id).tags == ("baseline",)
+
+
 def stamp(url: str, revision: str) -> None:
     engine = make_engine(url)
     with engine.begin() as conn:

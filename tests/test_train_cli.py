@@ -144,3 +144,30 @@ def test_last_conv_layer_is_named_for_grad_cam(smoke_run):
 
     loaded = keras.saving.load_model(Path(smoke_run.artifacts_dir) / "model.keras")
     assert loaded.get_layer(model.LAST_CONV).output.shape[-1] == 16
+
+
+def tensorboard_scalars(folder: Path) -> dict[tuple[str, str], list[tuple[int, float]]]:
+    """(train|validation, tag) -> [(epoch, value)] read back from the run's event files."""
+    import tensorflow as tf
+    from tensorflow.core.util import event_pb2
+
+    scalars: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for path in sorted(folder.glob("*/events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = event_pb2.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                assert value.metadata.plugin_data.plugin_name == "scalars"
+                number = float(tf.make_ndarray(value.tensor))
+                scalars.setdefault((path.parent.name, value.tag), []).append((event.step, number))
+    return scalars
+
+
+def test_a_run_writes_tensorboard_scalars_per_epoch(phantoms, isolated_store, capsys):
+    assert train(phantoms, "--set", "train.epochs=2") == 0
+    (run,) = RunStore().list_runs()
+    scalars = tensorboard_scalars(Path(run.artifacts_dir) / "tensorboard")
+    for key in (("train", "epoch_loss"), ("train", "epoch_auc"), ("validation", "epoch_auc")):
+        assert [step for step, _ in scalars[key]] == [0, 1], key
+    # The same numbers as the store's history, so TensorBoard and the dashboard agree.
+    val_auc = [value for _, value in scalars[("validation", "epoch_auc")]]
+    assert val_auc == pytest.approx([e.val_auc for e in RunStore().epochs(run.id)], abs=1e-6)

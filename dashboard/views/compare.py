@@ -1,10 +1,11 @@
 """Compare: 2–6 runs side by side (config diff, metrics, ROC and learning curves), and an
-experiment suite's settings against a metric with error bars over seeds."""
+experiment suite's progress (cancel the rest) and settings against a metric with error bars over
+seeds."""
 
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, tables, ui
+from dashboard import charts, manage, tables, ui
 from pipeline import experiments
 from pipeline import summary as suite_summary
 
@@ -139,6 +140,7 @@ with tab_suite:
             format_func=names.get,
             key="cmp.suite",
         )
+        manage.suite_panel(store, suite_id)
         try:
             summary = suite_summary.summary(store, suite_id)
         except ValueError as err:

@@ -1,6 +1,7 @@
 """Leaderboard (home): every run with its status, suite, key config and test metrics.
 
-Filter by status, suite, date and an expression over any column; sort by any column; group by
+Filter by status, suite, date, tags and notes and an expression over any column (archived runs
+only when asked); sort by any column; group by
 a config field; compare params with AUC in parallel coordinates and any two columns in a
 scatter. The table re-reads the store every few seconds while runs are queued or training,
 and every ten otherwise, so that runs launched elsewhere appear.
@@ -11,11 +12,13 @@ from datetime import date
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, tables, ui
+from dashboard import charts, manage, tables, ui
 from db import RUN_STATUSES
 
 st.title("Leaderboard")
 store = ui.store()
+if deleted := st.session_state.pop(manage.DELETED, None):
+    st.success(deleted, icon=":material/delete:")
 
 
 def load() -> pd.DataFrame:
@@ -44,7 +47,7 @@ if frame.empty:
     first_run()
     st.stop()
 
-c_status, c_suite, c_date = st.columns([2, 2, 2])
+c_status, c_suite, c_date, c_archived = st.columns([2, 2, 2, 1], vertical_alignment="bottom")
 statuses = c_status.multiselect("Status", RUN_STATUSES, key="lb.status", placeholder="any")
 suite_names = sorted({s for s in frame["suite"] if s})
 suites = c_suite.multiselect("Suite", suite_names, key="lb.suite", placeholder="any")
@@ -55,18 +58,26 @@ if st.session_state.get("lb.dates", span) == st.session_state.get("lb.dates_span
 st.session_state["lb.dates_span"] = span
 st.session_state.setdefault("lb.dates", span)
 dates = c_date.date_input("Created between", key="lb.dates")
+archived = c_archived.toggle(
+    f"Show archived ({int(frame['archived'].sum())})",
+    key="lb.archived",
+    help="Archived runs are hidden until shown here; restore one on its run page.",
+)
 expression = st.text_input(
     "Filter expression",
     key="lb.expr",
     placeholder=tables.EXAMPLE,
     help="Columns by name (auc, sensitivity, enhancement, learning_rate, status, …) or any "
     "config field by its dotted name (model.dropout); numbers, quoted text, comparisons, "
-    "`in [...]`, and / or / not, + − × ÷.",
+    '`in [...]`, and / or / not, + − × ÷. `"baseline" in tags` keeps runs with that tag, '
+    '`"lr" in note` those whose note mentions it.',
 )
 
 
 def apply_filters(frame: pd.DataFrame) -> pd.DataFrame:
     """The rows the filter widgets keep; a bad expression is reported under its input."""
+    if not archived:
+        frame = frame[~frame["archived"]]
     if statuses:
         frame = frame[frame["status"].isin(statuses)]
     if suites:
@@ -133,6 +144,8 @@ COLUMN_CONFIG = {
         help="lowest sensitivity on external folders, at the threshold chosen on validation",
     ),
     "duration_s": st.column_config.NumberColumn("duration (s)", format="%.0f"),
+    "tags": st.column_config.ListColumn("tags", help='filter with "baseline" in tags'),
+    "note": st.column_config.TextColumn("note", width="medium"),
     "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm"),
     "learning_rate": st.column_config.NumberColumn("learning rate", format="%.0e"),
 }
@@ -237,7 +250,9 @@ if chosen:
     st.plotly_chart(charts.parallel_coordinates(done, chosen, metric), key="lb.parfig")
 
 st.markdown("**Scatter** of any two columns, one point per run")
-plottable = [c for c in frame.columns if c not in ("id", "error", "auc_ci", "progress")]
+plottable = [
+    c for c in frame.columns if c not in ("id", "error", "auc_ci", "progress", "tags", "note")
+]
 cx, cy, cc = st.columns(3)
 x = cx.selectbox("x", plottable, index=plottable.index("specificity"), key="lb.x")
 y = cy.selectbox("y", plottable, index=plottable.index("sensitivity"), key="lb.y")

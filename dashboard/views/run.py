@@ -1,6 +1,7 @@
-"""Run: one run in full — config, live learning curves, test metrics, curves, threshold,
-external evaluations, calibration (probabilities, site thresholds), misclassified images with
-Grad-CAM, log and failure traceback."""
+"""Run: one run in full — tags and note, archive or delete, its suite's progress, config, live
+learning curves, test metrics, curves, threshold, external evaluations, calibration
+(probabilities, site thresholds), misclassified images with Grad-CAM, files to download, log and
+failure traceback."""
 
 from datetime import UTC, datetime
 
@@ -8,7 +9,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import calibrate, charts, ui
+from dashboard import calibrate, charts, manage, ui
 from db import ExternalSummary, Run, StoreError
 from pipeline import evaluate, images
 
@@ -41,6 +42,11 @@ if run.status in ui.ACTIVE and actions.button("Cancel", icon=":material/cancel:"
     except StoreError as err:
         st.error(str(err))
     st.rerun()
+manage.archive_and_delete(store, run, actions)
+manage.labels(store, run)
+if run.suite_id:
+    with st.expander(f"Suite {suite}: progress"):
+        manage.suite_panel(store, run.suite_id)
 
 
 def curves(run_id: str) -> None:
@@ -280,6 +286,8 @@ if run.status == "succeeded":
                 img = explain.overlay(prepared, explain.gradcam(predictor.model, prepared))
             grid[i % 6].image(img, caption=caption, width="stretch")
 
+st.subheader("Files")
+manage.downloads(run)
 with st.expander("Config"):
     st.json(run.config, expanded=2)
 if run.status == "succeeded":

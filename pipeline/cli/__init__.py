@@ -1,11 +1,12 @@
 """``python -m pipeline``: make data, inspect it, train, list runs, evaluate, calibrate, predict,
-explain, run the queue, and the lung segmenter (``lungs``, in :mod:`pipeline.lungs.cli`).
+explain, manage runs (archive, delete, tag, note), run the queue, and the lung segmenter
+(``lungs``, in :mod:`pipeline.lungs.cli`).
 
-Each command lives in the module of its concern (``data``, ``runs``, ``queue``, ``sites``); this
-one builds the parser and turns user errors into one line. Heavy modules (TensorFlow) are
-imported inside the commands that need them, so ``--help`` and the store commands answer at
-once. Errors in what the user typed or pointed at are printed as one clear line (exit status 2),
-never as a traceback.
+Each command lives in the module of its concern (``data``, ``runs``, ``manage``, ``queue``,
+``sites``); this one builds the parser and turns user errors into one line. Heavy modules
+(TensorFlow) are imported inside the commands that need them, so ``--help`` and the store
+commands answer at once. Errors in what the user typed or pointed at are printed as one clear
+line (exit status 2), never as a traceback.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import argparse
 import os
 from collections.abc import Callable, Sequence
 
-from pipeline.cli import data, queue, runs, sites
+from pipeline.cli import data, manage, queue, runs, sites
 from pipeline.cli.common import config_flags, err_console
 
 
@@ -127,12 +128,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("id", help="run id (or prefix) or suite id")
 
     add("suites", queue.cmd_suites, "the preset experiment suites and the suites launched")
-    p = add("suite", queue.cmd_suite, "per-setting summary of a suite: mean ± std, best marked")
+    p = add(
+        "suite",
+        queue.cmd_suite,
+        "a suite's progress and per-setting summary: mean ± std, best marked",
+    )
     p.add_argument("suite_id")
 
     p = add("runs", runs.cmd_runs, "table of runs in the store")
     p.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
     p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--archived", action="store_true", help="also list archived runs")
+    manage.add_parsers(add)
 
     p = add("show", runs.cmd_show, "one run: metrics, epochs, external evaluations, error")
     p.add_argument("run_id")

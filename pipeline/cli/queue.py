@@ -142,9 +142,17 @@ def cmd_suites(args: argparse.Namespace) -> int:
 
 def cmd_suite(args: argparse.Namespace) -> int:
     from pipeline import summary
+    from pipeline.manage import suite_progress
 
     store = open_store()
     suite = store.get_suite(args.suite_id)
+    p = suite_progress(store.list_runs(suite_id=suite.id))
+    left = f", about {p.seconds_left / 60:.0f} min left" if p.seconds_left is not None else ""
+    console.print(
+        f"{p.done} of {p.total} done ({p.succeeded} succeeded, {p.failed} failed, {p.cancelled} "
+        f"cancelled), {p.running} running, {p.queued} queued{left}"
+        + ("" if p.finished else f"; cancel the rest: python -m pipeline cancel {suite.id}")
+    )
     console.print(summary.format_summary(summary.summary(store, suite.id)), markup=False)
     return 0
 

@@ -38,6 +38,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     store = open_store()
     runs = store.list_runs(status=args.status, limit=args.limit)
+    hidden = sum(r.archived_at is not None for r in runs)
+    if not args.archived:
+        runs = [r for r in runs if r.archived_at is None]
+    if not runs and hidden:
+        console.print(f"{hidden} archived run(s) hidden; --archived lists them")
+        return 0
     if not runs:
         console.print("no runs yet: train one with `python -m pipeline train --preset smoke`")
         return 0
@@ -54,6 +60,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
         "WHO",
         "ext AUC",
         "time",
+        "tags",
+        caption=f"{hidden} archived run(s) hidden; --archived lists them"
+        if hidden and not args.archived
+        else None,
     )
     for r in runs:
         ext = store.external_evals(r.id)
@@ -70,6 +80,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             fmt(r.who_met),
             fmt(ext[0].auc) if ext else "—",
             f"{r.duration_s:.0f} s" if r.duration_s else "—",
+            ", ".join(r.tags) + (" (archived)" if r.archived_at else ""),
         )
     console.print(table)
     return 0
