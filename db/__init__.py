@@ -11,6 +11,7 @@ from db.models import RUN_STATUSES
 from db.records import (
     Calibration,
     Epoch,
+    EvalJob,
     ExternalEval,
     ExternalSummary,
     Promotion,
@@ -25,6 +26,7 @@ __all__ = [
     "RUN_STATUSES",
     "Calibration",
     "Epoch",
+    "EvalJob",
     "ExternalEval",
     "ExternalSummary",
     "Promotion",

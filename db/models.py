@@ -1,4 +1,5 @@
-"""SQLAlchemy 2 tables of the run store: suites, runs, their epochs and external evaluations.
+"""SQLAlchemy 2 tables of the run store: suites, runs, their epochs, external evaluations and
+the evaluation jobs that workers run for the dashboard.
 
 The schema changes only through Alembic revisions (``db/migrations/versions``); a test checks
 that the migrated schema equals these classes. These ORM classes are private to ``db``;
@@ -226,3 +227,32 @@ class WorkerRow(Base):
     current_run: Mapped[str | None] = mapped_column(String(32))
     # Where the worker writes run artifacts; every worker of one store must share it (0002).
     runs_dir: Mapped[str | None] = mapped_column(Text)
+
+
+EVAL_JOB_STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed")
+
+
+class EvalJobRow(Base):
+    """An external evaluation asked for from the dashboard, waiting for or done by a worker
+    (0006). Progress and heartbeat work as a run's; the result is an ``external_evals`` row."""
+
+    __tablename__ = "eval_jobs"
+    __table_args__ = (
+        CheckConstraint(literal_column("status").in_(EVAL_JOB_STATUSES), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    dataset_path: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    worker: Mapped[str | None] = mapped_column(Text)
+    n_done: Mapped[int | None] = mapped_column(Integer)
+    n_total: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    external_eval_id: Mapped[int | None] = mapped_column(
+        ForeignKey("external_evals.id", ondelete="SET NULL")
+    )

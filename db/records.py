@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from db.models import (
     CalibrationRow,
     EpochRow,
+    EvalJobRow,
     ExternalEvalRow,
     PromotionRow,
     RunRow,
@@ -224,6 +225,26 @@ class Calibration:
 
 
 @dataclass(frozen=True)
+class EvalJob:
+    """An external evaluation queued for a worker; ``n_done`` of ``n_total`` images scored while
+    it runs, ``external_eval_id`` (the stored result) once it succeeded, ``error`` if it failed."""
+
+    id: int
+    run_id: str
+    dataset_path: str
+    status: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+    worker: str | None
+    n_done: int | None
+    n_total: int | None
+    error: str | None
+    external_eval_id: int | None
+
+
+@dataclass(frozen=True)
 class Worker:
     """A queue worker as last reported; ``alive`` means it heart-beat within the asked window."""
 
@@ -336,3 +357,7 @@ def promotion_record(row: PromotionRow) -> Promotion:
 def calibration_record(row: CalibrationRow) -> Calibration:
     values = {f.name: getattr(row, f.name) for f in fields(Calibration) if f.name != "details"}
     return Calibration(**values, details=from_json(row.details_json))
+
+
+def eval_job_record(row: EvalJobRow) -> EvalJob:
+    return EvalJob(**{f.name: getattr(row, f.name) for f in fields(EvalJob)})

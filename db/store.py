@@ -25,6 +25,7 @@ from sqlalchemy.orm import sessionmaker
 from db import migrate
 from db.base import not_found, suite_row, touch, transition, upsert
 from db.errors import RunNotFound
+from db.evaljobs import EvalJobMixin
 from db.manage import ManageMixin
 from db.models import (
     RUN_STATUSES,
@@ -94,7 +95,7 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-class RunStore(QueueMixin, ManageMixin, ServingMixin):
+class RunStore(QueueMixin, ManageMixin, EvalJobMixin, ServingMixin):
     """Read and write runs, suites, epochs and external evaluations in one database.
 
     Opening a store checks its schema revision (:func:`db.migrate.check_on_open`): a local

@@ -7,6 +7,7 @@ threshold on one part of a site's labelled sample and reports it on the other pa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -52,33 +53,55 @@ def score_folder(
     return index, score_index(predictor, index, batch_size=batch_size, progress=progress)
 
 
+Progress = Callable[[int, int], None]
+
+
 def score_index(
-    predictor: Predictor, index: DatasetIndex, *, batch_size: int = 64, progress: bool = False
+    predictor: Predictor,
+    index: DatasetIndex,
+    *,
+    batch_size: int = 64,
+    progress: bool = False,
+    on_progress: Progress | None = None,
 ) -> np.ndarray:
-    """Every image of ``index`` scored by the run, with the run's own preprocessing."""
+    """Every image of ``index`` scored by the run, with the run's own preprocessing.
+
+    ``on_progress(scored, total)`` is called before the first batch and after each one.
+    """
+    report = on_progress or (lambda scored, total: None)
+    report(0, len(index.labels))
     arrays = preprocess.cached_arrays(index, predictor.config.data, progress=progress)
     if predictor.pca is not None:
         arrays = predictor.pca.transform(np.asarray(arrays))
-    starts = range(0, len(arrays), batch_size)
-    return np.concatenate(
-        [
-            predictor.predict_prepared(arrays[i : i + batch_size])
-            for i in tqdm(starts, desc="score", unit="batch", disable=not progress)
-        ]
-    )
+    scores = []
+    for i in tqdm(
+        range(0, len(arrays), batch_size), desc="score", unit="batch", disable=not progress
+    ):
+        scores.append(predictor.predict_prepared(arrays[i : i + batch_size]))
+        report(min(i + batch_size, len(arrays)), len(arrays))
+    return np.concatenate(scores)
 
 
 def evaluate_external(
-    store: RunStore, run_id: str, data_path: str, *, batch_size: int = 64, progress: bool = False
+    store: RunStore,
+    run_id: str,
+    data_path: str,
+    *,
+    batch_size: int = 64,
+    progress: bool = False,
+    on_progress: Progress | None = None,
 ) -> ExternalEval:
     """Evaluate run ``run_id`` on the dataset at ``data_path``; the result is stored with it.
 
     A folder of one class is accepted (sensitivity or specificity alone, no AUC). A folder that
     shares images with the run's own data is refused (:class:`~pipeline.overlap.OverlapError`).
+    ``on_progress(scored, total)``: as in :func:`score_index`.
     """
     predictor = Predictor.from_store(store, run_id)
     index = load_external(data_path, run_index(predictor.config, progress=progress))
-    scores = score_index(predictor, index, batch_size=batch_size, progress=progress)
+    scores = score_index(
+        predictor, index, batch_size=batch_size, progress=progress, on_progress=on_progress
+    )
     result = evaluate.external(
         index.labels,
         scores,

@@ -1,5 +1,9 @@
 """The queue worker: claims queued runs from the store, trains them, records the outcome.
 
+It also runs the external evaluations queued from the dashboard's run page, before any run:
+an evaluation takes minutes where a run may take hours. An evaluation job is heart-beaten and
+reaped like a run, reports images scored as it goes, and logs to ``runs/logs/eval-<id>.log``.
+
 Launching a run or a suite only enqueues it; ``python -m pipeline worker`` does the training.
 Several workers, on one machine or many, may share a store: a run is claimed atomically, so it
 is trained exactly once. While training, a background thread heart-beats (see pipeline.train);
@@ -32,7 +36,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from db import Run, RunStore, StoreError
+from db import EvalJob, Run, RunStore, StoreError
 from pipeline import preprocess
 from pipeline.config import make_config
 from pipeline.stop import StopRequested
@@ -151,6 +155,56 @@ def execute(store: RunStore, run: Run, options: WorkerOptions) -> Run:
     return done
 
 
+def evaluate(store: RunStore, job: EvalJob, options: WorkerOptions) -> EvalJob:
+    """Run one claimed evaluation job with its output logged; returns the job as stored after.
+
+    Whatever stops the evaluation (a bad folder, images shared with the run's data, an
+    unreadable model) fails the job with the error's sentence; the traceback is in the log.
+    """
+    from pipeline.external import evaluate_external
+
+    log = preprocess.runs_dir() / "logs" / f"eval-{job.id}.log"
+    with _output_to(log):
+        print(f"evaluation {job.id}: run {job.run_id} on {job.dataset_path}", flush=True)
+        try:
+            with _beating(lambda: store.heartbeat_eval(job.id), options.heartbeat_s):
+                result = evaluate_external(
+                    store,
+                    job.run_id,
+                    job.dataset_path,
+                    progress=True,
+                    on_progress=lambda done, total: store.eval_progress(job.id, done, total),
+                )
+        except StopRequested:
+            raise
+        except Exception as err:
+            traceback.print_exc()
+            return store.fail_eval_job(job.id, f"{err or type(err).__name__} (log: {log})")
+    return store.finish_eval_job(job.id, result.id)
+
+
+@contextmanager
+def _beating(beat: Callable[[], None], every_s: float) -> Iterator[None]:
+    """Call ``beat`` from a daemon thread every ``every_s`` while the block runs; a database
+    hiccup is reported and the next beat tried (as :func:`pipeline.train.heartbeat`)."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            try:
+                beat()
+            except SQLAlchemyError as err:
+                print(f"heartbeat failed, retrying: {err}", file=sys.stderr)
+
+    thread = threading.Thread(target=loop, name="heartbeat-eval", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 class _Presence:
     """Heart-beats the worker's own row from a daemon thread, so that the dashboard can tell a
     live worker (idle or training) from a dead one; the current run is reported with it."""
@@ -209,11 +263,12 @@ Executor = Callable[[RunStore, Run, WorkerOptions], Run]
 def work(store: RunStore, options: WorkerOptions, executor: Executor = execute) -> list[Run]:
     """Claim and train queued runs until the queue is empty (``once``) or ``max_runs`` ran.
 
-    Before each claim, runs whose worker died are failed or re-queued. The worker heart-beats
-    its own presence in the store while it lives. Returns the runs this worker executed, as
-    stored when each ended (a run given back on stop included). ``executor`` trains one
-    claimed run (:func:`execute`; tests pass a stand-in). Raises SharedFolderError when a live
-    worker of the store writes to another runs folder.
+    Queued evaluation jobs (:func:`evaluate`) go before runs; they are not counted as runs.
+    Before each claim, runs and jobs whose worker died are failed or re-queued. The worker
+    heart-beats its own presence in the store while it lives. Returns the runs this worker
+    executed, as stored when each ended (a run given back on stop included). ``executor``
+    trains one claimed run (:func:`execute`; tests pass a stand-in). Raises SharedFolderError
+    when a live worker of the store writes to another runs folder.
     """
     check_runs_folder(store, options.name)
     executed: list[Run] = []
@@ -224,6 +279,13 @@ def work(store: RunStore, options: WorkerOptions, executor: Executor = execute) 
         ):
             for reaped in store.reap_stale(options.stale_after_s, requeue=options.requeue):
                 print(f"run {reaped.id}: its worker died; now {reaped.status}", flush=True)
+            for job in store.reap_stale_evals(options.stale_after_s, requeue=options.requeue):
+                print(f"evaluation {job.id}: its worker died; now {job.status}", flush=True)
+            job = store.claim_next_eval(options.name)
+            if job is not None:
+                print(f"worker {options.name}: evaluation {job.id} of run {job.run_id}", flush=True)
+                given_back = _evaluate_or_release(store, job, options, stop)
+                continue
             run = store.claim_next(options.name)
             if run is None:
                 if options.once:
@@ -277,3 +339,29 @@ def _execute_or_release(
             released = store.get_run(run.id)  # it finished or was cancelled meanwhile
             verb = f"already {released.status}"
         return released, f"run {run.id} {verb}"
+
+
+def _evaluate_or_release(
+    store: RunStore, job: EvalJob, options: WorkerOptions, stop: _StopSignals
+) -> str | None:
+    """Run the evaluation job; if the worker is told to stop meanwhile, give it back.
+
+    Returns what became of the job when it was given back, else None.
+    """
+    try:
+        stop.in_run = True
+        try:
+            done = evaluate(store, job, options)
+        finally:
+            stop.in_run = False
+    except StopRequested:
+        reason = f"worker {options.name} stopped ({stop.stopped}) while evaluating"
+        try:
+            released = store.release_eval_job(
+                job.id, requeue=options.requeue_on_stop, reason=reason
+            )
+        except StoreError:
+            released = store.get_eval_job(job.id)  # it ended or was reaped meanwhile
+        return f"evaluation {job.id} now {released.status}"
+    print(f"worker {options.name}: evaluation {job.id} {done.status}", flush=True)
+    return None

@@ -4,6 +4,7 @@ never changed implicitly, and the migrated schema is exactly the models' (SQLite
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import sqlite3
 from pathlib import Path
@@ -118,6 +119,24 @@ def test_a_0004_store_gains_archive_tags_and_notes_and_keeps_its_runs(legacy):
     best = next(r for r in runs if r.name == "fixture-succeeded-1")
     store.set_tags(best.id, ["baseline"])
     assert store.archive_run(best.id).tags == ("baseline",)
+
+
+def test_a_store_from_before_evaluation_jobs_keeps_its_rows_and_can_queue_one(legacy):
+    # The revision before 0006, whatever it is once the branches are chained.
+    previous = importlib.import_module("db.migrations.versions.0006_eval_jobs").down_revision
+    engine = make_engine(f"sqlite:///{legacy}")
+    migrate.upgrade(engine, previous)
+    engine.dispose()
+    before = {table: rows(legacy, table) for table in TABLES}
+
+    store = RunStore(f"sqlite:///{legacy}")
+    assert store.backup_path == legacy.with_name(f"tbxray.db.bak-{previous}")
+    assert {t: rows(legacy, t, like=store.backup_path) for t in TABLES} == before
+    best = next(r for r in store.list_runs() if r.name == "fixture-succeeded-1")
+    assert store.external_evals(best.id)[0].n_images == 402
+    assert store.eval_jobs(best.id) == []
+    job = store.queue_eval(best.id, "/data/other-hospital")
+    assert (job.status, store.eval_jobs(best.id)) == ("queued", [job])
 
 
 def stamp(url: str, revision: str) -> None:

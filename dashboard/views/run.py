@@ -6,11 +6,10 @@ failure traceback."""
 from datetime import UTC, datetime
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
-from dashboard import calibrate, charts, manage, ui
-from db import ExternalSummary, Run, StoreError
+from dashboard import calibrate, charts, externals, manage, ui
+from db import Run, StoreError
 from pipeline import evaluate, images
 
 store = ui.store()
@@ -208,39 +207,7 @@ if run.status == "succeeded":
         st.caption("This run has no predictions.csv; the threshold cannot be explored.")
 
     st.subheader("External evaluations")
-    externals = store.external_evals(run.id)
-    if externals:
-        st.dataframe(
-            pd.DataFrame(
-                [
-                    {
-                        "dataset": e.dataset_path,
-                        "images": e.n_images,
-                        "AUC (95% CI)": ui.fmt_ci(e.auc, e.auc_lo, e.auc_hi),
-                        "sensitivity": e.sensitivity,
-                        "specificity": e.specificity,
-                        "F1": e.f1,
-                        "accuracy": e.accuracy,
-                        "evaluated": e.created_at,
-                    }
-                    for e in externals
-                ]
-            ),
-            hide_index=True,
-            key="run.externals",
-        )
-        summary = ExternalSummary.of(run.id, externals)
-        st.caption(
-            f"Internal test AUC {ui.fmt(run.auc)} · external AUC mean {ui.fmt(summary.auc_mean)}, "
-            f"worst {ui.fmt(summary.auc_worst)} · external sensitivity worst "
-            f"{ui.fmt(summary.sensitivity_worst)} (newest evaluation per folder, at the "
-            "threshold chosen on validation). A folder of one class has no AUC."
-        )
-    else:
-        st.caption(
-            "None yet. Train with external folders (`data.external`, `--external FOLDER`), or "
-            f"evaluate this run on one: `python -m pipeline evaluate {run.id} --data FOLDER`"
-        )
+    externals.section(store, run)
 
     st.subheader("Calibrate")
     calibrate.section(store, run)

@@ -98,7 +98,9 @@ def _parser() -> argparse.ArgumentParser:
         "--stale-after", type=float, default=120.0, help="a run silent this long has a dead worker"
     )
     p.add_argument(
-        "--requeue", action="store_true", help="re-queue dead runs instead of failing them"
+        "--requeue",
+        action="store_true",
+        help="re-queue dead runs and evaluations instead of failing them",
     )
     p.add_argument(
         "--poll", type=float, default=5.0, help="seconds between looks at an empty queue"
