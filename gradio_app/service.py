@@ -75,7 +75,7 @@ class Limits:
     upload_budget_mb: int = 512  # uploads stored on disk at once, all clients together
     # Perturbed images an explanation scores at once: small batches let a prediction that
     # arrives meanwhile go first after at most one batch (:class:`PredictionsFirst`).
-    explain_batch: int = 16
+    explain_batch: int = 8
 
     @property
     def decoding(self) -> Decoding:
@@ -218,6 +218,7 @@ class ServedModel:
             raise ValueError(f"unknown explanation {method!r}; choose one of {EXPLAINERS}")
         start = time.perf_counter()
         limits = limits or Limits()
+        self.priority.wait_turn()  # screening costs as much as a prediction: let those go first
         a = self._screen(src, limits)
         if a.status != ASSESSED:
             return replace(a, seconds=time.perf_counter() - start), None
