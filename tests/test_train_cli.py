@@ -147,18 +147,20 @@ def test_last_conv_layer_is_named_for_grad_cam(smoke_run):
 
 
 def tensorboard_scalars(folder: Path) -> dict[tuple[str, str], list[tuple[int, float]]]:
-    """(train|validation, tag) -> [(epoch, value)] read back from the run's event files."""
+    """(train|validation, tag) -> [(epoch, value)] as TensorBoard itself reads the run's event
+    files (its event accumulator, what ``tensorboard --logdir`` serves)."""
     import tensorflow as tf
-    from tensorflow.core.util import event_pb2
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     scalars: dict[tuple[str, str], list[tuple[int, float]]] = {}
-    for path in sorted(folder.glob("*/events.out.tfevents.*")):
-        for record in tf.data.TFRecordDataset(str(path)):
-            event = event_pb2.Event.FromString(record.numpy())
-            for value in event.summary.value:
-                assert value.metadata.plugin_data.plugin_name == "scalars"
-                number = float(tf.make_ndarray(value.tensor))
-                scalars.setdefault((path.parent.name, value.tag), []).append((event.step, number))
+    for part in sorted(p for p in folder.iterdir() if p.is_dir()):
+        events = EventAccumulator(str(part)).Reload()
+        # TF2 summaries are tensors; TensorBoard charts those its scalars plugin claims.
+        for tag in events.Tags()["tensors"]:
+            assert events.SummaryMetadata(tag).plugin_data.plugin_name == "scalars"
+            scalars[(part.name, tag)] = [
+                (e.step, float(tf.make_ndarray(e.tensor_proto))) for e in events.Tensors(tag)
+            ]
     return scalars
 
 
