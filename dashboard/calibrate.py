@@ -89,17 +89,18 @@ def site_sweep(table: list[dict[str, float]], site: float, run: float) -> go.Fig
 def _result_view(result: dict[str, Any], key: str) -> None:
     """Figures of one site calibration: both thresholds on the check part, chart, table."""
     site, at_run = result["check"], result["check_at_run_threshold"]
-    cols = st.columns(4)
-    cols[0].metric("site threshold", ui.fmt(result["threshold"], 4))
-    for col, name in zip(cols[1:3], ("sensitivity", "specificity"), strict=True):
-        col.metric(
+    row = ui.metric_row()
+    row.metric("site threshold", ui.fmt(result["threshold"], 4), width="content")
+    for name in ("sensitivity", "specificity"):
+        row.metric(
             f"{name} (check)",
             ui.fmt(site[name]),
             delta=f"{site[name] - at_run[name]:+.3f}",
             help="change: against the run's validated threshold on the same images; 95% CI "
             f"{ui.fmt_ci(site[name], *(site[f'{name}_ci'] or [None] * 2))}",
+            width="content",
         )
-    cols[3].metric("AUC at the site", ui.fmt(site["auc"]))
+    row.metric("AUC at the site", ui.fmt(site["auc"]), width="content")
     st.caption(
         f"Threshold chosen on {result['n_calibration']} images, checked on the other "
         f"{result['n_check']}; the run's validated threshold {at_run['threshold']:.4f} gives "

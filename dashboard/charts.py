@@ -69,24 +69,28 @@ def learning_curves(epochs: Sequence[Epoch]) -> go.Figure:
 
 
 def confusion_matrix(confusion: dict[str, int]) -> go.Figure:
-    """The 2×2 test confusion matrix at the run's threshold, counts in the cells."""
+    """The 2×2 test confusion matrix at the run's threshold, counts in the cells.
+
+    Short tick labels and the count under its name in each cell keep it readable in a third of
+    the page at 1024 px (a cell there is about 60 px wide)."""
     z = [[confusion["tn"], confusion["fp"]], [confusion["fn"], confusion["tp"]]]
     text = [
-        [f"TN {confusion['tn']}", f"FP {confusion['fp']}"],
-        [f"FN {confusion['fn']}", f"TP {confusion['tp']}"],
+        [f"TN<br>{confusion['tn']}", f"FP<br>{confusion['fp']}"],
+        [f"FN<br>{confusion['fn']}", f"TP<br>{confusion['tp']}"],
     ]
     fig = go.Figure(
         go.Heatmap(
             z=z,
-            x=["predicted normal", "predicted TB"],
+            x=["normal", "TB"],
             y=["normal", "TB"],
             text=text,
             texttemplate="%{text}",
-            textfont={"size": 16},
+            textfont={"size": 14},
             colorscale="Blues",
             showscale=False,
         )
     )
+    fig.update_xaxes(title_text="predicted class", tickangle=0)
     fig.update_yaxes(autorange="reversed", title_text="true class")
     return layout(fig, height=300)
 
@@ -298,7 +302,7 @@ def overlaid_curves(histories: Sequence[tuple[str, Sequence[Epoch]]], metric: st
                     showlegend=suffix == "val",
                 )
             )
-    fig.update_xaxes(title_text="epoch (validation solid, training dotted)")
+    fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(title_text=metric)
     layout(fig, height=_HEIGHT + 20 * len(histories))
     return fig.update_layout(legend={"font": {"size": 11}})

@@ -59,6 +59,13 @@ def store() -> RunStore:
     return _store(default_url())
 
 
+def metric_row() -> DeltaGenerator:
+    """A row for headline metrics given ``width="content"``: each keeps its whole label and
+    value, and the row wraps onto a second line where the page is too narrow (equal columns
+    cut them to "0…" at 1024 px)."""
+    return st.container(horizontal=True, gap="medium")
+
+
 def run_label(run: Run) -> str:
     """``baseline · 3f9a1c · AUC 0.912`` for pickers (the status instead while it has none)."""
     result = f"AUC {run.auc:.3f}" if run.auc is not None else run.status

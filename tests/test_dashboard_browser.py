@@ -1,9 +1,11 @@
 """The dashboard in a real browser: ``streamlit run`` on a free localhost port, driven by
 headless Chromium (Debian's ``chromium`` through Playwright) through every page.
 
-A page passes when it finishes running without a Streamlit exception box; a screenshot of
-each is saved under the test's tmp_path, and also as ``docs/dashboard-<page>.png`` when
-``TBXRAY_DOCS_SCREENSHOTS=1`` (the README's pictures).
+Every page is visited at 1024 and 1440 px wide. A page passes when it finishes running without a
+Streamlit exception box and no headline metric is cut short (an ellipsis in its text, or text
+wider than its box). A screenshot of each page at each width is saved under the test's
+tmp_path, and also as ``docs/dashboard-<page>-<width>.png`` when ``TBXRAY_DOCS_SCREENSHOTS=1``
+(the README's pictures).
 """
 
 from __future__ import annotations
@@ -22,7 +24,21 @@ import pytest
 from tests.test_dashboard import APP, ROOT, seed_store
 
 CHROMIUM = Path("/usr/bin/chromium")
-VIEWPORT = {"width": 1440, "height": 900}
+VIEWPORTS = [{"width": 1024, "height": 768}, {"width": 1440, "height": 900}]
+
+# Headline metrics whose value or label is cut: an ellipsis in its text, or an element (or one
+# inside it) whose content is wider than its box, which is what CSS text-overflow: ellipsis shows.
+TRUNCATED_METRICS = """() => {
+  const parts = '[data-testid="stMetricValue"], [data-testid="stMetricLabel"]';
+  const cut = [];
+  for (const metric of document.querySelectorAll('[data-testid="stMetric"]')) {
+    const short = [...metric.querySelectorAll(parts)].some(el =>
+      el.innerText.trim().endsWith('\u2026') ||
+      [el, ...el.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth + 1));
+    if (short) cut.push(metric.innerText.replace(/\\s+/g, ' ').trim());
+  }
+  return cut;
+}"""
 
 
 def free_port() -> int:
@@ -97,17 +113,19 @@ def settle(page, timeout: float = 120.0) -> None:
     raise AssertionError(f"{page.url} kept running for {timeout:.0f} s")
 
 
-def screenshot(page, path: Path) -> None:
+def screenshot(page, path: Path, viewport: dict[str, int]) -> None:
     """The whole page: the viewport grows to the main area's height for the picture."""
     height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
-    page.set_viewport_size({"width": VIEWPORT["width"], "height": min(int(height) + 40, 6000)})
+    page.set_viewport_size({"width": viewport["width"], "height": min(int(height) + 40, 6000)})
     time.sleep(0.8)  # Plotly redraws at the new size
     page.screenshot(path=str(path))
-    page.set_viewport_size(VIEWPORT)
+    page.set_viewport_size(viewport)
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent (apt install chromium)")
-def test_every_page_renders_in_chromium_without_an_exception(dashboard, tmp_path):
+def test_every_page_renders_at_1024_and_1440_without_an_exception_or_cut_metric(
+    dashboard, tmp_path
+):
     from playwright.sync_api import sync_playwright
 
     url, ids = dashboard
@@ -125,17 +143,22 @@ def test_every_page_renders_in_chromium_without_an_exception(dashboard, tmp_path
     failures = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        page = browser.new_page(viewport=VIEWPORT)
+        page = browser.new_page()
         for name, path in pages.items():
-            page.goto(f"{url}/{path}")
-            settle(page)
-            shot = tmp_path / f"dashboard-{name}.png"
-            screenshot(page, shot)
-            if docs:
-                screenshot(page, ROOT / "docs" / f"dashboard-{name}.png")
-            boxes = page.locator('[data-testid="stException"]')
-            if boxes.count():
-                failures.append(f"{name}: {boxes.first.inner_text()[:1500]}")
-            assert shot.stat().st_size > 10_000
+            for viewport in VIEWPORTS:
+                width = viewport["width"]
+                page.set_viewport_size(viewport)
+                page.goto(f"{url}/{path}")
+                settle(page)
+                shot = tmp_path / f"dashboard-{name}-{width}.png"
+                screenshot(page, shot, viewport)
+                if docs:
+                    screenshot(page, ROOT / "docs" / f"dashboard-{name}-{width}.png", viewport)
+                boxes = page.locator('[data-testid="stException"]')
+                if boxes.count():
+                    failures.append(f"{name} at {width}: {boxes.first.inner_text()[:1500]}")
+                for metric in page.evaluate(TRUNCATED_METRICS):
+                    failures.append(f"{name} at {width}: metric cut short: {metric!r}")
+                assert shot.stat().st_size > 10_000
         browser.close()
     assert not failures, "\n\n".join(failures)

@@ -90,6 +90,9 @@ with tab_runs:
         st.dataframe(
             pd.DataFrame.from_dict(rows, orient="index", columns=labels),
             height=36 * (len(rows) + 1) + 2,
+            # Wide enough for "external sensitivity mean / worst", and kept in view while the
+            # runs' columns scroll on a narrow page.
+            column_config={"_index": st.column_config.TextColumn(width=230, pinned=True)},
             key="cmp.metrics",
         )
 
@@ -117,7 +120,10 @@ with tab_runs:
             )
         with c_curve:
             metric = st.segmented_control(
-                "Learning curves", ["auc", "loss", "accuracy"], default="auc", key="cmp.metric"
+                "Learning curves: validation solid, training dotted",
+                ["auc", "loss", "accuracy"],
+                default="auc",
+                key="cmp.metric",
             )
             histories = [
                 (label, store.epochs(r.id)) for label, r in zip(labels, chosen, strict=True)

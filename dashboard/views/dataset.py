@@ -65,18 +65,24 @@ summary = datasets.summarise(index)
 counts = summary["counts"]
 
 st.caption(f"`{index.root}` · layout {index.layout} · fingerprint `{index.fingerprint[:16]}…`")
-cols = st.columns(6)
-cols[0].metric("images", summary["n_images"])
-cols[1].metric("normal", counts["normal"])
-cols[2].metric("TB", counts["tb"])
+row = ui.metric_row()
+row.metric("images", summary["n_images"], width="content")
+row.metric("normal", counts["normal"], width="content")
+row.metric("TB", counts["tb"], width="content")
 ratio = summary["imbalance_ratio"]
-cols[3].metric("imbalance", f"{ratio:.2f} : 1" if ratio else "—", help="majority / minority")
-cols[4].metric("bad files", summary["n_bad_files"])
-cols[5].metric(
+row.metric(
+    "imbalance",
+    f"{ratio:.2f} : 1" if ratio else "—",
+    help="majority / minority",
+    width="content",
+)
+row.metric("bad files", summary["n_bad_files"], width="content")
+row.metric(
     "near-duplicate groups",
     summary["n_duplicate_groups"],
     help=f"{summary['n_images_in_duplicate_groups']} images; each group stays on one side of "
     "every train/validation/test split",
+    width="content",
 )
 if summary["mixed_label_groups"]:
     st.error(

@@ -126,18 +126,24 @@ def in_lungs(result: explain.Explanation) -> str:
 
 image_key = hashlib.sha1(data).hexdigest()[:16]
 
-c = st.columns(4)
-c[0].metric(
+row = ui.metric_row()
+row.metric(
     "P(TB)",
     f"{probability:.3f}",
     help="the network's raw output, not a calibrated probability"
     if predictor.calibrator is None
     else f"calibrated ({predictor.calibrator.kind} scaling fitted on the validation split)",
+    width="content",
 )
 called = "TB" if probability >= predictor.threshold else "normal"
-c[1].metric("verdict", called if assessed.status == ASSESSED else "none")
-c[2].metric("threshold", f"{predictor.threshold:.4f}", help="chosen on the run's validation split")
-c[3].metric("true label", truth or "unknown")
+row.metric("verdict", called if assessed.status == ASSESSED else "none", width="content")
+row.metric(
+    "threshold",
+    f"{predictor.threshold:.4f}",
+    help="chosen on the run's validation split",
+    width="content",
+)
+row.metric("true label", truth or "unknown", width="content")
 st.caption(f"{verdict} · run {run.name} ({run.id[:6]}) · {name}")
 
 alpha = st.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="ex.alpha")

@@ -47,7 +47,9 @@ if frame.empty:
     first_run()
     st.stop()
 
-c_status, c_suite, c_date, c_archived = st.columns([2, 2, 2, 1], vertical_alignment="bottom")
+# The date range needs about 220 px and the toggle's label 160: three filters a row, and the
+# toggle beside the expression, keep both whole at 1024 px.
+c_status, c_suite, c_date = st.columns([2, 2, 3], vertical_alignment="bottom")
 statuses = c_status.multiselect("Status", RUN_STATUSES, key="lb.status", placeholder="any")
 suite_names = sorted({s for s in frame["suite"] if s})
 suites = c_suite.multiselect("Suite", suite_names, key="lb.suite", placeholder="any")
@@ -58,12 +60,13 @@ if st.session_state.get("lb.dates", span) == st.session_state.get("lb.dates_span
 st.session_state["lb.dates_span"] = span
 st.session_state.setdefault("lb.dates", span)
 dates = c_date.date_input("Created between", key="lb.dates")
+c_expr, c_archived = st.columns([2, 1], vertical_alignment="bottom")
 archived = c_archived.toggle(
     f"Show archived ({int(frame['archived'].sum())})",
     key="lb.archived",
     help="Archived runs are hidden until shown here; restore one on its run page.",
 )
-expression = st.text_input(
+expression = c_expr.text_input(
     "Filter expression",
     key="lb.expr",
     placeholder=tables.EXAMPLE,
@@ -111,7 +114,7 @@ with st.expander("Columns and sorting"):
     descending = c_desc.toggle("Descending", value=True, key="lb.desc")
 
 COLUMN_CONFIG = {
-    "name": st.column_config.TextColumn("name", width="medium"),
+    "name": st.column_config.TextColumn("name", width="medium", pinned=True),
     "auc": st.column_config.NumberColumn("AUC", format="%.3f", help="test AUC"),
     "auc_ci": st.column_config.TextColumn("AUC 95% CI"),
     "sensitivity": st.column_config.NumberColumn(

@@ -19,12 +19,17 @@ if flash:
 
 
 def card(run: Run) -> None:
-    cols = st.columns(5)
-    cols[0].metric("AUC (test)", ui.fmt(run.auc), help=ui.fmt_ci(run.auc, run.auc_lo, run.auc_hi))
-    cols[1].metric("sensitivity", ui.fmt(run.sensitivity))
-    cols[2].metric("specificity", ui.fmt(run.specificity))
-    cols[3].metric("threshold", ui.fmt(run.threshold, 4), help="chosen on validation")
-    cols[4].metric("WHO target", "met" if run.who_met else "not met")
+    row = ui.metric_row()
+    row.metric(
+        "AUC (test)",
+        ui.fmt(run.auc),
+        help=ui.fmt_ci(run.auc, run.auc_lo, run.auc_hi),
+        width="content",
+    )
+    row.metric("sensitivity", ui.fmt(run.sensitivity), width="content")
+    row.metric("specificity", ui.fmt(run.specificity), width="content")
+    row.metric("threshold", ui.fmt(run.threshold, 4), help="chosen on validation", width="content")
+    row.metric("WHO target", "met" if run.who_met else "not met", width="content")
     ext = store.external_evals(run.id)
     size = run.config.get("data", {}).get("image_size")
     summary = ExternalSummary.of(run.id, ext)

@@ -102,30 +102,34 @@ elif run.status == "cancelled":
 
 if run.status == "succeeded":
     m = run.metrics
-    cols = st.columns(7)
-    cols[0].metric(
+    row = ui.metric_row()
+    row.metric(
         "AUC (test)",
         ui.fmt(run.auc),
         help=f"95% CI {ui.fmt_ci(run.auc, run.auc_lo, run.auc_hi)}",
+        width="content",
     )
-    cols[1].metric(
+    row.metric(
         "sensitivity",
         ui.fmt(run.sensitivity),
         help=f"95% CI {ui.fmt_ci(run.sensitivity, run.sensitivity_lo, run.sensitivity_hi)}",
+        width="content",
     )
-    cols[2].metric(
+    row.metric(
         "specificity",
         ui.fmt(run.specificity),
         help=f"95% CI {ui.fmt_ci(run.specificity, run.specificity_lo, run.specificity_hi)}",
+        width="content",
     )
-    cols[3].metric("F1", ui.fmt(run.f1))
-    cols[4].metric("accuracy", ui.fmt(run.accuracy))
-    cols[5].metric(
+    row.metric("F1", ui.fmt(run.f1), width="content")
+    row.metric("accuracy", ui.fmt(run.accuracy), width="content")
+    row.metric(
         "threshold",
         ui.fmt(run.threshold, 4),
         help=f"chosen on validation by the {m.get('threshold_rule', '?')!r} rule",
+        width="content",
     )
-    cols[6].metric("WHO target", "met" if run.who_met else "not met")
+    row.metric("WHO target", "met" if run.who_met else "not met", width="content")
     st.caption(
         f"AUC 95% CI {ui.fmt_ci(run.auc, run.auc_lo, run.auc_hi)} · test n={m.get('n')} "
         f"({m.get('n_pos')} TB, {m.get('n_neg')} normal) · {m.get('epochs_trained')} epochs · "
@@ -168,25 +172,26 @@ if run.status == "succeeded":
         )
         at = evaluate.metrics(labels, scores, threshold)
         chosen = evaluate.metrics(labels, scores, float(run.threshold))
-        c = st.columns(5)
-        for col, (key, label) in zip(
-            c,
-            (
-                ("sensitivity", "sensitivity"),
-                ("specificity", "specificity"),
-                ("precision", "PPV"),
-                ("npv", "NPV"),
-            ),
-            strict=False,
+        row = ui.metric_row()
+        for key, label in (
+            ("sensitivity", "sensitivity"),
+            ("specificity", "specificity"),
+            ("precision", "PPV"),
+            ("npv", "NPV"),
         ):
             delta = at[key] - chosen[key]
-            col.metric(
+            row.metric(
                 label,
                 ui.fmt(at[key]),
                 delta=None if abs(delta) < 1e-12 or np.isnan(delta) else f"{delta:+.3f}",
                 help=f"at the chosen threshold: {ui.fmt(chosen[key])}",
+                width="content",
             )
-        c[4].metric("WHO target at this threshold", "met" if at["who_met"] else "not met")
+        row.metric(
+            "WHO target at this threshold",
+            "met" if at["who_met"] else "not met",
+            width="content",
+        )
         st.caption(
             "Moving the threshold on the test set itself is for exploration only: a threshold "
             "picked here would make these test figures optimistic. The run's threshold was "
