@@ -8,13 +8,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from db import RunNotFound, RunStore, StoreError
 from pipeline.cli import main
 from pipeline.manage import delete_run, suite_progress
+from tests.test_dashboard import page, texts
 
-APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 CONFIG = {"name": "r", "seed": 0, "data": {"path": "data/phantoms", "image_size": 64}}
 
 
@@ -189,21 +188,6 @@ def test_cli_suite_shows_progress_and_how_to_cancel_the_rest(store, capsys):
 # Dashboard ------------------------------------------------------------------------------------
 
 
-def page(path: str | None = None, **params: str) -> AppTest:
-    """The app run once on ``path`` (a views/ file; the leaderboard when None)."""
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.query_params.update(params)
-    at.run()
-    if path is not None:
-        at.switch_page(path).run()
-    assert not at.exception, at.exception
-    return at
-
-
-def text(at: AppTest, kind: str) -> str:
-    return "\n".join(str(e.value) for e in getattr(at, kind))
-
-
 def test_leaderboard_hides_archived_runs_and_filters_on_tags_and_notes(store, isolated_store):
     kept = finished(store, "kept", isolated_store)
     old = finished(store, "old", isolated_store)
@@ -238,7 +222,7 @@ def test_run_page_edits_tags_and_note_and_archives_then_restores(store, isolated
 
     at.button(key="run.archive").click().run()
     assert store.get_run(run_id).archived_at is not None
-    assert "Archived on" in text(at, "info")
+    assert "Archived on" in texts(at, "info")
     at.button(key="run.restore").click().run()
     assert store.get_run(run_id).archived_at is None
 
@@ -249,17 +233,17 @@ def test_run_page_deletes_after_a_confirmation_and_refuses_a_running_run(store, 
 
     at = page("views/run.py", run=running.id)
     at.button(key="run.delete").click().run()
-    assert f"cannot delete run {running.id}: it is running; cancel it first" in text(at, "error")
+    assert f"cannot delete run {running.id}: it is running; cancel it first" in texts(at, "error")
     assert not at.button(key="run.delete").disabled
 
     at = page("views/run.py", run=run_id)
     at.button(key="run.delete").click().run()
-    assert "for good" in text(at, "warning")
+    assert "for good" in texts(at, "warning")
     assert (isolated_store / run_id).exists()  # nothing happens before the confirmation
     at.button(key="run.delete_confirm").click().run()
     assert not (isolated_store / run_id).exists()
     assert [r.id for r in store.list_runs()] == [running.id]
-    assert f"Run {run_id} (doomed) deleted" in text(at, "success")
+    assert f"Run {run_id} (doomed) deleted" in texts(at, "success")
 
 
 def test_run_page_offers_the_files_that_exist_for_download(store, isolated_store):

@@ -47,28 +47,32 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def load_shipped(weights: Path, what: str, retrain: str) -> tuple[Any, dict[str, Any]]:
+    """A shipped model (Keras safe mode, no optimizer) and its card (``.json`` beside it, or
+    empty); a missing or broken file raises :class:`SegmenterError` saying how to retrain it."""
+    import keras
+
+    if not weights.is_file():
+        raise SegmenterError(f"{what}'s weights {weights} are missing; retrain them: {retrain}")
+    try:
+        model = keras.saving.load_model(weights, compile=False, safe_mode=True)
+    except Exception as err:  # a truncated zip, bad JSON, wrong shapes: all one problem
+        raise SegmenterError(
+            f"{what}'s weights {weights} cannot be loaded ({type(err).__name__}); "
+            f"retrain them: {retrain}"
+        ) from None
+    card = weights.with_suffix(".json")
+    return model, json.loads(card.read_text()) if card.is_file() else {}
+
+
 class Segmenter:
     """A trained lung U-Net and its card; :meth:`segment` gives a lung mask for any image."""
 
     def __init__(self, weights: str | Path = WEIGHTS) -> None:
-        import keras
-
         self.weights = Path(weights)
-        if not self.weights.is_file():
-            raise SegmenterError(
-                f"the lung segmenter's weights {self.weights} are missing; retrain them: {RETRAIN}"
-            )
-        try:
-            self.model = keras.saving.load_model(self.weights, compile=False, safe_mode=True)
-        except Exception as err:  # a truncated zip, bad JSON, wrong shapes: all one problem
-            raise SegmenterError(
-                f"the lung segmenter's weights {self.weights} cannot be loaded "
-                f"({type(err).__name__}); retrain them: {RETRAIN}"
-            ) from None
+        self.model, self.card = load_shipped(self.weights, "the lung segmenter", RETRAIN)
         self.size = int(self.model.input_shape[1])
         self.sha256 = file_sha256(self.weights)
-        card = self.weights.with_suffix(".json")
-        self.card: dict[str, Any] = json.loads(card.read_text()) if card.is_file() else {}
         # Keras models are not documented as safe to call from several threads at once, and
         # preprocessing runs one thread per core.
         self._lock = threading.Lock()

@@ -14,7 +14,6 @@ pipeline lungs view-train --install`` replaces both (:mod:`pipeline.lungs.view_t
 from __future__ import annotations
 
 import functools
-import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ import cv2
 import numpy as np
 
 from pipeline import images
-from pipeline.lungs.segmenter import WEIGHTS_DIR, SegmenterError, normalise
+from pipeline.lungs.segmenter import WEIGHTS_DIR, load_shipped, normalise
 
 VIEW_WEIGHTS = WEIGHTS_DIR / "view.keras"
 VIEW_CARD = WEIGHTS_DIR / "view.json"
@@ -141,22 +140,8 @@ class ViewChecker:
     """The shipped view CNN and its card; :meth:`check` judges a gray image of any size."""
 
     def __init__(self, weights: str | Path = VIEW_WEIGHTS) -> None:
-        import keras
-
         self.weights = Path(weights)
-        if not self.weights.is_file():
-            raise SegmenterError(
-                f"the view check's weights {self.weights} are missing; retrain them: {VIEW_RETRAIN}"
-            )
-        try:
-            self.model = keras.saving.load_model(self.weights, compile=False, safe_mode=True)
-        except Exception as err:  # a truncated zip, bad JSON, wrong shapes: all one problem
-            raise SegmenterError(
-                f"the view check's weights {self.weights} cannot be loaded "
-                f"({type(err).__name__}); retrain them: {VIEW_RETRAIN}"
-            ) from None
-        card = self.weights.with_suffix(".json")
-        self.card: dict[str, Any] = json.loads(card.read_text()) if card.is_file() else {}
+        self.model, self.card = load_shipped(self.weights, "the view check", VIEW_RETRAIN)
         self._lock = threading.Lock()
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
