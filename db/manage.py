@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from db.base import not_found, touch
 from db.errors import StoreError
-from db.models import RunRow
+from db.models import PromotionRow, RunRow
 from db.records import Run, run_record, utc_now
 from db.serving import ServingMixin
 
@@ -105,6 +105,18 @@ class ManageMixin(ServingMixin):
                 f"cannot {action} run {row.id}: it is the model the public app serves; promote "
                 "another run first"
             )
+        if action == "delete":
+            query = select(PromotionRow).where(PromotionRow.run_id == row.id)
+            with self.session() as s:
+                promoted = s.scalars(query.order_by(PromotionRow.promoted_at.desc())).first()
+                last = None if promoted is None else (promoted.promoted_at, promoted.promoted_by)
+            if last is not None:
+                who = f" by {last[1]}" if last[1] else ""
+                return (
+                    f"cannot delete run {row.id}: it was served to the public (promoted "
+                    f"{last[0]:%Y-%m-%d}{who}), and the record of what was served is kept; "
+                    "archive it instead"
+                )
         return None
 
     def _refuse_if_busy_or_served(self, row: RunRow, action: str) -> None:

@@ -87,6 +87,17 @@ def test_a_queued_running_or_served_run_is_neither_deleted_nor_archived(store, i
     assert {r.id for r in store.list_runs()} == {queued.id, running.id, served}
 
 
+def test_a_run_once_served_to_the_public_is_archived_not_deleted(store, isolated_store):
+    """The record of what the public was served (who promoted it, when, why) is kept."""
+    earlier = finished(store, "served-last-month", isolated_store)
+    store.promote(earlier, "release", promoted_by="Dr Lee")
+    store.promote(finished(store, "served-now", isolated_store), "better")
+    with pytest.raises(StoreError, match=r"served to the public \(promoted .* by Dr Lee\)"):
+        delete_run(store, earlier)
+    assert [p.run_id for p in store.promotions()][-1] == earlier
+    assert store.archive_run(earlier).archived_at is not None
+
+
 def test_delete_removes_the_rows_the_artifacts_and_the_log(store, isolated_store):
     run_id = finished(store, "gone", isolated_store)
     failed = finished(store, "broken", isolated_store, status="failed")
