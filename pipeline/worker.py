@@ -272,6 +272,7 @@ def work(store: RunStore, options: WorkerOptions, executor: Executor = execute) 
     """
     check_runs_folder(store, options.name)
     executed: list[Run] = []
+    evaluations = 0
     given_back: str | None = None
     with _StopSignals() as stop, _Presence(store, options.name, options.heartbeat_s) as presence:
         while stop.stopped is None and (
@@ -285,6 +286,7 @@ def work(store: RunStore, options: WorkerOptions, executor: Executor = execute) 
             if job is not None:
                 print(f"worker {options.name}: evaluation {job.id} of run {job.run_id}", flush=True)
                 given_back = _evaluate_or_release(store, job, options, stop)
+                evaluations += 1
                 continue
             run = store.claim_next(options.name)
             if run is None:
@@ -300,7 +302,9 @@ def work(store: RunStore, options: WorkerOptions, executor: Executor = execute) 
                 print(f"worker {options.name}: run {done.id} {done.status}", flush=True)
             executed.append(done)
     if stop.stopped is None:
-        print(f"worker {options.name}: {len(executed)} runs executed", flush=True)
+        plural = "" if evaluations == 1 else "s"
+        done_too = f" and {evaluations} evaluation{plural}" if evaluations else ""
+        print(f"worker {options.name}: {len(executed)} runs{done_too} executed", flush=True)
     else:
         print(f"worker {options.name}: stopped ({stop.stopped}); {given_back or 'was idle'}")
     return executed

@@ -53,7 +53,9 @@ def progress_texts(at) -> str:
     return "\n".join(e.proto.text for e in at.get("progress"))
 
 
-def test_the_page_queues_an_evaluation_a_worker_runs_it_and_the_page_shows_it(run_id, other):
+def test_the_page_queues_an_evaluation_a_worker_runs_it_and_the_page_shows_it(
+    run_id, other, capsys
+):
     at = page("views/run.py", run=run_id)
     at.text_input(key="ext.path").input(str(other)).run()
     assert not texts(at, "error"), texts(at, "error")
@@ -67,6 +69,7 @@ def test_the_page_queues_an_evaluation_a_worker_runs_it_and_the_page_shows_it(ru
     assert f"Evaluation on {other} is queued for a worker." in texts(at, "info")
 
     assert work(RunStore(), OPTIONS) == []  # no training run: only the evaluation
+    assert "0 runs and 1 evaluation executed" in capsys.readouterr().out
     job = store.get_eval_job(job.id)
     assert (job.status, job.n_done, job.n_total) == ("succeeded", 40, 40)
     (result,) = store.external_evals(run_id)
