@@ -16,19 +16,15 @@ import json
 import os
 import platform
 import shutil
-import sys
-import threading
 import time
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 import keras
 import numpy as np
-from sqlalchemy.exc import SQLAlchemyError
 from tqdm import tqdm
 
 from db import Run, RunStore
@@ -37,6 +33,7 @@ from pipeline.config import RunConfig
 from pipeline.datasets import DatasetIndex
 from pipeline.enhance import PCADenoiser
 from pipeline.events import EVENTS_DIR, EventWriter
+from pipeline.heartbeat import beating
 from pipeline.model import build_model
 from pipeline.splits import Split, stratified_group_split
 from pipeline.stop import StopRequested
@@ -267,29 +264,9 @@ def _write_artifacts(
                 writer.writerow([part, relpaths[i], int(data.index.labels[i]), repr(float(score))])
 
 
-@contextmanager
-def heartbeat(store: RunStore, run_id: str, every_s: float) -> Iterator[None]:
-    """Heart-beat the run from a daemon thread for as long as the block runs.
-
-    A database hiccup is reported on stderr and the next beat tried; the run is only reaped if
-    the beats stay away for the whole stale period.
-    """
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(every_s):
-            try:
-                store.heartbeat(run_id)
-            except SQLAlchemyError as err:
-                print(f"heartbeat of run {run_id} failed, retrying: {err}", file=sys.stderr)
-
-    thread = threading.Thread(target=beat, name=f"heartbeat-{run_id}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+def heartbeat(store: RunStore, run_id: str, every_s: float) -> AbstractContextManager[None]:
+    """Heart-beat the run for as long as the block runs (:func:`~pipeline.heartbeat.beating`)."""
+    return beating(lambda: store.heartbeat(run_id), every_s, f"run {run_id}")
 
 
 class RunCancelled(Exception):  # noqa: N818 - a signal, not an error

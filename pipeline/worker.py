@@ -39,6 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from db import EvalJob, Run, RunStore, StoreError
 from pipeline import preprocess
 from pipeline.config import make_config
+from pipeline.heartbeat import beating
 from pipeline.stop import StopRequested
 
 LOG_NAME = "train.log"
@@ -167,7 +168,9 @@ def evaluate(store: RunStore, job: EvalJob, options: WorkerOptions) -> EvalJob:
     with _output_to(log):
         print(f"evaluation {job.id}: run {job.run_id} on {job.dataset_path}", flush=True)
         try:
-            with _beating(lambda: store.heartbeat_eval(job.id), options.heartbeat_s):
+            with beating(
+                lambda: store.heartbeat_eval(job.id), options.heartbeat_s, f"evaluation {job.id}"
+            ):
                 result = evaluate_external(
                     store,
                     job.run_id,
@@ -181,28 +184,6 @@ def evaluate(store: RunStore, job: EvalJob, options: WorkerOptions) -> EvalJob:
             traceback.print_exc()
             return store.fail_eval_job(job.id, f"{err or type(err).__name__} (log: {log})")
     return store.finish_eval_job(job.id, result.id)
-
-
-@contextmanager
-def _beating(beat: Callable[[], None], every_s: float) -> Iterator[None]:
-    """Call ``beat`` from a daemon thread every ``every_s`` while the block runs; a database
-    hiccup is reported and the next beat tried (as :func:`pipeline.train.heartbeat`)."""
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.wait(every_s):
-            try:
-                beat()
-            except SQLAlchemyError as err:
-                print(f"heartbeat failed, retrying: {err}", file=sys.stderr)
-
-    thread = threading.Thread(target=loop, name="heartbeat-eval", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 class _Presence:

@@ -521,6 +521,21 @@ def test_explain_gives_noise_the_public_apps_cannot_assess_not_a_verdict(ids):
     assert metrics(at)["verdict"] == "none"
 
 
+def test_explain_assesses_an_image_once_not_on_every_slider_move(ids, monkeypatch):
+    from pipeline.assess import Assessor
+
+    calls: list[int] = []
+    screen = Assessor.screen
+    monkeypatch.setattr(
+        Assessor, "screen", lambda self, *a, **k: calls.append(1) or screen(self, *a, **k)
+    )
+    at = page("views/explain.py", run=ids["plain"])
+    assert len(calls) == 1
+    at.slider(key="ex.alpha").set_value(0.8).run()
+    assert not at.exception
+    assert len(calls) == 1  # the same image: decoded, segmented and scored once
+
+
 def test_explain_refuses_an_unreadable_upload_next_to_it(ids):
     at = page("views/explain.py", run=ids["plain"])
     at.segmented_control(key="ex.source").set_value("upload").run()

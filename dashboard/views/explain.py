@@ -90,8 +90,14 @@ try:
 except (OSError, ValueError) as err:
     st.error(f"Cannot load run {run.id}'s model: {err}")
     st.stop()
+image_key = hashlib.sha1(data).hexdigest()[:16]
 # The public app's assessment and `predict`'s: the same verdict, or "Cannot assess" and why.
-assessed = assessor.screen(data)
+# Kept for the image on screen, so moving a slider does not decode and segment it again.
+seen = st.session_state.get("ex.assessed")
+if seen is None or seen[0] != (run.id, image_key):
+    seen = ((run.id, image_key), assessor.screen(data))
+    st.session_state["ex.assessed"] = seen
+assessed = seen[1]
 for note in assessed.notes:
     st.warning(f"{note}.", icon=":material/warning:")
 if assessed.status == REFUSED:
@@ -123,8 +129,6 @@ def in_lungs(result: explain.Explanation) -> str:
     """Caption part: the share of the heatmap's energy inside the lungs (no lesion labels)."""
     return "" if lungs is None else f", {energy_inside(result.heatmap, lungs):.0%} in the lungs"
 
-
-image_key = hashlib.sha1(data).hexdigest()[:16]
 
 row = ui.metric_row()
 row.metric(
