@@ -39,7 +39,7 @@ def main() -> None:
         os.environ["TBXRAY_RUNS_DIR"] = tmp
         os.environ.pop("TBXRAY_DB_URL", None)
         from db import RunStore
-        from pipeline import preprocess, train
+        from pipeline import paths, preprocess, train
         from pipeline.config import preset
         from pipeline.external import evaluate_external
 
@@ -56,7 +56,7 @@ def main() -> None:
 
         # The cold run pays for scanning and preprocessing: drop the caches first.
         for sub in ("index", "arrays"):
-            for f in (preprocess.cache_dir() / sub).glob("*"):
+            for f in (paths.cache_dir() / sub).glob("*"):
                 f.unlink()
         runs = [train.run(cfg, store, progress=True) for _ in ("cold", "warm")]
         external = evaluate_external(store, runs[0].id, args.external, progress=True)

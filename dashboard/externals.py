@@ -16,7 +16,7 @@ import streamlit as st
 
 from dashboard import ui
 from db import EvalJob, ExternalEval, ExternalSummary, Run, RunStore
-from pipeline import preprocess
+from pipeline import paths
 
 ACTIVE = ("queued", "running")
 
@@ -53,7 +53,7 @@ def _table(run: Run, externals: list[ExternalEval]) -> None:
 def cli_hint(run: Run) -> str:
     """The command that evaluates the run from a terminal, as it works from anywhere: in the
     checkout, on the runs folder this dashboard reads."""
-    runs = shlex.quote(str(preprocess.runs_dir().resolve()))
+    runs = shlex.quote(str(paths.runs_dir().resolve()))
     return (
         f"cd {shlex.quote(str(ui.ROOT))} && TBXRAY_RUNS_DIR={runs} "
         f"python -m pipeline evaluate {run.id} --data FOLDER"

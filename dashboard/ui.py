@@ -22,7 +22,7 @@ import pandas as pd
 import streamlit as st
 
 from db import Run, RunStore, Worker, default_url
-from pipeline import catalog, datasets, preprocess
+from pipeline import catalog, datasets, paths, preprocess
 from pipeline.config import data_root
 from pipeline.worker import log_path
 
@@ -188,7 +188,7 @@ def start_worker() -> tuple[int, Path]:
     working directory, outlives the dashboard (its own session) and writes to a log file under
     the runs folder. Returns its process id and log path.
     """
-    logs = preprocess.runs_dir() / "logs"
+    logs = paths.runs_dir() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"worker-{datetime.now(UTC):%Y%m%d-%H%M%S}.log"
     env = dict(os.environ)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from db import Run, RunStore
-from pipeline import preprocess
+from pipeline import paths
 
 FINISHED = ("succeeded", "failed", "cancelled")
 
@@ -26,7 +26,7 @@ def delete_run(store: RunStore, run_id: str) -> tuple[Run, list[Path]]:
     Raises StoreError (nothing deleted) for a run that is queued, running or served.
     """
     run = store.discard_run(store.get_run(run_id).id)
-    candidates = [preprocess.runs_dir() / "logs" / f"{run.id}.log"]
+    candidates = [paths.run_log(run.id)]
     if run.artifacts_dir and Path(run.artifacts_dir).name == run.id:
         candidates.append(Path(run.artifacts_dir))
     removed = []

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
-from pipeline import artefacts, datasets, enhance, images, intensity
+from pipeline import artefacts, datasets, enhance, images, intensity, paths
 from pipeline.config import DataConfig
 from pipeline.lungs import roi, segmenter
 from pipeline.lungs.masks import Plausibility, plausibility
@@ -29,16 +29,6 @@ CACHE_VERSION = 2
 # Bump when scanning finds other images in the same files, so old indexes are not reused
 # (1: DICOM files are read; an index cached before listed them as bad files).
 SCAN_VERSION = 1
-
-
-def runs_dir() -> Path:
-    """Root of run artifacts (and of the default SQLite store): ``$TBXRAY_RUNS_DIR`` or ./runs."""
-    return Path(os.environ.get("TBXRAY_RUNS_DIR", "runs"))
-
-
-def cache_dir() -> Path:
-    """Root of preprocessing caches: ``$TBXRAY_CACHE_DIR`` or <runs_dir>/cache."""
-    return Path(os.environ.get("TBXRAY_CACHE_DIR", runs_dir() / "cache"))
 
 
 def preprocess_image(img: np.ndarray, data: DataConfig) -> np.ndarray:
@@ -112,7 +102,7 @@ def load_index(
             f"dataset folder {root} does not exist or is not a folder; pass the folder that "
             "holds the class folders (e.g. Normal/ and Tuberculosis/)"
         )
-    folder = (cache or cache_dir()) / "index"
+    folder = (cache or paths.cache_dir()) / "index"
     path = folder / f"{_listing_key(root, label_map)}.pkl"
     if path.exists():
         try:
@@ -180,7 +170,7 @@ def cached_arrays(
     and written atomically, so an interrupted build never leaves a cache that later runs would
     trust.
     """
-    folder = (cache or cache_dir()) / "arrays"
+    folder = (cache or paths.cache_dir()) / "arrays"
     path = folder / f"{array_key(index.fingerprint, data)}.npy"
     if not path.exists():
         folder.mkdir(parents=True, exist_ok=True)

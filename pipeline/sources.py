@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import datasets, preprocess
+from pipeline import datasets, paths, preprocess
 from pipeline.config import DataConfig
 from pipeline.datasets import DatasetIndex, ImageRecord
 
@@ -102,7 +102,7 @@ def cached_arrays(index: DatasetIndex, data: DataConfig, *, progress: bool = Fal
     """
     if not isinstance(index, CombinedIndex):
         return preprocess.cached_arrays(index, data, progress=progress)
-    folder = preprocess.cache_dir() / "arrays"
+    folder = paths.cache_dir() / "arrays"
     path = folder / f"{preprocess.array_key(index.fingerprint, data)}.npy"
     if not path.exists():
         pieces = [preprocess.cached_arrays(p, data, progress=progress) for p in index.parts]

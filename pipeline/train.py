@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from db import Run, RunStore
-from pipeline import calibration, evaluate, external, inputs, ood, preprocess, sources
+from pipeline import calibration, evaluate, external, inputs, ood, paths, preprocess, sources
 from pipeline.config import RunConfig
 from pipeline.datasets import DatasetIndex
 from pipeline.enhance import PCADenoiser
@@ -293,8 +293,8 @@ def run(
         store.start_run(run_id, worker=f"cli:{os.getpid()}")
     worker = store.get_run(run_id).worker
     started = time.perf_counter()
-    final = preprocess.runs_dir() / run_id
-    partial = preprocess.runs_dir() / f".partial-{run_id}"
+    final = paths.run_dir(run_id)
+    partial = paths.partial_dir(run_id)
     # A re-queued run may find the folders of the attempt whose worker died.
     shutil.rmtree(partial, ignore_errors=True)
     shutil.rmtree(final, ignore_errors=True)

@@ -37,12 +37,10 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from db import EvalJob, Run, RunStore, StoreError
-from pipeline import preprocess
+from pipeline import paths
 from pipeline.config import make_config
 from pipeline.heartbeat import beating
 from pipeline.stop import StopRequested
-
-LOG_NAME = "train.log"
 
 
 @dataclass(frozen=True)
@@ -100,9 +98,9 @@ class _StopSignals:
 
 def log_path(run: Run) -> Path:
     """Where the run's training output is: with its artifacts once it succeeded."""
-    if run.artifacts_dir and (Path(run.artifacts_dir) / LOG_NAME).exists():
-        return Path(run.artifacts_dir) / LOG_NAME
-    return preprocess.runs_dir() / "logs" / f"{run.id}.log"
+    if run.artifacts_dir and (Path(run.artifacts_dir) / paths.LOG_NAME).exists():
+        return Path(run.artifacts_dir) / paths.LOG_NAME
+    return paths.run_log(run.id)
 
 
 @contextmanager
@@ -130,7 +128,7 @@ def execute(store: RunStore, run: Run, options: WorkerOptions) -> Run:
     """Train one claimed run with its output logged; returns the run as stored afterwards."""
     from pipeline import train
 
-    log = preprocess.runs_dir() / "logs" / f"{run.id}.log"
+    log = paths.run_log(run.id)
     with _output_to(log):
         print(f"run {run.id} ({run.name}) on worker {options.name}", flush=True)
         try:
@@ -152,7 +150,7 @@ def execute(store: RunStore, run: Run, options: WorkerOptions) -> Run:
             print(f"run {run.id} failed", flush=True)
     done = store.get_run(run.id)
     if done.artifacts_dir:
-        shutil.move(log, Path(done.artifacts_dir) / LOG_NAME)
+        shutil.move(log, Path(done.artifacts_dir) / paths.LOG_NAME)
     return done
 
 
@@ -164,7 +162,7 @@ def evaluate(store: RunStore, job: EvalJob, options: WorkerOptions) -> EvalJob:
     """
     from pipeline.external import evaluate_external
 
-    log = preprocess.runs_dir() / "logs" / f"eval-{job.id}.log"
+    log = paths.eval_log(job.id)
     with _output_to(log):
         print(f"evaluation {job.id}: run {job.run_id} on {job.dataset_path}", flush=True)
         try:
@@ -192,7 +190,7 @@ class _Presence:
 
     def __init__(self, store: RunStore, name: str, every_s: float) -> None:
         self.store, self.name, self.every_s = store, name, every_s
-        self.runs_dir = str(preprocess.runs_dir().resolve())
+        self.runs_dir = str(paths.runs_dir().resolve())
         self.current_run: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"worker-{name}", daemon=True)
@@ -227,7 +225,7 @@ def check_runs_folder(store: RunStore, name: str) -> None:
     A run's artifacts are read (by the apps, ``predict``, ``explain``) from the folder its
     worker wrote them to, so all workers of one store must share one runs folder.
     """
-    mine = str(preprocess.runs_dir().resolve())
+    mine = str(paths.runs_dir().resolve())
     for other in store.workers():
         if other.alive and other.name != name and other.runs_dir and other.runs_dir != mine:
             raise SharedFolderError(

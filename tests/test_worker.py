@@ -16,7 +16,8 @@ import pytest
 from db import RunStore
 from pipeline.cli import main
 from pipeline.config import preset
-from pipeline.worker import LOG_NAME, WorkerOptions, log_path, work
+from pipeline.paths import LOG_NAME
+from pipeline.worker import WorkerOptions, log_path, work
 
 ROOT = Path(__file__).resolve().parents[1]
 
