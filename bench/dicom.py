@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
 
-    from pipeline.images import read_image
+    from pipeline.imaging.decode import read_image
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-dicom-") as tmp:

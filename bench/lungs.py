@@ -50,7 +50,7 @@ def mean_sd(values: list[float]) -> str:
 
 
 def segmenter_section(masks_dir: Path, folders: list[Path]) -> dict[str, Any]:
-    from pipeline import images
+    from pipeline.imaging import decode
     from pipeline.lungs import masks
     from pipeline.lungs.data import load_pairs
     from pipeline.lungs.segmenter import audit, normalise, shipped
@@ -79,7 +79,7 @@ def segmenter_section(masks_dir: Path, folders: list[Path]) -> dict[str, Any]:
         t0 = time.perf_counter()
         seg.model.predict_on_batch(x)
         net.append(1000 * (time.perf_counter() - t0))
-    full = images.read_image(next((SHARED / "montgomery").rglob("*.png")))
+    full = decode.read_image(next((SHARED / "montgomery").rglob("*.png")))
     whole = []
     for _ in range(10):
         t0 = time.perf_counter()
@@ -174,8 +174,9 @@ def auc_section(
 
 
 def energy_section(store: Any, data: Path, n_images: int, rois: list[str]) -> dict[str, Any]:
-    from pipeline import explain, images
+    from pipeline import explain
     from pipeline.faithfulness import energy_inside
+    from pipeline.imaging import decode
     from pipeline.predictor import Predictor
 
     out: dict[str, Any] = {}
@@ -191,7 +192,7 @@ def energy_section(store: Any, data: Path, n_images: int, rois: list[str]) -> di
         shares: dict[str, list[float]] = {m: [] for m in explain.METHODS}
         area = []
         for row in rows[:n_images]:
-            found = predictor.prepare_with_lungs(images.read_image(data / row["path"]))
+            found = predictor.prepare_with_lungs(decode.read_image(data / row["path"]))
             area.append(float(found.lungs.mean()))
             for m in explain.METHODS:
                 heat = explain.explain(predictor.model, found.image, m, **OPTIONS.get(m, {}))

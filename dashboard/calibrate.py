@@ -18,7 +18,7 @@ import streamlit as st
 from dashboard import charts, ui
 from db import Calibration, Run, RunStore
 from pipeline.datasets import DatasetLayoutError
-from pipeline.images import ImageError
+from pipeline.imaging.decoded import ImageError
 
 
 def reliability(reports: dict[str, dict[str, Any]]) -> go.Figure:

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipeline import artefacts, enhance, images
+from pipeline import artefacts, enhance
 from pipeline.datasets import CLASS_NAMES, DatasetIndex, ImageRecord
+from pipeline.imaging import decode
 
 THUMB = 128
 # Each edge, as the number of quarter turns (np.rot90) that brings it to the bottom, where
@@ -54,7 +55,7 @@ def sample(index: DatasetIndex, per_class: int = 150, seed: int = 0) -> Sample:
 
 def thumbnail(path: str, size: int = THUMB) -> np.ndarray:
     """A file as a ``size`` × ``size`` uint8 gray image (the scan already vetted it)."""
-    return images.resize(images.read_image(path), size)
+    return decode.resize(decode.read_image(path), size)
 
 
 def mean_images(s: Sample) -> dict[str, np.ndarray]:

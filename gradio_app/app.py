@@ -49,8 +49,8 @@ from gradio_app.service import (
     ModelSource,
     no_model,
 )
-from pipeline import images
 from pipeline.explain import LEGEND
+from pipeline.imaging import decode, decoded
 from pipeline.predictor import NEGATIVE, POSITIVE
 
 TITLE = "TB X-ray Lab — chest X-ray TB screening (research tool)"
@@ -147,13 +147,13 @@ def _as_read(path: str | None, limits: Limits) -> np.ndarray | None:
     if path is None:
         return None
     try:
-        gray = images.decode(
+        gray = decode.decode(
             path,
             max_pixels=limits.max_pixels,
             max_bytes=limits.max_bytes,
             for_processing=limits.for_processing,
         ).pixels
-    except images.ImageError:
+    except decoded.ImageError:
         return None
     scale = PREVIEW_SIDE / max(gray.shape)
     if scale >= 1:

@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import dicom, explain, images, ood
-from pipeline.images import ImageError
+from pipeline import explain, ood
+from pipeline.imaging import decode, dicom
+from pipeline.imaging.decoded import ImageError
 from pipeline.lungs import view
 from pipeline.predictor import NEGATIVE, POSITIVE, Predictor
 
@@ -132,7 +133,7 @@ class Assessor:
         """
         d = decoding or Decoding()
         try:
-            decoded = images.decode(
+            decoded = decode.decode(
                 src, max_pixels=d.max_pixels, max_bytes=d.max_bytes, for_processing=d.for_processing
             )
         except ImageError as err:

@@ -39,8 +39,8 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from pipeline import images
-from pipeline.images import ImageError
+from pipeline.imaging import decode
+from pipeline.imaging.decoded import ImageError
 
 NORMAL, TB = 0, 1
 CLASS_NAMES = {NORMAL: "normal", TB: "tb"}
@@ -299,8 +299,8 @@ def _read_one(item: tuple[Path, int]) -> _Found | BadFile:
     except OSError as err:
         return BadFile(str(path), f"cannot read the file ({err.strerror}); check its permissions")
     try:
-        gray = images.read_image(data)
-        _, _, mode = images.describe(data)
+        gray = decode.read_image(data)
+        _, _, mode = decode.describe(data)
     except ImageError as err:
         return BadFile(str(path), err.reason)
     height, width = gray.shape
@@ -448,7 +448,7 @@ def _is_picture(path: Path) -> bool:
         return True
     try:
         with path.open("rb") as f:
-            return images.is_dicom(f.read(132))
+            return decode.is_dicom(f.read(132))
     except OSError:
         return False  # unreadable and unnamed: nothing says it is an image
 

@@ -237,7 +237,7 @@ def fit_from_split(
     ``prepare`` maps a decoded grayscale image to the model input (``Predictor.prepare``).
     Raises FileNotFoundError when the dataset or one of its images is gone.
     """
-    from pipeline import images
+    from pipeline.imaging import decode
 
     root = Path(data_root)
     split = json.loads((Path(run_dir) / "split.json").read_text())
@@ -248,5 +248,5 @@ def fit_from_split(
             f"{len(missing)} of the run's {len(paths)} training images are gone "
             f"(e.g. {missing[0]}); the OOD reference cannot be rebuilt"
         )
-    arrays = np.stack([prepare(images.read_image(p)) for p in paths])
+    arrays = np.stack([prepare(decode.read_image(p)) for p in paths])
     return fit_distance(features(model, arrays), seed=int(split.get("seed", 0)))

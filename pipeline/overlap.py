@@ -16,8 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline import images
 from pipeline.datasets import DUP_DISTANCE, DUP_MIN_CORRELATION, DatasetIndex
+from pipeline.imaging import decode
 
 _THUMB = 32
 # Candidate rows of the distance matrix computed at once (1024 × 16k uint8 = 16 MB).
@@ -51,7 +51,7 @@ class OverlapError(ValueError):
 
 
 def _thumb(path: str) -> np.ndarray:
-    gray = images.read_image(Path(path).read_bytes())
+    gray = decode.read_image(Path(path).read_bytes())
     flat = cv2.resize(gray, (_THUMB, _THUMB), interpolation=cv2.INTER_AREA).astype(np.float32)
     flat = flat.reshape(-1) - flat.mean()
     norm = float(np.linalg.norm(flat))

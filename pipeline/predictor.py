@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from db import RunStore
-from pipeline import images
 from pipeline.calibration import Calibrator
 from pipeline.config import RunConfig, load_config_file
 from pipeline.enhance import PCADenoiser
+from pipeline.imaging import decode
 from pipeline.lungs.masks import Plausibility
 from pipeline.preprocess import LungInput, preprocess_image, preprocess_with_lungs
 
@@ -114,7 +114,7 @@ class Predictor:
     ) -> Prediction:
         """Score one image given as a path, encoded bytes, or a grayscale uint8 array;
         ``with_lungs`` also segments the lungs (for outlines and in-lung heatmap energy)."""
-        img = src if isinstance(src, np.ndarray) else images.read_image(src)
+        img = src if isinstance(src, np.ndarray) else decode.read_image(src)
         found = self.prepare_with_lungs(img) if with_lungs else None
         prepared = self.prepare(img) if found is None else found.image
         p = float(self.predict_prepared(prepared[np.newaxis])[0])

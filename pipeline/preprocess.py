@@ -19,8 +19,9 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
-from pipeline import artefacts, datasets, enhance, images, intensity, paths
+from pipeline import artefacts, datasets, enhance, intensity, paths
 from pipeline.config import DataConfig
+from pipeline.imaging import decode
 from pipeline.lungs import roi, segmenter
 from pipeline.lungs.masks import Plausibility, plausibility
 
@@ -37,7 +38,7 @@ def preprocess_image(img: np.ndarray, data: DataConfig) -> np.ndarray:
     ``roi="full"`` the segmenter is not run."""
     if data.roi == "full":
         img = artefacts.remove(img, data.artefacts)
-        small = intensity.standardise(images.resize(img, data.image_size), data.intensity)
+        small = intensity.standardise(decode.resize(img, data.image_size), data.intensity)
         return enhance.enhance(
             small, data.enhancement, clahe_clip=data.clahe_clip, clahe_tile=data.clahe_tile
         )
@@ -186,7 +187,7 @@ def cached_arrays(
                 segmenter.shipped()  # load it once here, not in several threads at once
 
             def work(i: int) -> None:
-                out[i] = preprocess_image(images.read_image(index.records[i].path), data)
+                out[i] = preprocess_image(decode.read_image(index.records[i].path), data)
 
             with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
                 jobs = pool.map(work, range(len(index.records)))

@@ -21,7 +21,8 @@ from pydicom.uid import (
 
 from pipeline import datasets, preprocess
 from pipeline.config import DataConfig
-from pipeline.images import ImageError, decode, describe, read_image
+from pipeline.imaging.decode import decode, describe, read_image
+from pipeline.imaging.decoded import ImageError
 from tests.dicom_files import dicom_bytes, displayed_as, gdcm_compressed, jpeg_baseline_bytes
 
 # A PatientName no output of the project may ever contain (over 64 characters, so that pydicom

@@ -13,15 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.images import (
-    MAX_SIDE,
-    DecodeBudget,
-    ImageError,
-    decode,
-    describe,
-    read_image,
-    resize,
-)
+from pipeline.imaging.decode import MAX_SIDE, DecodeBudget, decode, describe, read_image, resize
+from pipeline.imaging.decoded import ImageError
 
 
 def _gradient(h: int = 48, w: int = 64) -> np.ndarray:

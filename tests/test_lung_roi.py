@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from db import RunStore
-from pipeline import images, preprocess
+from pipeline import preprocess
 from pipeline.cli import main
 from pipeline.config import ConfigError, DataConfig, preset
+from pipeline.imaging import decode
 from pipeline.lungs.roi import apply_roi
 from pipeline.predictor import Predictor
 
@@ -24,11 +25,11 @@ def test_lung_crop_cuts_the_lungs_box_plus_margin_from_the_full_image():
     lungs[50:150, 20:80] = True  # a 100 × 60 box
     crop, mask = apply_roi(image, lungs, "lung_crop", 32, margin=0.1)
     # margin 0.1: 10 rows and 6 columns more on each side -> rows 40:160, columns 14:86
-    assert np.array_equal(crop, images.resize(image[40:160, 14:86], 32))
+    assert np.array_equal(crop, decode.resize(image[40:160, 14:86], 32))
     assert mask[16, 16]
     assert not mask[0, 0]
     full, full_mask = apply_roi(image, lungs, "full", 32, margin=0.1)
-    assert np.array_equal(full, images.resize(image, 32))
+    assert np.array_equal(full, decode.resize(image, 32))
     assert full_mask.mean() == pytest.approx(0.3, abs=0.02)
     with pytest.raises(ValueError, match=r"data\.roi"):
         apply_roi(image, lungs, "lungs", 32, 0.1)
@@ -60,7 +61,7 @@ def test_the_roi_is_part_of_the_cache_key_and_the_cache_is_reused(phantoms, monk
     def no_decoding(*args, **kwargs):
         raise AssertionError("a warm cache decoded an image")
 
-    monkeypatch.setattr(images, "read_image", no_decoding)
+    monkeypatch.setattr(decode, "read_image", no_decoding)
     assert np.array_equal(preprocess.cached_arrays(index, crop), first)
 
 

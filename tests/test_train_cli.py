@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 
 from db import RunStore
-from pipeline import images, model, synth
+from pipeline import model, synth
 from pipeline.cli import main
+from pipeline.imaging import decode
 
 
 def train(data: Path, *extra: str) -> int:
@@ -103,7 +104,7 @@ def test_second_run_reuses_the_cache_without_decoding(smoke_run, phantoms, monke
     def no_decoding(*args, **kwargs):
         raise AssertionError("a warm-cache run decoded an image")
 
-    monkeypatch.setattr(images, "read_image", no_decoding)
+    monkeypatch.setattr(decode, "read_image", no_decoding)
     assert train(phantoms, "--seed", "1") == 0
     runs = RunStore().list_runs(status="succeeded")
     assert len(runs) == 2

@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline import images, synth
+from pipeline import synth
 from pipeline.cli import main
+from pipeline.imaging import decode
 from pipeline.lungs import view
 from pipeline.lungs.segmenter import SegmenterError
 from tests.conftest import shared_dataset
@@ -19,7 +20,7 @@ def _sample(name: str, n: int) -> list[np.ndarray]:
     """``n`` images spread over a real folder (both classes), gray uint8 at 256 px."""
     paths = sorted(p for p in shared_dataset(name).rglob("*") if p.suffix in {".png", ".jpg"})
     picks = np.linspace(0, len(paths) - 1, n).astype(int)
-    return [images.resize(images.read_image(paths[i]), 256) for i in picks]
+    return [decode.resize(decode.read_image(paths[i]), 256) for i in picks]
 
 
 @pytest.mark.parametrize("collection", ["tb-cxr", "nlm-224"])

@@ -12,7 +12,7 @@ import numpy as np
 import streamlit as st
 
 from dashboard import ui
-from pipeline import images
+from pipeline.imaging import decode
 
 st.title("Explain")
 store = ui.store()
@@ -114,7 +114,7 @@ else:
         help="The public app and `predict` give this image no verdict either.",
     ):
         st.stop()
-    prediction = predictor.predict(images.decode(data).pixels, with_lungs=True)
+    prediction = predictor.predict(decode.decode(data).pixels, with_lungs=True)
     prepared, lungs = prediction.image, prediction.lungs
     probability, verdict = prediction.probability, "Cannot assess"
 

@@ -10,7 +10,8 @@ import streamlit as st
 
 from dashboard import calibrate, charts, externals, manage, ui
 from db import Run, StoreError
-from pipeline import evaluate, images
+from pipeline import evaluate
+from pipeline.imaging import decode, decoded
 
 store = ui.store()
 runs = store.list_runs()
@@ -247,8 +248,8 @@ if run.status == "succeeded":
                 f"P(TB) {row.score:.2f}"
             )
             try:
-                img = images.read_image(row.file)
-            except images.ImageError as err:
+                img = decode.read_image(row.file)
+            except decoded.ImageError as err:
                 grid[i % 6].caption(f"{row.path}: {err.reason}")
                 continue
             if predictor is not None:

@@ -105,10 +105,11 @@ def _inspect_sources(args: argparse.Namespace) -> int:
 
 
 def cmd_intensity_reference(args: argparse.Namespace) -> int:
-    from pipeline import images, intensity, preprocess
+    from pipeline import intensity, preprocess
+    from pipeline.imaging import decode
 
     index = preprocess.load_index(args.data, progress=True)
-    pictures = [images.resize(images.read_image(p), args.size) for p in index.paths]
+    pictures = [decode.resize(decode.read_image(p), args.size) for p in index.paths]
     out = Path(args.out) if args.out else intensity.REFERENCE
     command = f"python -m pipeline intensity-reference --data {args.data} --size {args.size}"
     card = intensity.write_reference(pictures, source=args.data, command=command, path=out)

@@ -151,7 +151,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
 
-    from pipeline.images import ImageError
+    from pipeline.imaging.decoded import ImageError
     from pipeline.lungs.masks import draw_outline, plausibility
     from pipeline.lungs.segmenter import WEIGHTS, Segmenter
 

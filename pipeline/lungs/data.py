@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline import images
+from pipeline.imaging import decode
 
 
 class LungDataError(ValueError):
@@ -87,8 +87,8 @@ def load_pairs(folder: str | Path, size: int) -> Pairs:
     masks = np.empty((n, size, size), bool)
     digest = hashlib.sha256()
     for i, (img_path, mask_path, _) in enumerate(pairs):
-        imgs[i] = images.resize(images.read_image(img_path), size)
-        masks[i] = images.resize(images.read_image(mask_path), size) >= 128
+        imgs[i] = decode.resize(decode.read_image(img_path), size)
+        masks[i] = decode.resize(decode.read_image(mask_path), size) >= 128
         digest.update(
             f"{img_path.name}|{img_path.stat().st_size}|{mask_path.stat().st_size}\n".encode()
         )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from pipeline import images
+from pipeline.imaging import decode
 from pipeline.lungs.masks import bounding_box
 
 ROIS: tuple[str, ...] = ("full", "lung_crop", "lung_mask")
@@ -32,6 +32,6 @@ def apply_roi(
     if roi == "lung_crop":
         top, bottom, left, right = bounding_box(lungs, margin)
         image, lungs = image[top:bottom, left:right], lungs[top:bottom, left:right]
-    small = images.resize(image, size)
+    small = decode.resize(image, size)
     mask = cv2.resize(lungs.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
     return small, mask.astype(bool)

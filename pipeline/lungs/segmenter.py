@@ -18,7 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline import images
+from pipeline.imaging import decode
 from pipeline.lungs.masks import Plausibility, plausibility, postprocess
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -91,13 +91,13 @@ class Segmenter:
         """
         image = np.asarray(image)
         h, w = image.shape
-        prob = self.probabilities(images.resize(image, self.size)[np.newaxis])[0]
+        prob = self.probabilities(decode.resize(image, self.size)[np.newaxis])[0]
         prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
         return postprocess(prob >= 0.5)
 
     def segment_file(self, src: str | Path | bytes) -> tuple[np.ndarray, np.ndarray]:
         """``(gray image, lung mask)`` of an image file (8/16-bit, gray or RGB)."""
-        image = images.read_image(src)
+        image = decode.read_image(src)
         return image, self.segment(image)
 
     def segment_small(self, batch: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -108,7 +108,7 @@ class Segmenter:
         side = batch.shape[1]
         for start in range(0, len(batch), batch_size):
             chunk = np.stack(
-                [images.resize(b, self.size) for b in batch[start : start + batch_size]]
+                [decode.resize(b, self.size) for b in batch[start : start + batch_size]]
             )
             for k, prob in enumerate(self.probabilities(chunk)):
                 small = cv2.resize(prob, (side, side), interpolation=cv2.INTER_LINEAR)
@@ -130,7 +130,7 @@ def audit(seg: Segmenter, paths: list[str], progress: bool = False) -> list[Plau
     from tqdm import tqdm
 
     return [
-        plausibility(seg.segment(images.read_image(p)))
+        plausibility(seg.segment(decode.read_image(p)))
         for p in tqdm(paths, desc="lungs", unit="img", disable=not progress)
     ]
 

@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline import images
+from pipeline.imaging import decode
 from pipeline.lungs.segmenter import WEIGHTS_DIR, load_shipped, normalise
 
 VIEW_WEIGHTS = WEIGHTS_DIR / "view.keras"
@@ -65,7 +65,7 @@ def crop(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
         h, w = (int(share * s), s) if rng.random() < 0.5 else (s, int(share * s))
     top = int(rng.integers(0, s - h + 1))
     left = int(rng.integers(0, s - w + 1))
-    return images.resize(image[top : top + h, left : left + w], s)
+    return decode.resize(image[top : top + h, left : left + w], s)
 
 
 def reframe(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
@@ -78,7 +78,7 @@ def reframe(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     if draw < 0.8:
         side = int(rng.uniform(0.75, 0.95) * s)
         top, left = rng.integers(0, s - side + 1, 2)
-        return images.resize(image[top : top + side, left : left + side], s)
+        return decode.resize(image[top : top + side, left : left + side], s)
     h, w = (rng.uniform(0.6, 0.9, 2) * s).astype(int)
     canvas = np.full((s, s), rng.choice([0, 255, int(image.mean())]), np.uint8)
     top, left = int(rng.integers(0, s - h + 1)), int(rng.integers(0, s - w + 1))
@@ -96,7 +96,7 @@ def views_of(rng: np.random.Generator, image: np.ndarray) -> list[tuple[np.ndarr
     for v in (UPRIGHT, RIGHT, UPSIDE_DOWN, LEFT, PART):
         src = image[:, ::-1] if rng.random() < 0.5 else image
         shown = crop(rng, src) if v == PART else turn(reframe(rng, src), v)
-        out.append((images.resize(shown, SIZE), v))
+        out.append((decode.resize(shown, SIZE), v))
     return out
 
 

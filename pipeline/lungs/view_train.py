@@ -22,8 +22,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from pipeline import images
 from pipeline.datasets import scan
+from pipeline.imaging import decode
 from pipeline.lungs.data import Pairs, augment
 from pipeline.lungs.segmenter import normalise
 from pipeline.lungs.train import test_part
@@ -115,7 +115,7 @@ def score(model: keras.Model, upright: np.ndarray, seed: int = 0) -> ViewScores:
     """How the model judges ``upright`` images (N, S, S) uint8 as they are, and altered copies
     of each (one fixed draw of :func:`~pipeline.lungs.view.views_of` per image from ``seed``)."""
     rng = np.random.default_rng(seed)
-    examples = [(images.resize(image, SIZE), UPRIGHT) for image in upright]
+    examples = [(decode.resize(image, SIZE), UPRIGHT) for image in upright]
     examples += [e for image in upright for e in views_of(rng, image) if e[1] != UPRIGHT]
     truth = np.array([e[1] for e in examples])
     probs = np.concatenate(
@@ -139,7 +139,7 @@ def read_folder(folder: str | Path, side: int) -> np.ndarray:
     """Every usable image of a dataset folder (any layout the dataset scan knows, one class
     allowed), in the scan's order, as gray uint8 (N, side, side)."""
     index = scan(folder, one_class=True)
-    return np.stack([images.resize(images.read_image(p), side) for p in index.paths])
+    return np.stack([decode.resize(decode.read_image(p), side) for p in index.paths])
 
 
 def train_and_card(

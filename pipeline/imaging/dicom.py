@@ -46,7 +46,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from pipeline.images import Decoded, ImageError, check_dimensions
+from pipeline.imaging.decoded import Decoded, ImageError, check_dimensions
 
 # The header elements the image needs; nothing else is read from the file.
 IMAGE_TAGS = (

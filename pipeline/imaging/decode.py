@@ -6,7 +6,8 @@ file's format (PNG, JPEG, BMP, TIFF or DICOM, recognised by its content, not its
 or colour mode, the result is a 2-D ``uint8`` array, and a file that cannot be trusted (empty,
 not an image, truncated, a decompression bomb, too small to be a radiograph, a DICOM file that
 is not a radiograph) raises :class:`ImageError` with a message a user can act on. DICOM is read
-by :mod:`pipeline.dicom`.
+by :mod:`pipeline.imaging.dicom`; the
+error and result types are in :mod:`pipeline.imaging.decoded`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -24,42 +24,14 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# Anything smaller cannot hold a chest radiograph; it is a thumbnail, an icon or a broken export.
-MIN_SIDE = 8
+from pipeline.imaging.decoded import BOMB_FIX, Decoded, ImageError, check_dimensions
 
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
 _ALPHA_MODES = {"RGBA", "LA", "PA"}
 _SUPPORTED_MODES = {"1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "HSV"}
 _SUPPORTED_MODES |= _SIXTEEN_BIT_MODES | _ALPHA_MODES
 
-_BOMB_FIX = "downscale the image (a chest X-ray rarely needs more than 4096×4096 pixels)"
 _CUT = "the file was probably cut short while downloading or copying; fetch it again"
-
-
-class ImageError(ValueError):
-    """An image was refused; ``str(err)`` names the file (when known), the problem and the fix.
-
-    ``source`` is the file path (``None`` for in-memory bytes) and ``reason`` is the message
-    without the path, e.g. for listing bad files in a dataset report.
-    """
-
-    def __init__(self, source: str | None, problem: str, fix: str) -> None:
-        self.source = source
-        self.reason = f"{problem}; {fix}"
-        super().__init__(f"{source}: {self.reason}" if source else self.reason)
-
-
-@dataclass(frozen=True)
-class Decoded:
-    """A decoded image: ``pixels`` (H×W uint8), the file's ``format`` (``"PNG"``, ``"JPEG"``,
-    ``"DICOM"``...), and for DICOM the header's ``view`` (View Position such as ``"PA"`` or
-    ``"LL"``; None when absent or for other formats) and ``notes``: sentences a reader of the
-    result must see (e.g. text burned into the image)."""
-
-    pixels: np.ndarray
-    format: str
-    view: str | None = None
-    notes: tuple[str, ...] = ()
 
 
 def is_dicom(head: bytes) -> bool:
@@ -101,7 +73,9 @@ def decode(
     source = None if isinstance(src, bytes) else str(src)
     with _open_source(src, source, max_bytes) as fp:
         if _starts_dicom(fp):
-            from pipeline import dicom  # pydicom is imported when a DICOM file first arrives
+            from pipeline.imaging import (
+                dicom,  # pydicom is imported when a DICOM file first arrives
+            )
 
             return dicom.read(fp, source, max_pixels, for_processing=for_processing)
         with _open_header(fp, source, max_pixels) as im:
@@ -129,30 +103,11 @@ def describe(src: str | Path | bytes) -> tuple[int, int, str]:
     # No pixel limit here: describing a bomb is harmless, decoding it is what read_image stops.
     with _open_source(src, source, None) as fp:
         if _starts_dicom(fp):
-            from pipeline import dicom
+            from pipeline.imaging import dicom
 
             return dicom.describe(fp, source)
         with _open_header(fp, source, None) as im:
             return im.width, im.height, im.mode
-
-
-def check_dimensions(width: int, height: int, source: str | None, max_pixels: int | None) -> None:
-    """Refuse, from a header's width and height, a possible decompression bomb (more than
-    ``max_pixels``; ``None``: no limit) and an image too small to be a radiograph."""
-    if max_pixels is not None and width * height > max_pixels:
-        raise ImageError(
-            source,
-            f"the header claims {width}×{height} = {width * height:,} pixels, over the "
-            f"{max_pixels:,} pixel limit (a possible decompression bomb)",
-            _BOMB_FIX,
-        )
-    if min(width, height) < MIN_SIDE:
-        raise ImageError(
-            source,
-            f"the image is only {width}×{height} pixels, too small to be a chest X-ray "
-            f"(minimum {MIN_SIDE}×{MIN_SIDE})",
-            "use the full-resolution radiograph, not a thumbnail",
-        )
 
 
 def resize(img: np.ndarray, size: int) -> np.ndarray:
@@ -207,7 +162,7 @@ def _open_header(fp: IO[bytes], source: str | None, max_pixels: int | None) -> I
         ) from None
     except Image.DecompressionBombError as err:
         # PIL's own limit fires inside open() for sizes far beyond ours; same problem, same fix.
-        raise ImageError(source, f"too many pixels ({err})", _BOMB_FIX) from None
+        raise ImageError(source, f"too many pixels ({err})", BOMB_FIX) from None
     # A file cut short inside its header ("Truncated File Read") or with a broken one fails in
     # open(), with any of the exception types of _decode_pixels.
     except Exception as err:
@@ -274,7 +229,7 @@ class DecodeBudget:
                 f"decoding it would take {_human_bytes(cost)} of memory, over the "
                 f"{_human_bytes(self.total)} "
                 "a decode may use",
-                _BOMB_FIX,
+                BOMB_FIX,
             )
         with self._free:
             self._free.wait_for(lambda: self.used + cost <= self.total)
