@@ -41,17 +41,18 @@ def main() -> None:
         from db import RunStore
         from pipeline import paths, preprocess, train
         from pipeline.config import preset
+        from pipeline.data import index_cache
         from pipeline.external import evaluate_external
 
         store = RunStore()
         cfg = preset("baseline", **{"data.path": args.data, "data.image_size": args.size})
 
         t0 = time.perf_counter()
-        index = preprocess.load_index(args.data, progress=True)
+        index = index_cache.load_index(args.data, progress=True)
         preprocess.cached_arrays(index, cfg.data, progress=True)
         cold_prep = time.perf_counter() - t0
         t0 = time.perf_counter()
-        preprocess.cached_arrays(preprocess.load_index(args.data), cfg.data)
+        preprocess.cached_arrays(index_cache.load_index(args.data), cfg.data)
         warm_prep = time.perf_counter() - t0
 
         # The cold run pays for scanning and preprocessing: drop the caches first.

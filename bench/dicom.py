@@ -48,7 +48,7 @@ SYNTAXES = {
 
 def radiograph(width: int = WIDTH, height: int = HEIGHT, seed: int = 0) -> np.ndarray:
     """12-bit stored values (uint16, MONOCHROME1: bone dark) of an enlarged phantom chest."""
-    from pipeline import synth
+    from pipeline.data import synth
 
     rng = np.random.default_rng(seed)
     chest = synth.render_phantom(rng, 512, True).image.astype(np.float32)

@@ -102,8 +102,9 @@ def speed(predictor: Any, image: np.ndarray, repeats: int) -> None:
 def phantoms(store: Any) -> None:
     import cv2
 
-    from pipeline import explain, faithfulness, synth
+    from pipeline import explain, faithfulness
     from pipeline.config import preset
+    from pipeline.data import synth
     from pipeline.predictor import Predictor
 
     data = OUT / "phantoms"

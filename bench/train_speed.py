@@ -48,7 +48,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from pipeline.config import RunConfig
-    from pipeline.datasets import DatasetIndex
+    from pipeline.data.scan import DatasetIndex
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -168,6 +168,7 @@ def measure(path: str, data: Path, size: int, epochs: int, batch_size: int) -> d
     import tensorflow as tf
 
     from pipeline import inputs, preprocess
+    from pipeline.data import index_cache
     from pipeline.model import build_model
 
     class EpochClock(keras.callbacks.Callback):
@@ -190,7 +191,7 @@ def measure(path: str, data: Path, size: int, epochs: int, batch_size: int) -> d
     keras.utils.set_random_seed(cfg.seed)
     model = build_model(cfg)
     runtime = _memory()
-    index = preprocess.load_index(data)
+    index = index_cache.load_index(data)
 
     if path == "A":
         ds = _classic_flow(index, size, batch_size, augment=True)
@@ -260,12 +261,13 @@ def profile(data: Path, size: int, batch_size: int) -> dict:
     import tensorflow as tf
 
     from pipeline import inputs, preprocess
+    from pipeline.data import index_cache
     from pipeline.model import build_model
 
     load = os.getloadavg()[0]
     plain = bench_config(data, size, augment=False)
     keras.utils.set_random_seed(plain.seed)
-    index = preprocess.load_index(data)
+    index = index_cache.load_index(data)
     arrays = preprocess.cached_arrays(index, plain.data)
     stages: dict[str, dict[str, float]] = {}
 
@@ -346,7 +348,7 @@ def run_isolated(path: str, data: Path, size: int, epochs: int, batch_size: int)
 
 def phantoms(n: int, size: int) -> Path:
     """A phantom set of ``n`` images at ``size`` px under bench-runs/, generated once."""
-    from pipeline import synth
+    from pipeline.data import synth
 
     folder = BENCH_DIR / f"phantoms-{n}-{size}px"
     manifest = folder / synth.MANIFEST
@@ -359,11 +361,12 @@ def phantoms(n: int, size: int) -> Path:
 def preprocessing_times(data: Path, sizes: list[int]) -> dict:
     """Seconds to scan ``data`` and to preprocess it at each size: cold (empty cache), warm."""
     from pipeline import preprocess
+    from pipeline.data import index_cache
 
     out: dict = {}
     for phase in ("cold", "warm"):
         t0 = time.perf_counter()
-        index = preprocess.load_index(data, progress=phase == "cold")
+        index = index_cache.load_index(data, progress=phase == "cold")
         out[f"scan_{phase}_s"] = time.perf_counter() - t0
     for size in sizes:
         cfg = bench_config(data, size, augment=False)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import artefacts, enhance
-from pipeline.datasets import CLASS_NAMES, DatasetIndex, ImageRecord
+from pipeline.data.scan import CLASS_NAMES, DatasetIndex, ImageRecord
 from pipeline.imaging import decode
 
 THUMB = 128

@@ -22,8 +22,10 @@ import pandas as pd
 import streamlit as st
 
 from db import Run, RunStore, Worker, default_url
-from pipeline import catalog, datasets, paths, preprocess
+from pipeline import paths
 from pipeline.config import data_root
+from pipeline.data import catalog, index_cache
+from pipeline.data.scan import DatasetIndex, DatasetLayoutError
 from pipeline.worker import log_path
 
 if TYPE_CHECKING:
@@ -153,10 +155,10 @@ def folder_label(folder: str) -> str:
 
 
 @st.cache_data(show_spinner=False, ttl=60, max_entries=16)
-def scan(folder: str, one_class: bool = False) -> datasets.DatasetIndex:
-    """The dataset's index (:func:`pipeline.preprocess.load_index`): the scan a worker runs
+def scan(folder: str, one_class: bool = False) -> DatasetIndex:
+    """The dataset's index (:func:`pipeline.data.index_cache.load_index`): the scan a worker runs
     before training, cached on disk for it. ``one_class`` as for an external folder."""
-    return preprocess.load_index(folder, one_class=one_class)
+    return index_cache.load_index(folder, one_class=one_class)
 
 
 def dataset_problem(folder: str, *, one_class: bool = False) -> str | None:
@@ -171,7 +173,7 @@ def dataset_problem(folder: str, *, one_class: bool = False) -> str | None:
     try:
         with st.spinner(f"Scanning {folder} (every image is decoded once, then cached)…"):
             scan(str(path.resolve()), one_class)
-    except (datasets.DatasetLayoutError, OSError) as err:
+    except (DatasetLayoutError, OSError) as err:
         return str(err)
     return None
 

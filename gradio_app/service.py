@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from db import Calibration, Run, RunStore
-from pipeline import explain, synth
+from pipeline import explain
 from pipeline.assess import (
     ASSESSED,
     CANNOT_ASSESS,
@@ -36,6 +36,7 @@ from pipeline.assess import (
     Assessor,
     Decoding,
 )
+from pipeline.data import synth
 from pipeline.predictor import Predictor
 
 __all__ = [

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import evaluate
-from pipeline.splits import stratified_group_split
+from pipeline.data.splits import stratified_group_split
 
 CALIBRATION_FILE = "calibration.json"
 KINDS = ("none", "platt", "isotonic")

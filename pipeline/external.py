@@ -14,22 +14,12 @@ import numpy as np
 from tqdm import tqdm
 
 from db import Calibration, ExternalEval, RunStore
-from pipeline import calibration, evaluate, overlap, preprocess, sources
+from pipeline import calibration, evaluate, preprocess, sources
 from pipeline.config import RunConfig
-from pipeline.datasets import DatasetIndex
+from pipeline.data import index_cache
+from pipeline.data.overlap import load_external
+from pipeline.data.scan import DatasetIndex
 from pipeline.predictor import Predictor
-
-
-def load_external(
-    folder: str, reference: DatasetIndex | None, *, progress: bool = False
-) -> DatasetIndex:
-    """The index of an external folder (one class accepted), refused with
-    :class:`~pipeline.overlap.OverlapError` if it shares an image with ``reference`` (the run's
-    own data; None when that folder is not on this machine, and then nothing is checked)."""
-    index = preprocess.load_index(folder, progress=progress, one_class=True)
-    if reference is not None:
-        overlap.check_external(reference, index)
-    return index
 
 
 def run_index(config: RunConfig, *, progress: bool = False) -> DatasetIndex | None:
@@ -49,7 +39,7 @@ def score_folder(
     one_class: bool = False,
 ) -> tuple[DatasetIndex, np.ndarray]:
     """Every image of a dataset folder scored by the run, with the run's own preprocessing."""
-    index = preprocess.load_index(data_path, progress=progress, one_class=one_class)
+    index = index_cache.load_index(data_path, progress=progress, one_class=one_class)
     return index, score_index(predictor, index, batch_size=batch_size, progress=progress)
 
 

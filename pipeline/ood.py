@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 if TYPE_CHECKING:
-    from pipeline.splits import Split
+    from pipeline.data.splits import Split
 
 FEATURE_LAYER = "gap"
 OOD_FILE = "ood.npz"

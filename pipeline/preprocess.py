@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,17 +18,15 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
-from pipeline import artefacts, datasets, enhance, intensity, paths
+from pipeline import artefacts, enhance, intensity, paths
 from pipeline.config import DataConfig
+from pipeline.data import scan
 from pipeline.imaging import decode
 from pipeline.lungs import roi, segmenter
 from pipeline.lungs.masks import Plausibility, plausibility
 
 # Bump when the preprocessing code changes what it writes, so old caches are not reused.
 CACHE_VERSION = 2
-# Bump when scanning finds other images in the same files, so old indexes are not reused
-# (1: DICOM files are read; an index cached before listed them as bad files).
-SCAN_VERSION = 1
 
 
 def preprocess_image(img: np.ndarray, data: DataConfig) -> np.ndarray:
@@ -72,69 +69,6 @@ def preprocess_with_lungs(img: np.ndarray, data: DataConfig) -> LungInput:
     return LungInput(out, mask, plausibility(lungs))
 
 
-def _listing_key(root: Path, label_map: dict[str, int] | None) -> str:
-    """Cheap identity of a folder's contents: every file's relative path, size and mtime."""
-    labels = sorted((label_map or {}).items())
-    h = hashlib.sha256(f"v{CACHE_VERSION}.{SCAN_VERSION}|{root.resolve()}|{labels}".encode())
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            st = os.stat(os.path.join(dirpath, name))
-            rel = os.path.relpath(os.path.join(dirpath, name), root)
-            h.update(f"{rel}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:24]
-
-
-def load_index(
-    root: str | Path,
-    *,
-    label_map: dict[str, int] | None = None,
-    progress: bool = False,
-    cache: Path | None = None,
-    one_class: bool = False,
-) -> datasets.DatasetIndex:
-    """:func:`datasets.scan` with the result cached while no file under ``root`` changes.
-
-    ``one_class``: also accept a folder of one class (for external evaluation only).
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise datasets.DatasetLayoutError(
-            f"dataset folder {root} does not exist or is not a folder; pass the folder that "
-            "holds the class folders (e.g. Normal/ and Tuberculosis/)"
-        )
-    folder = (cache or paths.cache_dir()) / "index"
-    path = folder / f"{_listing_key(root, label_map)}.pkl"
-    if path.exists():
-        try:
-            with path.open("rb") as f:
-                index = pickle.load(f)
-        except (pickle.UnpicklingError, EOFError, AttributeError):
-            # A cache written by another version of the code: scan again and replace it.
-            path.unlink()
-        else:
-            return _check_classes(index, one_class)
-    index = datasets.scan(root, label_map=label_map, progress=progress, one_class=one_class)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    with tmp.open("wb") as f:
-        pickle.dump(index, f)
-    tmp.replace(path)
-    return index
-
-
-def _check_classes(index: datasets.DatasetIndex, one_class: bool) -> datasets.DatasetIndex:
-    """A cached one-class index (scanned for an external evaluation) is refused as the scan
-    would refuse the folder for training."""
-    missing = [n for c, n in datasets.CLASS_NAMES.items() if not (index.labels == c).any()]
-    if missing and not one_class:
-        raise datasets.DatasetLayoutError(
-            f"{index.root}: no usable {missing[0]} image found (layout {index.layout!r}); "
-            "a dataset needs both classes"
-        )
-    return index
-
-
 def array_key(fingerprint: str, data: DataConfig) -> str:
     """Cache key of the preprocessed array: data fingerprint + every parameter that shapes it."""
     params = {
@@ -159,7 +93,7 @@ def array_key(fingerprint: str, data: DataConfig) -> str:
 
 
 def cached_arrays(
-    index: datasets.DatasetIndex,
+    index: scan.DatasetIndex,
     data: DataConfig,
     *,
     progress: bool = False,

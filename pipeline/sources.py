@@ -26,9 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import datasets, paths, preprocess
+from pipeline import paths, preprocess
 from pipeline.config import DataConfig
-from pipeline.datasets import DatasetIndex, ImageRecord
+from pipeline.data import index_cache, scan
+from pipeline.data.scan import DatasetIndex, ImageRecord
 
 # Rows of the pHash distance matrix compared at once, and images copied at once when stacking.
 _CHUNK = 1024
@@ -64,7 +65,7 @@ def load_index(folders: Sequence[str], *, progress: bool = False) -> DatasetInde
 
     Each folder is scanned through the cache of :func:`pipeline.preprocess.load_index`.
     """
-    parts = [preprocess.load_index(folder, progress=progress) for folder in folders]
+    parts = [index_cache.load_index(folder, progress=progress) for folder in folders]
     return parts[0] if len(parts) == 1 else combine(parts)
 
 
@@ -138,7 +139,7 @@ def source_counts(index: DatasetIndex) -> list[dict[str, object]]:
             "name": Path(root).name,
             **{
                 name: int(((sources == s) & (labels == label)).sum())
-                for label, name in datasets.CLASS_NAMES.items()
+                for label, name in scan.CLASS_NAMES.items()
             },
         }
         for s, root in enumerate(index.roots)
@@ -158,7 +159,7 @@ def _joined_groups(records: list[ImageRecord], source_of: np.ndarray) -> list[st
     for start in range(0, len(hashes), _CHUNK):
         stop = start + _CHUNK
         close = np.bitwise_count(hashes[start:stop, None] ^ hashes[None, :])
-        close = (close <= datasets.DUP_DISTANCE) & (source_of[start:stop, None] < source_of)
+        close = (close <= scan.DUP_DISTANCE) & (source_of[start:stop, None] < source_of)
         rows, cols = np.nonzero(close)
         candidates.update((rows + start).tolist(), cols.tolist())
     groups = [r.group for r in records]
@@ -167,12 +168,12 @@ def _joined_groups(records: list[ImageRecord], source_of: np.ndarray) -> list[st
     involved = sorted(candidates)
     thumbs = []
     for i in involved:
-        found = datasets._read_one((Path(records[i].path), records[i].label))
-        if isinstance(found, datasets.BadFile):
+        found = scan._read_one((Path(records[i].path), records[i].label))
+        if isinstance(found, scan.BadFile):
             raise ValueError(f"{found.path} changed since it was scanned: {found.reason}")
         thumbs.append(found.thumb)
-    first = datasets._near_duplicate_groups(
-        [records[i].phash for i in involved], np.stack(thumbs), datasets.DUP_DISTANCE
+    first = scan._near_duplicate_groups(
+        [records[i].phash for i in involved], np.stack(thumbs), scan.DUP_DISTANCE
     )
     # Union-find over group ids; the root is the group met first in record order.
     order = {g: i for i, g in reversed(list(enumerate(groups)))}

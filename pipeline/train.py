@@ -28,14 +28,15 @@ import numpy as np
 from tqdm import tqdm
 
 from db import Run, RunStore
-from pipeline import calibration, evaluate, external, inputs, ood, paths, preprocess, sources
+from pipeline import calibration, evaluate, inputs, ood, paths, preprocess, sources
 from pipeline.config import RunConfig
-from pipeline.datasets import DatasetIndex
+from pipeline.data import overlap
+from pipeline.data.scan import DatasetIndex
+from pipeline.data.splits import Split, stratified_group_split
 from pipeline.enhance import PCADenoiser
 from pipeline.events import EVENTS_DIR, EventWriter
 from pipeline.heartbeat import beating
 from pipeline.model import build_model
-from pipeline.splits import Split, stratified_group_split
 from pipeline.stop import StopRequested
 
 _VERSIONED = ("tensorflow", "keras", "numpy", "scikit-learn", "opencv-python-headless", "pillow")
@@ -338,8 +339,7 @@ def _train(
     data = prepare_data(cfg, progress=progress)
     # Checked before training: a missing or overlapping external folder fails the run at once.
     externals = [
-        external.load_external(folder, data.index, progress=progress)
-        for folder in cfg.data.external
+        overlap.load_external(folder, data.index, progress=progress) for folder in cfg.data.external
     ]
     model, history = _fit(cfg, data, store, run_id, progress, partial / EVENTS_DIR)
     batch = cfg.train.batch_size

@@ -48,7 +48,7 @@ def shared_dataset(name: str) -> Path:
 @pytest.fixture(scope="session")
 def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small phantom dataset (120 images, 5 : 1, 64 px) shared by the tests of a session."""
-    from pipeline import synth
+    from pipeline.data import synth
 
     out = tmp_path_factory.mktemp("phantoms")
     synth.generate(out, 120, size=64, seed=1)

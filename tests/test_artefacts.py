@@ -5,7 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from pipeline import artefacts, synth
+from pipeline import artefacts
+from pipeline.data import synth
 from tests.conftest import shared_dataset
 
 

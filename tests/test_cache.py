@@ -9,14 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import datasets, preprocess
+from pipeline import preprocess
 from pipeline.config import preset
+from pipeline.data import scan
 
 
 def test_an_interrupted_build_leaves_no_partial_file_and_the_next_build_succeeds(
     phantoms, tmp_path, monkeypatch
 ):
-    index = datasets.scan(phantoms)
+    index = scan.scan(phantoms)
     data = preset("smoke", **{"data.path": str(phantoms)}).data
     real = preprocess.preprocess_image
     calls = 0

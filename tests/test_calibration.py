@@ -158,8 +158,8 @@ def test_a_calibrated_run_and_a_site_calibration_from_the_command_line(phantoms,
     import csv
     from pathlib import Path
 
-    from pipeline import synth
     from pipeline.cli import main
+    from pipeline.data import synth
     from pipeline.predictor import Predictor
 
     argv = ["train", "--preset", "smoke", "--data", str(phantoms), "--name", "calibrated"]

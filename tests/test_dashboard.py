@@ -22,8 +22,9 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import imaging, tables, ui
 from db import RunStore
-from pipeline import evaluate, experiments, synth, train
+from pipeline import evaluate, experiments, train
 from pipeline.config import preset
+from pipeline.data import synth
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "dashboard" / "app.py"

@@ -16,8 +16,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from db import RunStore
-from pipeline import synth
 from pipeline.config import preset
+from pipeline.data import synth
 from tests.test_dashboard import page, texts
 
 

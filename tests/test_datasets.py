@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.datasets import DatasetLayoutError, scan, summarise
+from pipeline.data.scan import DatasetLayoutError, scan, summarise
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

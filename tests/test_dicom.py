@@ -19,8 +19,9 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from pipeline import datasets, preprocess
+from pipeline import preprocess
 from pipeline.config import DataConfig
+from pipeline.data import index_cache, scan
 from pipeline.imaging.decode import decode, describe, read_image
 from pipeline.imaging.decoded import ImageError
 from tests.dicom_files import dicom_bytes, displayed_as, gdcm_compressed, jpeg_baseline_bytes
@@ -228,10 +229,10 @@ def _mixed_dataset(root: Path) -> dict[str, int]:
 
 def test_a_folder_mixing_dicom_and_png_scans_with_correct_labels(tmp_path):
     expected = _mixed_dataset(tmp_path / "data")
-    index = datasets.scan(tmp_path / "data")
+    index = scan.scan(tmp_path / "data")
     assert index.bad_files == ()
     assert {Path(r.path).name: r.label for r in index.records} == expected
-    modes = datasets.summarise(index)["modes"]
+    modes = scan.summarise(index)["modes"]
     assert modes == {"DICOM MONOCHROME1 12-bit": 4, "L": 2}
 
 
@@ -240,7 +241,7 @@ def test_nlm_names_find_dcm_and_extensionless_dicom(tmp_path):
     (tmp_path / "CXR_0001_0.dcm").write_bytes(displayed_as(img))
     (tmp_path / "CXR_0002_1").write_bytes(displayed_as(img[::-1].copy()))
     (tmp_path / "manifest.csv").write_text("name,label\n")
-    index = datasets.scan(tmp_path)
+    index = scan.scan(tmp_path)
     assert index.layout == "nlm_names"
     assert {Path(r.path).name: r.label for r in index.records} == {
         "CXR_0001_0.dcm": 0,
@@ -255,7 +256,7 @@ def test_no_header_field_but_the_image_reaches_messages_logs_or_files(tmp_path, 
     _mixed_dataset(data)
     bad = data / "Normal" / "ct.dcm"
     bad.write_bytes(dicom_bytes(_radiograph(), Modality="CT", PatientName=MARKER))
-    index = preprocess.load_index(data)  # scan, and the index cached on disk
+    index = index_cache.load_index(data)  # scan, and the index cached on disk
     preprocess.cached_arrays(index, DataConfig(path=str(data), image_size=32))
     decoded = decode(displayed_as(_radiograph().astype(np.uint8), PatientName=MARKER))
     with pytest.raises(ImageError) as refused:

@@ -565,7 +565,7 @@ def test_a_leave_one_source_out_suite_file_is_checked_and_its_summary_groups_by_
 
 
 def test_a_held_out_source_is_absent_from_the_runs_training_data(tmp_path):
-    from pipeline import synth
+    from pipeline.data import synth
     from pipeline.train import prepare_data
 
     folders = []

@@ -12,8 +12,9 @@ import pytest
 import shap as shap_lib
 
 from db import RunStore
-from pipeline import explain, faithfulness, synth
+from pipeline import explain, faithfulness
 from pipeline.cli import main
+from pipeline.data import synth
 from pipeline.predictor import Predictor
 
 SIZE = 64

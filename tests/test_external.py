@@ -12,8 +12,8 @@ import pytest
 
 from dashboard import tables
 from db import RunStore
-from pipeline import overlap, preprocess, synth
 from pipeline.cli import main
+from pipeline.data import index_cache, overlap, synth
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +79,8 @@ def test_external_sets_are_evaluated_and_stored_at_the_end_of_a_run(phantoms, fo
 
 def test_an_external_folder_sharing_a_training_image_is_refused(phantoms, folders, capsys):
     name = leak(phantoms, folders["leaky"])
-    training = preprocess.load_index(phantoms)
-    shared = overlap.shared_images(training, preprocess.load_index(folders["leaky"]))
+    training = index_cache.load_index(phantoms)
+    shared = overlap.shared_images(training, index_cache.load_index(folders["leaky"]))
     assert [Path(s.path).name for s in shared] == [name]
     assert "near-duplicate" in shared[0].how
 

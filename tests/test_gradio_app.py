@@ -27,7 +27,8 @@ import pytest
 from PIL import Image
 
 from db import RunStore
-from pipeline import ood, synth
+from pipeline import ood
+from pipeline.data import synth
 from tests.dicom_files import dicom_bytes, displayed_as
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -726,7 +727,7 @@ def test_feature_distance_passes_about_99_percent_of_new_in_distribution_samples
 
 
 def test_a_toy_dataset_trains_without_an_ood_reference(tmp_path):
-    from pipeline.splits import Split
+    from pipeline.data.splits import Split
 
     tiny = Split(train=np.arange(6), val=np.arange(6, 8), test=np.arange(8, 10), seed=0)
     assert ood.save_reference(tmp_path, None, np.zeros((10, 8, 8), np.uint8), tiny) is None

@@ -13,6 +13,7 @@ from db import RunStore
 from pipeline import preprocess
 from pipeline.cli import main
 from pipeline.config import ConfigError, DataConfig, preset
+from pipeline.data import index_cache
 from pipeline.imaging import decode
 from pipeline.lungs.roi import apply_roi
 from pipeline.predictor import Predictor
@@ -42,7 +43,7 @@ def test_roi_is_validated_and_old_configs_default_to_the_full_image():
 
 
 def test_the_roi_is_part_of_the_cache_key_and_the_cache_is_reused(phantoms, monkeypatch):
-    index = preprocess.load_index(phantoms)
+    index = index_cache.load_index(phantoms)
     full = DataConfig(path=str(phantoms), image_size=64)
     crop = DataConfig(path=str(phantoms), image_size=64, roi="lung_crop")
     keys = {

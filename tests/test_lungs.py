@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline import synth
 from pipeline.cli import main
+from pipeline.data import synth
 from pipeline.lungs import masks, segmenter
 from pipeline.lungs.data import load_pairs
 from tests.conftest import shared_dataset

@@ -7,8 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline import appearance, artefacts, inputs, intensity, preprocess, synth
+from pipeline import appearance, artefacts, inputs, intensity, preprocess
 from pipeline.config import AugmentConfig, DataConfig, preset
+from pipeline.data import synth
 
 
 @pytest.fixture

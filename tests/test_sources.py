@@ -11,9 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline import preprocess, sources, synth
+from pipeline import preprocess, sources
 from pipeline.config import preset
-from pipeline.splits import stratified_group_split
+from pipeline.data import index_cache, synth
+from pipeline.data.splits import stratified_group_split
 
 
 def two_sources(tmp_path: Path) -> tuple[Path, Path]:
@@ -30,7 +31,7 @@ def two_sources(tmp_path: Path) -> tuple[Path, Path]:
 def test_a_two_source_index_keeps_each_images_source(tmp_path):
     a, b = two_sources(tmp_path)
     index = sources.load_index([str(a), str(b)])
-    alone = [preprocess.load_index(a), preprocess.load_index(b)]
+    alone = [index_cache.load_index(a), index_cache.load_index(b)]
     assert index.roots == (str(a.resolve()), str(b.resolve()))
     assert index.layout == "tb_chest_xray_db + class_folders"
     assert len(index.records) == 100
@@ -102,7 +103,7 @@ def test_arrays_of_two_sources_are_the_folders_arrays_stacked(tmp_path):
     stacked = sources.cached_arrays(index, data)
     assert stacked.shape == (100, 64, 64)
     assert isinstance(stacked, np.memmap)
-    parts = [preprocess.cached_arrays(preprocess.load_index(f), data) for f in (a, b)]
+    parts = [preprocess.cached_arrays(index_cache.load_index(f), data) for f in (a, b)]
     assert np.array_equal(stacked, np.concatenate(parts))
 
 
@@ -110,14 +111,14 @@ def test_one_folder_gives_its_own_index_and_arrays(tmp_path):
     a, _ = two_sources(tmp_path)
     data = preset("smoke", **{"data.path": str(a)}).data
     index = sources.load_index(data.sources)
-    assert index == preprocess.load_index(a)
+    assert index == index_cache.load_index(a)
     assert index.sources.tolist() == [0] * 60
     assert np.array_equal(sources.cached_arrays(index, data), preprocess.cached_arrays(index, data))
 
 
 def test_the_same_folder_twice_is_refused(tmp_path):
     a, _ = two_sources(tmp_path)
-    index = preprocess.load_index(a)
+    index = index_cache.load_index(a)
     with pytest.raises(ValueError, match="listed twice"):
         sources.combine([index, index])
 

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from pipeline.splits import stratified_group_split
+from pipeline.data.splits import stratified_group_split
 
 
 def make(n_normal: int, n_tb: int, dup_every: int = 0):

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline import datasets, synth
+from pipeline.data import scan, synth
 
 
 def _read(path: Path) -> np.ndarray:
@@ -76,7 +76,7 @@ def test_each_tb_image_has_a_binary_mask_and_normal_images_have_none(small_set):
 
 
 def test_the_dataset_scanner_reads_the_set_and_skips_the_masks(small_set):
-    index = datasets.scan(small_set)
+    index = scan.scan(small_set)
     assert index.counts() == {"normal": 10, "tb": 2}
     assert not index.bad_files
     assert not any("masks" in p for p in index.paths)

@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 
 from db import RunStore
-from pipeline import model, synth
+from pipeline import model
 from pipeline.cli import main
+from pipeline.data import synth
 from pipeline.imaging import decode
 
 

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline import synth
 from pipeline.cli import main
+from pipeline.data import synth
 from pipeline.imaging import decode
 from pipeline.lungs import view
 from pipeline.lungs.segmenter import SegmenterError

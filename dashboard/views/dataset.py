@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import charts, imaging, ui
-from pipeline import datasets
+from pipeline.data import scan
 from pipeline.lungs import segmenter
 from pipeline.lungs.masks import draw_outline
 
@@ -61,7 +61,7 @@ if problem:
     st.stop()
 path = str(Path(path).expanduser().resolve())
 index = ui.scan(path)
-summary = datasets.summarise(index)
+summary = scan.summarise(index)
 counts = summary["counts"]
 
 st.caption(f"`{index.root}` · layout {index.layout} · fingerprint `{index.fingerprint[:16]}…`")
@@ -263,7 +263,7 @@ groups = imaging.duplicate_groups(index, limit=6)
 if not groups:
     st.caption("No near-duplicates found.")
 for group in groups:
-    names = [datasets.CLASS_NAMES[r.label] for r in group]
+    names = [scan.CLASS_NAMES[r.label] for r in group]
     st.markdown(f"{len(group)} images · labels: {', '.join(sorted(set(names)))}")
     st.image(
         [imaging.thumbnail(r.path) for r in group[:8]],

@@ -7,8 +7,8 @@ import streamlit as st
 
 from dashboard import ui
 from db import Calibration, ExternalSummary, Run, StoreError
-from pipeline import synth
 from pipeline.config import make_config
+from pipeline.data import synth
 
 st.title("Publish")
 store = ui.store()

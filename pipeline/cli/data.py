@@ -14,7 +14,7 @@ from pipeline.cli.common import console
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from pipeline import synth
+    from pipeline.data import synth
 
     summary = synth.generate(
         args.out, args.n, tb_ratio=args.tb_ratio, size=args.size, seed=args.seed, progress=True
@@ -28,13 +28,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------------------------- inspect
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from pipeline import datasets, preprocess
+    from pipeline.data import index_cache, scan
 
     if len(args.data) > 1:
         return _inspect_sources(args)
     (folder,) = args.data
-    index = preprocess.load_index(folder, label_map=_label_map(args.label_map), progress=True)
-    summary = datasets.summarise(index)
+    index = index_cache.load_index(folder, label_map=_label_map(args.label_map), progress=True)
+    summary = scan.summarise(index)
     if args.json:
         print(json.dumps(summary, indent=1, default=str))
         return 0
@@ -105,10 +105,11 @@ def _inspect_sources(args: argparse.Namespace) -> int:
 
 
 def cmd_intensity_reference(args: argparse.Namespace) -> int:
-    from pipeline import intensity, preprocess
+    from pipeline import intensity
+    from pipeline.data import index_cache
     from pipeline.imaging import decode
 
-    index = preprocess.load_index(args.data, progress=True)
+    index = index_cache.load_index(args.data, progress=True)
     pictures = [decode.resize(decode.read_image(p), args.size) for p in index.paths]
     out = Path(args.out) if args.out else intensity.REFERENCE
     command = f"python -m pipeline intensity-reference --data {args.data} --size {args.size}"

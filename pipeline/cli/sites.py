@@ -7,9 +7,9 @@ import getpass
 
 from rich.table import Table
 
-from pipeline import synth
 from pipeline.cli.common import ci, console, fmt, open_store
 from pipeline.config import make_config
+from pipeline.data import synth
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:

@@ -64,7 +64,7 @@ def list_pairs(folder: str | Path) -> list[tuple[Path, Path, str]]:
     if rows and {"image", "mask", "source"} <= rows[0].keys():
         pairs = [(root / r["image"], root / r["mask"], r["source"]) for r in rows]
     elif rows and {"file", "label"} <= rows[0].keys():
-        from pipeline.synth import LUNG_DIR
+        from pipeline.data.synth import LUNG_DIR
 
         lungs = root / LUNG_DIR
         pairs = [(root / r["file"], lungs / Path(r["file"]).name, "phantom") for r in rows]
@@ -135,7 +135,7 @@ def with_phantoms(pairs: Pairs, n: int, seed: int) -> Pairs:
     X-rays. The manifest hash covers the phantom count and seed, which fix the images."""
     if n < 1:
         return pairs
-    from pipeline.synth import render_phantom
+    from pipeline.data.synth import render_phantom
 
     rng = np.random.default_rng(seed)
     side = pairs.images.shape[1]

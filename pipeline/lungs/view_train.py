@@ -22,7 +22,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from pipeline.datasets import scan
+from pipeline.data.scan import scan
 from pipeline.imaging import decode
 from pipeline.lungs.data import Pairs, augment
 from pipeline.lungs.segmenter import normalise

@@ -16,10 +16,10 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from pipeline import datasets
+from pipeline.data import scan
 
 ENV = "TBXRAY_DATA_DIRS"
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 DEFAULT_ROOTS = (PROJECT / "data", PROJECT.parent / "shared" / "data")
 
 
@@ -60,7 +60,7 @@ def is_dataset(folder: Path) -> bool:
     if folder.name.startswith(".") or not folder.is_dir():
         return False
     try:
-        datasets.layout(folder)
-    except (datasets.DatasetLayoutError, OSError):
+        scan.layout(folder)
+    except (scan.DatasetLayoutError, OSError):
         return False
     return True

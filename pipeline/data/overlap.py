@@ -16,7 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.datasets import DUP_DISTANCE, DUP_MIN_CORRELATION, DatasetIndex
+from pipeline.data.scan import DUP_DISTANCE, DUP_MIN_CORRELATION, DatasetIndex
+from pipeline.data.index_cache import load_index
 from pipeline.imaging import decode
 
 _THUMB = 32
@@ -96,3 +97,15 @@ def check_external(reference: DatasetIndex, other: DatasetIndex) -> None:
     shared = shared_images(reference, other)
     if shared:
         raise OverlapError(other.root, shared, reference.root)
+
+
+def load_external(
+    folder: str, reference: DatasetIndex | None, *, progress: bool = False
+) -> DatasetIndex:
+    """The index of an external folder (one class accepted), refused with
+    :class:`OverlapError` if it shares an image with ``reference`` (the run's
+    own data; None when that folder is not on this machine, and then nothing is checked)."""
+    index = load_index(folder, progress=progress, one_class=True)
+    if reference is not None:
+        check_external(reference, index)
+    return index
