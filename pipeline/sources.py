@@ -28,8 +28,9 @@ import numpy as np
 
 from pipeline import paths, preprocess
 from pipeline.config import DataConfig
-from pipeline.data import index_cache, scan
+from pipeline.data import duplicates, index_cache, scan
 from pipeline.data.scan import DatasetIndex, ImageRecord
+from pipeline.imaging.decoded import ImageError
 
 # Rows of the pHash distance matrix compared at once, and images copied at once when stacking.
 _CHUNK = 1024
@@ -150,17 +151,15 @@ def _joined_groups(records: list[ImageRecord], source_of: np.ndarray) -> list[st
     """Each record's group id once near-duplicates in different sources are joined.
 
     Candidates are pairs from different sources whose pHashes differ in at most
-    ``datasets.DUP_DISTANCE`` bits; only their images are read again (for the thumbnails the
+    ``duplicates.DUP_DISTANCE`` bits; only their images are read again (for the thumbnails the
     scan does not keep), and the scan's own grouping confirms them. A joined group takes the id
     of its earliest record's group.
     """
-    hashes = np.array([int(r.phash, 16) for r in records], dtype=np.uint64)
+    hashes = duplicates.hashes([r.phash for r in records])
     candidates: set[int] = set()
-    for start in range(0, len(hashes), _CHUNK):
-        stop = start + _CHUNK
-        close = np.bitwise_count(hashes[start:stop, None] ^ hashes[None, :])
-        close = (close <= scan.DUP_DISTANCE) & (source_of[start:stop, None] < source_of)
-        rows, cols = np.nonzero(close)
+    for start, close in duplicates.close_pairs(hashes, hashes):
+        across = close & (source_of[start : start + len(close), None] < source_of)
+        rows, cols = np.nonzero(across)
         candidates.update((rows + start).tolist(), cols.tolist())
     groups = [r.group for r in records]
     if not candidates:
@@ -168,13 +167,15 @@ def _joined_groups(records: list[ImageRecord], source_of: np.ndarray) -> list[st
     involved = sorted(candidates)
     thumbs = []
     for i in involved:
-        found = scan._read_one((Path(records[i].path), records[i].label))
-        if isinstance(found, scan.BadFile):
-            raise ValueError(f"{found.path} changed since it was scanned: {found.reason}")
-        thumbs.append(found.thumb)
-    first = scan._near_duplicate_groups(
-        [records[i].phash for i in involved], np.stack(thumbs), scan.DUP_DISTANCE
-    )
+        try:
+            thumbs.append(duplicates.read_thumbnail(records[i].path))
+        except ImageError as err:
+            raise ValueError(
+                f"{records[i].path} changed since it was scanned: {err.reason}"
+            ) from err
+        except OSError as err:
+            raise ValueError(f"{records[i].path} cannot be read again: {err.strerror}") from err
+    first = duplicates.groups([records[i].phash for i in involved], np.stack(thumbs))
     # Union-find over group ids; the root is the group met first in record order.
     order = {g: i for i, g in reversed(list(enumerate(groups)))}
     parent = {g: g for g in order}

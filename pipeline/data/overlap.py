@@ -1,8 +1,8 @@
 """Images that one dataset shares with another: the same radiograph, resized or re-encoded.
 
 An external evaluation is only external if none of its images were among the run's own data. The
-check is the one the scan uses to group near-duplicates inside a dataset (see
-:data:`pipeline.datasets.DUP_DISTANCE`): identical file bytes, or perceptual hashes within
+check is the one the scan uses to group near-duplicates inside a dataset
+(:mod:`pipeline.data.duplicates`): identical file bytes, or perceptual hashes within
 ``DUP_DISTANCE`` bits whose 32×32 thumbnails correlate at ``DUP_MIN_CORRELATION`` or more.
 Only the candidate pairs the hashes propose are decoded, so checking two collections of a few
 thousand images takes seconds.
@@ -13,17 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from pipeline.data.scan import DUP_DISTANCE, DUP_MIN_CORRELATION, DatasetIndex
+from pipeline.data import duplicates
 from pipeline.data.index_cache import load_index
-from pipeline.imaging import decode
-
-_THUMB = 32
-# Candidate rows of the distance matrix computed at once (1024 × 16k uint8 = 16 MB).
-_CHUNK = 1024
-
+from pipeline.data.scan import DatasetIndex
 
 @dataclass(frozen=True)
 class SharedImage:
@@ -51,41 +45,32 @@ class OverlapError(ValueError):
         )
 
 
-def _thumb(path: str) -> np.ndarray:
-    gray = decode.read_image(Path(path).read_bytes())
-    flat = cv2.resize(gray, (_THUMB, _THUMB), interpolation=cv2.INTER_AREA).astype(np.float32)
-    flat = flat.reshape(-1) - flat.mean()
-    norm = float(np.linalg.norm(flat))
-    return flat / norm if norm > 0 else flat
-
-
 def shared_images(
-    reference: DatasetIndex, other: DatasetIndex, *, dup_distance: int = DUP_DISTANCE
+    reference: DatasetIndex, other: DatasetIndex, *, dup_distance: int = duplicates.DUP_DISTANCE
 ) -> list[SharedImage]:
     """Every image of ``other`` that is the same file as, or a near-duplicate of, an image of
     ``reference``; in ``other``'s order, each listed once."""
     by_sha = {r.sha1: r.path for r in reference.records}
-    ref_hashes = np.array([int(r.phash, 16) for r in reference.records], dtype=np.uint64)
+    ref_hashes = duplicates.hashes([r.phash for r in reference.records])
     found: dict[str, SharedImage] = {}
     thumbs: dict[str, np.ndarray] = {}
 
     def thumb(path: str) -> np.ndarray:
         if path not in thumbs:
-            thumbs[path] = _thumb(path)
+            thumbs[path] = duplicates.read_thumbnail(path)
         return thumbs[path]
 
-    for start in range(0, len(other.records), _CHUNK):
-        chunk = other.records[start : start + _CHUNK]
-        hashes = np.array([int(r.phash, 16) for r in chunk], dtype=np.uint64)
-        close = np.bitwise_count(hashes[:, None] ^ ref_hashes[None, :]) <= dup_distance
-        for i, record in enumerate(chunk):
+    hashes = duplicates.hashes([r.phash for r in other.records])
+    for start, close in duplicates.close_pairs(hashes, ref_hashes, dup_distance):
+        for i, row in enumerate(close):
+            record = other.records[start + i]
             if record.sha1 in by_sha:
                 found[record.path] = SharedImage(record.path, by_sha[record.sha1], "identical file")
                 continue
-            for j in np.flatnonzero(close[i]):
+            for j in np.flatnonzero(row):
                 ref = reference.records[j].path
-                corr = float(thumb(record.path) @ thumb(ref))
-                if corr >= DUP_MIN_CORRELATION:
+                corr = duplicates.correlation(thumb(record.path), thumb(ref))
+                if corr >= duplicates.DUP_MIN_CORRELATION:
                     how = f"near-duplicate (thumbnail correlation {corr:.3f})"
                     found[record.path] = SharedImage(record.path, ref, how)
                     break

@@ -16,7 +16,8 @@ Accepted layouts, detected automatically (:func:`scan`):
 
 Public TB collections are re-shared widely and contain the same radiograph more than once
 (resized or re-encoded). Such copies must stay on one side of a train/test split, so the scan
-groups near-duplicates (perceptual hash, confirmed by thumbnail correlation; see DUP_DISTANCE);
+groups near-duplicates (perceptual hash, confirmed by thumbnail correlation; see
+:mod:`pipeline.data.duplicates`);
 ``ImageRecord.group`` is what splitting keeps together.
 """
 
@@ -39,6 +40,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from pipeline.data import duplicates
 from pipeline.imaging import decode
 from pipeline.imaging.decoded import ImageError
 
@@ -54,28 +56,6 @@ TB_FOLDERS = frozenset({"tuberculosis", "tb", "positive", "pos", "1"})
 # extension); anything else there (manifest.csv, README.txt, clinical readings) is ignored.
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})
 _NLM_NAME = re.compile(r"_([01])$")
-
-# Near-duplicates are found in two steps. Perceptual hashes (pHash, 64 bits) within
-# DUP_DISTANCE bits make a candidate pair; the pair is confirmed when the 32×32 thumbnails of the
-# two images correlate at DUP_MIN_CORRELATION or more. pHash alone cannot separate chest X-rays
-# well: they all look alike at 8×8 DCT resolution, so at 4 bits it merged 3 pairs of different
-# radiographs in tb-cxr and chained 23 different images of nlm-224 into 8 groups (3 of them
-# mixing classes). Measured on tb-cxr + nlm-224 (1,331 images, 885,000 pairs; tb-cxr's
-# manifest.csv marks which files are the same radiograph):
-# - the manifest's one multi-image group (4 copies of a TB image) has pHash distances 0-4 and
-#   thumbnail correlations 0.991-1.000; every other pair within 10 bits correlates <= 0.981;
-# - resizing 200 of the images to 128-1024 px and re-encoding as JPEG (quality 40-75) moved the
-#   hash by at most 4 bits (correlation >= 0.999); a gamma of 0.8 or 1.3 moved it by at most
-#   8 bits (correlation >= 0.991). Crops defeat both measures: a 3% border crop is not found.
-DUP_DISTANCE = 8
-DUP_MIN_CORRELATION = 0.99
-_THUMB = 32
-
-# Rows of the pairwise-distance matrix computed at once: 1024 × 16k images = 16 MB of uint8;
-# and candidate pairs whose thumbnails are compared at once (8192 × 2 × 4 kB = 64 MB).
-_CHUNK = 1024
-_PAIR_CHUNK = 8192
-
 
 @dataclass(frozen=True)
 class ImageRecord:
@@ -171,7 +151,7 @@ def scan(
     *,
     label_map: dict[str, int] | None = None,
     progress: bool = False,
-    dup_distance: int = DUP_DISTANCE,
+    dup_distance: int = duplicates.DUP_DISTANCE,
     one_class: bool = False,
 ) -> DatasetIndex:
     """Find, decode, hash and label every image of a dataset folder.
@@ -181,7 +161,8 @@ def scan(
     in a class folder is decoded with :func:`pipeline.images.read_image`, and those that fail
     become :class:`BadFile` entries instead of stopping the scan. Images whose perceptual hashes
     differ in at most ``dup_distance`` of 64 bits and whose thumbnails correlate at
-    :data:`DUP_MIN_CORRELATION` or more share a group, transitively (see :data:`DUP_DISTANCE`).
+    :data:`~pipeline.data.duplicates.DUP_MIN_CORRELATION` or more share a group, transitively
+    (see :mod:`pipeline.data.duplicates`).
 
     Decoding runs on a thread pool (PIL releases the GIL while decoding); ``progress`` shows a
     tqdm bar. Raises :class:`DatasetLayoutError` when the layout is not recognised or a class
@@ -213,7 +194,7 @@ def scan(
                 f"{len(bad)} bad files); a dataset needs both classes"
             )
 
-    group_of = _near_duplicate_groups(
+    group_of = duplicates.groups(
         [f.phash for f in found], np.stack([f.thumb for f in found]), dup_distance
     )
     records = tuple(
@@ -308,8 +289,8 @@ def _read_one(item: tuple[Path, int]) -> _Found | BadFile:
         path=path,
         label=label,
         sha1=hashlib.sha1(data).hexdigest(),
-        phash=str(imagehash.phash(Image.fromarray(gray))),
-        thumb=cv2.resize(gray, (_THUMB, _THUMB), interpolation=cv2.INTER_AREA),
+        phash=duplicates.phash(gray),
+        thumb=duplicates.thumbnail(gray),
         width=width,
         height=height,
         mode=mode,
@@ -451,47 +432,6 @@ def _is_picture(path: Path) -> bool:
             return decode.is_dicom(f.read(132))
     except OSError:
         return False  # unreadable and unnamed: nothing says it is an image
-
-
-def _near_duplicate_groups(phashes: list[str], thumbs: np.ndarray, dup_distance: int) -> np.ndarray:
-    """For each image, the index of the first image of its near-duplicate group.
-
-    ``thumbs`` is N×32×32 uint8. Candidate pairs (pHash within ``dup_distance`` bits) come from
-    row chunks of the distance matrix (XOR of uint64 hashes, then a popcount), so 16k images
-    take seconds and little memory; confirmed pairs are joined with union-find, so grouping is
-    transitive.
-    """
-    hashes = np.array([int(h, 16) for h in phashes], dtype=np.uint64)
-    flat = thumbs.reshape(len(thumbs), -1)
-    # Mean-centred, unit-length rows: a dot product is then the Pearson correlation, which
-    # ignores brightness and contrast changes between copies.
-    centred = flat.astype(np.float32) - flat.mean(axis=1, keepdims=True, dtype=np.float32)
-    norms = np.linalg.norm(centred, axis=1, keepdims=True)
-    unit = np.divide(centred, norms, out=np.zeros_like(centred), where=norms > 0)
-    parent = np.arange(len(hashes))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for start in range(0, len(hashes), _CHUNK):
-        block = np.bitwise_count(hashes[start : start + _CHUNK, None] ^ hashes[None, :])
-        rows, cols = np.nonzero(block <= dup_distance)
-        rows += start
-        upper = rows < cols  # each pair once, and not an image with itself
-        rows, cols = rows[upper], cols[upper]
-        for k in range(0, len(rows), _PAIR_CHUNK):
-            a, b = rows[k : k + _PAIR_CHUNK], cols[k : k + _PAIR_CHUNK]
-            corr = np.einsum("ij,ij->i", unit[a], unit[b])
-            # Identical thumbnails also count: blank images have no correlation to measure.
-            same = (corr >= DUP_MIN_CORRELATION) | np.all(flat[a] == flat[b], axis=1)
-            for i, j in zip(a[same], b[same], strict=True):
-                ri, rj = find(int(i)), find(int(j))
-                # The smaller index becomes the root, so each group's root is its first record.
-                parent[max(ri, rj)] = min(ri, rj)
-    return np.array([find(i) for i in range(len(hashes))])
 
 
 def _fingerprint(base: Path, records: Iterable[ImageRecord]) -> str:
