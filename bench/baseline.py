@@ -39,20 +39,21 @@ def main() -> None:
         os.environ["TBXRAY_RUNS_DIR"] = tmp
         os.environ.pop("TBXRAY_DB_URL", None)
         from db import RunStore
-        from pipeline import paths, preprocess, train
+        from pipeline import paths, train
         from pipeline.config import preset
         from pipeline.data import index_cache
         from pipeline.external import evaluate_external
+        from pipeline.preprocessing import cache
 
         store = RunStore()
         cfg = preset("baseline", **{"data.path": args.data, "data.image_size": args.size})
 
         t0 = time.perf_counter()
         index = index_cache.load_index(args.data, progress=True)
-        preprocess.cached_arrays(index, cfg.data, progress=True)
+        cache.cached_arrays(index, cfg.data, progress=True)
         cold_prep = time.perf_counter() - t0
         t0 = time.perf_counter()
-        preprocess.cached_arrays(index_cache.load_index(args.data), cfg.data)
+        cache.cached_arrays(index_cache.load_index(args.data), cfg.data)
         warm_prep = time.perf_counter() - t0
 
         # The cold run pays for scanning and preprocessing: drop the caches first.

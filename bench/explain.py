@@ -138,7 +138,8 @@ def phantoms(store: Any) -> None:
 
 
 def real(predictor: Any, data: Path, n_images: int) -> None:
-    from pipeline import artefacts, explain, faithfulness
+    from pipeline import explain, faithfulness
+    from pipeline.preprocessing import artefacts
 
     cases = tb_test_images(predictor, data)
     boxed = {

@@ -50,8 +50,9 @@ def boxed_band_energy(run: Any) -> float:
     whose original film carries a bottom anonymisation box."""
     import cv2
 
-    from pipeline import artefacts, explain, faithfulness
+    from pipeline import explain, faithfulness
     from pipeline.predictor import Predictor
+    from pipeline.preprocessing import artefacts
 
     predictor = Predictor(run.artifacts_dir)
     root = Path(predictor.config.data.path)

@@ -167,9 +167,10 @@ def measure(path: str, data: Path, size: int, epochs: int, batch_size: int) -> d
     import numpy as np
     import tensorflow as tf
 
-    from pipeline import inputs, preprocess
+    from pipeline import inputs
     from pipeline.data import index_cache
     from pipeline.model import build_model
+    from pipeline.preprocessing import cache
 
     class EpochClock(keras.callbacks.Callback):
         """Wall and process CPU seconds of every epoch (CPU summed over all threads)."""
@@ -197,7 +198,7 @@ def measure(path: str, data: Path, size: int, epochs: int, batch_size: int) -> d
         ds = _classic_flow(index, size, batch_size, augment=True)
         labels = ds.classes
     else:
-        arrays = preprocess.cached_arrays(index, cfg.data)
+        arrays = cache.cached_arrays(index, cfg.data)
         labels = index.labels
         if path == "B":
             ds = inputs.make_dataset(
@@ -260,15 +261,16 @@ def profile(data: Path, size: int, batch_size: int) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from pipeline import inputs, preprocess
+    from pipeline import inputs
     from pipeline.data import index_cache
     from pipeline.model import build_model
+    from pipeline.preprocessing import cache
 
     load = os.getloadavg()[0]
     plain = bench_config(data, size, augment=False)
     keras.utils.set_random_seed(plain.seed)
     index = index_cache.load_index(data)
-    arrays = preprocess.cached_arrays(index, plain.data)
+    arrays = cache.cached_arrays(index, plain.data)
     stages: dict[str, dict[str, float]] = {}
 
     def timed(name: str, step: Callable[[], object]) -> None:
@@ -360,8 +362,8 @@ def phantoms(n: int, size: int) -> Path:
 
 def preprocessing_times(data: Path, sizes: list[int]) -> dict:
     """Seconds to scan ``data`` and to preprocess it at each size: cold (empty cache), warm."""
-    from pipeline import preprocess
     from pipeline.data import index_cache
+    from pipeline.preprocessing import cache
 
     out: dict = {}
     for phase in ("cold", "warm"):
@@ -372,7 +374,7 @@ def preprocessing_times(data: Path, sizes: list[int]) -> dict:
         cfg = bench_config(data, size, augment=False)
         for phase in ("cold", "warm"):
             t0 = time.perf_counter()
-            arrays = preprocess.cached_arrays(index, cfg.data, progress=phase == "cold")
+            arrays = cache.cached_arrays(index, cfg.data, progress=phase == "cold")
             out[f"preprocess_{size}_{phase}_s"] = time.perf_counter() - t0
         out[f"cache_{size}_mib"] = arrays.nbytes / MiB
     out["images"] = len(index.records)

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipeline import artefacts, enhance
 from pipeline.data.scan import CLASS_NAMES, DatasetIndex, ImageRecord
 from pipeline.imaging import decode
+from pipeline.preprocessing import artefacts, enhance
 
 THUMB = 128
 # Each edge, as the number of quarter turns (np.rot90) that brings it to the bottom, where

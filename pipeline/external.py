@@ -14,12 +14,13 @@ import numpy as np
 from tqdm import tqdm
 
 from db import Calibration, ExternalEval, RunStore
-from pipeline import calibration, evaluate, preprocess, sources
+from pipeline import calibration, evaluate
 from pipeline.config import RunConfig
 from pipeline.data import index_cache
 from pipeline.data.overlap import load_external
 from pipeline.data.scan import DatasetIndex
 from pipeline.predictor import Predictor
+from pipeline.preprocessing import cache, sources
 
 
 def run_index(config: RunConfig, *, progress: bool = False) -> DatasetIndex | None:
@@ -60,7 +61,7 @@ def score_index(
     """
     report = on_progress or (lambda scored, total: None)
     report(0, len(index.labels))
-    arrays = preprocess.cached_arrays(index, predictor.config.data, progress=progress)
+    arrays = cache.cached_arrays(index, predictor.config.data, progress=progress)
     if predictor.pca is not None:
         arrays = predictor.pca.transform(np.asarray(arrays))
     scores = []

@@ -17,10 +17,10 @@ import numpy as np
 from db import RunStore
 from pipeline.calibration import Calibrator
 from pipeline.config import RunConfig, load_config_file
-from pipeline.enhance import PCADenoiser
 from pipeline.imaging import decode
 from pipeline.lungs.masks import Plausibility
-from pipeline.preprocess import LungInput, preprocess_image, preprocess_with_lungs
+from pipeline.preprocessing.enhance import PCADenoiser
+from pipeline.preprocessing.transform import LungInput, preprocess_image, preprocess_with_lungs
 
 POSITIVE = "Possible TB — refer for testing"
 NEGATIVE = "No signs of TB"

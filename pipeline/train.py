@@ -28,15 +28,16 @@ import numpy as np
 from tqdm import tqdm
 
 from db import Run, RunStore
-from pipeline import calibration, evaluate, inputs, ood, paths, preprocess, sources
+from pipeline import calibration, evaluate, inputs, ood, paths
 from pipeline.config import RunConfig
 from pipeline.data import overlap
 from pipeline.data.scan import DatasetIndex
 from pipeline.data.splits import Split, stratified_group_split
-from pipeline.enhance import PCADenoiser
 from pipeline.events import EVENTS_DIR, EventWriter
 from pipeline.heartbeat import beating
 from pipeline.model import build_model
+from pipeline.preprocessing import cache, sources
+from pipeline.preprocessing.enhance import PCADenoiser
 from pipeline.stop import StopRequested
 
 _VERSIONED = ("tensorflow", "keras", "numpy", "scikit-learn", "opencv-python-headless", "pillow")
@@ -397,7 +398,7 @@ def _evaluate_externals(
     at the threshold chosen on validation (never re-fitted on the external set)."""
     out = []
     for index in externals:
-        arrays = preprocess.cached_arrays(index, cfg.data)
+        arrays = cache.cached_arrays(index, cfg.data)
         if data.pca is not None:
             arrays = data.pca.transform(np.asarray(arrays))
         every = np.arange(len(index.records))

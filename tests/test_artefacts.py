@@ -5,8 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from pipeline import artefacts
 from pipeline.data import synth
+from pipeline.preprocessing import artefacts
 from tests.conftest import shared_dataset
 
 

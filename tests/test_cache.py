@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import preprocess
 from pipeline.config import preset
 from pipeline.data import scan
+from pipeline.preprocessing import cache, transform
 
 
 def test_an_interrupted_build_leaves_no_partial_file_and_the_next_build_succeeds(
@@ -19,7 +19,7 @@ def test_an_interrupted_build_leaves_no_partial_file_and_the_next_build_succeeds
 ):
     index = scan.scan(phantoms)
     data = preset("smoke", **{"data.path": str(phantoms)}).data
-    real = preprocess.preprocess_image
+    real = transform.preprocess_image
     calls = 0
 
     def stopped_half_way(img: np.ndarray, cfg) -> np.ndarray:
@@ -29,13 +29,13 @@ def test_an_interrupted_build_leaves_no_partial_file_and_the_next_build_succeeds
             raise KeyboardInterrupt  # Ctrl-C, or a worker told to stop
         return real(img, cfg)
 
-    monkeypatch.setattr(preprocess, "preprocess_image", stopped_half_way)
+    monkeypatch.setattr(transform, "preprocess_image", stopped_half_way)
     with pytest.raises(KeyboardInterrupt):
-        preprocess.cached_arrays(index, data, cache=tmp_path)
+        cache.cached_arrays(index, data, cache=tmp_path)
     assert list((tmp_path / "arrays").iterdir()) == []
 
-    monkeypatch.setattr(preprocess, "preprocess_image", real)
-    arrays = preprocess.cached_arrays(index, data, cache=tmp_path)
+    monkeypatch.setattr(transform, "preprocess_image", real)
+    arrays = cache.cached_arrays(index, data, cache=tmp_path)
     assert arrays.shape == (len(index.records), data.image_size, data.image_size)
     assert [p.suffix for p in (tmp_path / "arrays").iterdir()] == [".npy"]
 
@@ -49,9 +49,9 @@ def test_a_killed_builders_file_is_removed_but_a_live_builders_is_kept(tmp_path:
     recent = folder / f"ghi.tmp{dead_pid + 1}.npy"
     for f in (killed, live, recent):
         f.write_bytes(b"partial")
-    old = time.time() - 2 * preprocess.ABANDONED_AFTER_S
+    old = time.time() - 2 * cache.ABANDONED_AFTER_S
     os.utime(killed, (old, old))
     os.utime(live, (old, old))
 
-    assert preprocess.remove_abandoned(folder) == [killed]
+    assert cache.remove_abandoned(folder) == [killed]
     assert sorted(p.name for p in folder.iterdir()) == sorted([live.name, recent.name])

@@ -19,11 +19,11 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from pipeline import preprocess
 from pipeline.config import DataConfig
 from pipeline.data import index_cache, scan
 from pipeline.imaging.decode import decode, describe, read_image
 from pipeline.imaging.decoded import ImageError
+from pipeline.preprocessing import cache
 from tests.dicom_files import dicom_bytes, displayed_as, gdcm_compressed, jpeg_baseline_bytes
 
 # A PatientName no output of the project may ever contain (over 64 characters, so that pydicom
@@ -257,7 +257,7 @@ def test_no_header_field_but_the_image_reaches_messages_logs_or_files(tmp_path, 
     bad = data / "Normal" / "ct.dcm"
     bad.write_bytes(dicom_bytes(_radiograph(), Modality="CT", PatientName=MARKER))
     index = index_cache.load_index(data)  # scan, and the index cached on disk
-    preprocess.cached_arrays(index, DataConfig(path=str(data), image_size=32))
+    cache.cached_arrays(index, DataConfig(path=str(data), image_size=32))
     decoded = decode(displayed_as(_radiograph().astype(np.uint8), PatientName=MARKER))
     with pytest.raises(ImageError) as refused:
         read_image(bad)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline import config
-from pipeline.enhance import (
+from pipeline.preprocessing.enhance import (
     ENHANCEMENTS,
     PCADenoiser,
     clahe,

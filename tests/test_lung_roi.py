@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from db import RunStore
-from pipeline import preprocess
 from pipeline.cli import main
 from pipeline.config import ConfigError, DataConfig, preset
 from pipeline.data import index_cache
 from pipeline.imaging import decode
 from pipeline.lungs.roi import apply_roi
 from pipeline.predictor import Predictor
+from pipeline.preprocessing import cache
 
 
 def test_lung_crop_cuts_the_lungs_box_plus_margin_from_the_full_image():
@@ -47,7 +47,7 @@ def test_the_roi_is_part_of_the_cache_key_and_the_cache_is_reused(phantoms, monk
     full = DataConfig(path=str(phantoms), image_size=64)
     crop = DataConfig(path=str(phantoms), image_size=64, roi="lung_crop")
     keys = {
-        preprocess.array_key(index.fingerprint, d)
+        cache.array_key(index.fingerprint, d)
         for d in (
             full,
             crop,
@@ -56,14 +56,14 @@ def test_the_roi_is_part_of_the_cache_key_and_the_cache_is_reused(phantoms, monk
         )
     }
     assert len(keys) == 4
-    first = np.array(preprocess.cached_arrays(index, crop))
-    assert not np.array_equal(first, preprocess.cached_arrays(index, full))
+    first = np.array(cache.cached_arrays(index, crop))
+    assert not np.array_equal(first, cache.cached_arrays(index, full))
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("a warm cache decoded an image")
 
     monkeypatch.setattr(decode, "read_image", no_decoding)
-    assert np.array_equal(preprocess.cached_arrays(index, crop), first)
+    assert np.array_equal(cache.cached_arrays(index, crop), first)
 
 
 @pytest.mark.parametrize("roi", ["lung_crop", "lung_mask"])

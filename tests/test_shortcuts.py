@@ -7,9 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline import appearance, artefacts, inputs, intensity, preprocess
+from pipeline import appearance, inputs
 from pipeline.config import AugmentConfig, DataConfig, preset
 from pipeline.data import synth
+from pipeline.preprocessing import artefacts, cache, intensity, transform
 
 
 @pytest.fixture
@@ -63,13 +64,13 @@ def test_crop_border_trims_black_bands_and_cuts_the_bottom_band(chest):
 def test_inpainting_reaches_the_model_input_in_training_and_serving_alike(chest):
     marked, _ = stamp(chest)
     data = DataConfig(image_size=128, artefacts="inpaint")
-    kept = preprocess.preprocess_image(marked, DataConfig(image_size=128))
-    removed = preprocess.preprocess_image(marked, data)
+    kept = transform.preprocess_image(marked, DataConfig(image_size=128))
+    removed = transform.preprocess_image(marked, data)
     box = (slice(111, 119), slice(46, 82))  # the box at 128 px
-    beneath = preprocess.preprocess_image(chest, DataConfig(image_size=128))
+    beneath = transform.preprocess_image(chest, DataConfig(image_size=128))
     assert kept[box].min() >= 250
     assert np.abs(removed[box].astype(int) - beneath[box]).mean() < 15
-    assert preprocess.array_key("fp", data) != preprocess.array_key("fp", DataConfig())
+    assert cache.array_key("fp", data) != cache.array_key("fp", DataConfig())
 
 
 def test_hist_match_maps_a_dark_image_onto_the_reference():

@@ -11,10 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline import preprocess, sources
 from pipeline.config import preset
 from pipeline.data import index_cache, synth
 from pipeline.data.splits import stratified_group_split
+from pipeline.preprocessing import cache, sources
 
 
 def two_sources(tmp_path: Path) -> tuple[Path, Path]:
@@ -103,7 +103,7 @@ def test_arrays_of_two_sources_are_the_folders_arrays_stacked(tmp_path):
     stacked = sources.cached_arrays(index, data)
     assert stacked.shape == (100, 64, 64)
     assert isinstance(stacked, np.memmap)
-    parts = [preprocess.cached_arrays(index_cache.load_index(f), data) for f in (a, b)]
+    parts = [cache.cached_arrays(index_cache.load_index(f), data) for f in (a, b)]
     assert np.array_equal(stacked, np.concatenate(parts))
 
 
@@ -113,7 +113,7 @@ def test_one_folder_gives_its_own_index_and_arrays(tmp_path):
     index = sources.load_index(data.sources)
     assert index == index_cache.load_index(a)
     assert index.sources.tolist() == [0] * 60
-    assert np.array_equal(sources.cached_arrays(index, data), preprocess.cached_arrays(index, data))
+    assert np.array_equal(sources.cached_arrays(index, data), cache.cached_arrays(index, data))
 
 
 def test_the_same_folder_twice_is_refused(tmp_path):

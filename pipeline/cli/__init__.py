@@ -70,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", required=True, help="dataset folder the reference comes from")
     p.add_argument(
-        "--out", help="where to write it (default: the shipped pipeline/reference/intensity.json)"
+        "--out",
+        help="where to write it (default: the reference shipped in pipeline/preprocessing/)",
     )
     p.add_argument("--size", type=int, default=128, help="image side it is measured at")
 

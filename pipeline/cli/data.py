@@ -76,7 +76,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def _inspect_sources(args: argparse.Namespace) -> int:
     """Several folders: images per source and class, and near-duplicates across sources."""
-    from pipeline import sources
+    from pipeline.preprocessing import sources
 
     if args.label_map or args.lungs:
         raise ValueError("--label-map and --lungs take one folder; inspect the folders one by one")
@@ -105,9 +105,9 @@ def _inspect_sources(args: argparse.Namespace) -> int:
 
 
 def cmd_intensity_reference(args: argparse.Namespace) -> int:
-    from pipeline import intensity
     from pipeline.data import index_cache
     from pipeline.imaging import decode
+    from pipeline.preprocessing import intensity
 
     index = index_cache.load_index(args.data, progress=True)
     pictures = [decode.resize(decode.read_image(p), args.size) for p in index.paths]

@@ -1,8 +1,10 @@
-"""Preprocessing, done once per (dataset, size, ROI, enhancement) and cached on disk as uint8.
+"""The array cache: a dataset preprocessed once per (dataset, size, ROI, enhancement), on disk
+as uint8.
 
 Every run of a sweep over one dataset and preprocessing reads the same cache file, memory-mapped,
-so a second run decodes nothing. The same :func:`preprocess_image` serves single images at
-prediction time, so serving applies exactly the preprocessing a run trained with.
+so a second run decodes nothing. Each image goes through
+:func:`pipeline.preprocessing.transform.preprocess_image`, the function that also serves single
+images at prediction time, so serving applies exactly the preprocessing a run trained with.
 """
 
 from __future__ import annotations
@@ -13,60 +15,19 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 from tqdm import tqdm
 
-from pipeline import artefacts, enhance, intensity, paths
+from pipeline import paths
 from pipeline.config import DataConfig
 from pipeline.data import scan
 from pipeline.imaging import decode
-from pipeline.lungs import roi, segmenter
-from pipeline.lungs.masks import Plausibility, plausibility
+from pipeline.lungs import segmenter
+from pipeline.preprocessing import intensity, transform
 
 # Bump when the preprocessing code changes what it writes, so old caches are not reused.
 CACHE_VERSION = 2
-
-
-def preprocess_image(img: np.ndarray, data: DataConfig) -> np.ndarray:
-    """Grayscale uint8 H×W of any size -> uint8 S×S: artefacts (``data.artefacts``), lung ROI
-    (``data.roi``), resize (area), intensity standardisation, enhancement, per ``data``. With
-    ``roi="full"`` the segmenter is not run."""
-    if data.roi == "full":
-        img = artefacts.remove(img, data.artefacts)
-        small = intensity.standardise(decode.resize(img, data.image_size), data.intensity)
-        return enhance.enhance(
-            small, data.enhancement, clahe_clip=data.clahe_clip, clahe_tile=data.clahe_tile
-        )
-    return preprocess_with_lungs(img, data)[0]
-
-
-class LungInput(NamedTuple):
-    """A model input with its lungs: ``image`` uint8 S×S, ``lungs`` bool S×S in the same frame,
-    ``plausibility`` judged on the whole radiograph's mask."""
-
-    image: np.ndarray
-    lungs: np.ndarray
-    plausibility: Plausibility
-
-
-def preprocess_with_lungs(img: np.ndarray, data: DataConfig) -> LungInput:
-    """:func:`preprocess_image` and the lungs the shipped segmenter finds, whatever the ROI.
-
-    For drawing outlines, for measuring how much of a heatmap lies in the lungs, and for
-    refusing images without two plausible lungs.
-    """
-    img = artefacts.remove(img, data.artefacts)
-    lungs = segmenter.shipped().segment(img)
-    small, mask = roi.apply_roi(img, lungs, data.roi, data.image_size, data.roi_margin)
-    small = intensity.standardise(small, data.intensity)
-    out = enhance.enhance(
-        small, data.enhancement, clahe_clip=data.clahe_clip, clahe_tile=data.clahe_tile
-    )
-    if data.roi == "lung_mask":
-        out[~mask] = roi.OUTSIDE
-    return LungInput(out, mask, plausibility(lungs))
 
 
 def array_key(fingerprint: str, data: DataConfig) -> str:
@@ -121,7 +82,7 @@ def cached_arrays(
                 segmenter.shipped()  # load it once here, not in several threads at once
 
             def work(i: int) -> None:
-                out[i] = preprocess_image(decode.read_image(index.records[i].path), data)
+                out[i] = transform.preprocess_image(decode.read_image(index.records[i].path), data)
 
             with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
                 jobs = pool.map(work, range(len(index.records)))

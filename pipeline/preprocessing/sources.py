@@ -26,11 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import paths, preprocess
+from pipeline import paths
 from pipeline.config import DataConfig
 from pipeline.data import duplicates, index_cache, scan
 from pipeline.data.scan import DatasetIndex, ImageRecord
 from pipeline.imaging.decoded import ImageError
+from pipeline.preprocessing import cache
 
 # Rows of the pHash distance matrix compared at once, and images copied at once when stacking.
 _CHUNK = 1024
@@ -103,11 +104,11 @@ def cached_arrays(index: DatasetIndex, data: DataConfig, *, progress: bool = Fal
     combined index (keyed by its fingerprint), so memory never holds the whole stack.
     """
     if not isinstance(index, CombinedIndex):
-        return preprocess.cached_arrays(index, data, progress=progress)
+        return cache.cached_arrays(index, data, progress=progress)
     folder = paths.cache_dir() / "arrays"
-    path = folder / f"{preprocess.array_key(index.fingerprint, data)}.npy"
+    path = folder / f"{cache.array_key(index.fingerprint, data)}.npy"
     if not path.exists():
-        pieces = [preprocess.cached_arrays(p, data, progress=progress) for p in index.parts]
+        pieces = [cache.cached_arrays(p, data, progress=progress) for p in index.parts]
         size = data.image_size
         # The same name pattern as preprocess's, so its remove_abandoned() cleans up after us.
         tmp = path.with_suffix(f".tmp{os.getpid()}.npy")

@@ -8,7 +8,7 @@ enhancement:
 
 - ``percentile``: clip to the :data:`LOW`..:data:`HIGH` percentiles and stretch them to 0..255;
 - ``hist_match``: map the image's grey-level distribution onto a fixed reference distribution
-  shipped with the code (``pipeline/reference/intensity.json``, made by
+  shipped with the code (``pipeline/preprocessing/reference/intensity.json``, made by
   ``python -m pipeline intensity-reference``; its card says from which images).
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.enhance import contrast_stretch
+from pipeline.preprocessing.enhance import contrast_stretch
 
 INTENSITIES: tuple[str, ...] = ("none", "percentile", "hist_match")
 LOW, HIGH = 1.0, 99.0
