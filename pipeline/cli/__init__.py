@@ -1,6 +1,6 @@
 """``python -m pipeline``: make data, inspect it, train, list runs, evaluate, calibrate, predict,
 explain, manage runs (archive, delete, tag, note), run the queue, and the lung segmenter
-(``lungs``, in :mod:`pipeline.lungs.cli`).
+(``lungs``, in :mod:`pipeline.cli.lungs`).
 
 Each command lives in the module of its concern (``data``, ``runs``, ``manage``, ``queue``,
 ``sites``); this one builds the parser and turns user errors into one line. Heavy modules
@@ -194,7 +194,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lime-samples", type=int, default=1000, help="LIME samples (default 1000)")
     p.add_argument("--shap-evals", type=int, default=500, help="SHAP evaluations (default 500)")
 
-    from pipeline.lungs.cli import add_parser as add_lungs
+    from pipeline.cli.lungs import add_parser as add_lungs
 
     add_lungs(sub)
 

@@ -6,5 +6,8 @@
 - :mod:`~pipeline.lungs.train` — training, held-out-source scoring and the model card.
 - :mod:`~pipeline.lungs.segmenter` — the shipped model: load it, segment any X-ray.
 - :mod:`~pipeline.lungs.roi` — the classifier's region of interest (``data.roi``).
-- :mod:`~pipeline.lungs.cli` — ``python -m pipeline lungs train | eval | predict``.
+- :mod:`~pipeline.lungs.view` — the view check (upright, turned, upside down, part of a film).
+
+May import the root modules, :mod:`pipeline.imaging` and :mod:`pipeline.data`; its command line
+(``python -m pipeline lungs ...``) is :mod:`pipeline.cli.lungs`.
 """
