@@ -29,10 +29,10 @@ def main() -> None:
     import keras
     import numpy as np
 
-    from pipeline import inputs
     from pipeline.config import preset
     from pipeline.experiments import APPEARANCE
     from pipeline.model import build_model
+    from pipeline.training import inputs
 
     rng = np.random.default_rng(0)
     arrays = rng.integers(0, 256, (args.images, args.size, args.size), dtype=np.uint8)

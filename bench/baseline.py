@@ -39,11 +39,12 @@ def main() -> None:
         os.environ["TBXRAY_RUNS_DIR"] = tmp
         os.environ.pop("TBXRAY_DB_URL", None)
         from db import RunStore
-        from pipeline import paths, train
+        from pipeline import paths
         from pipeline.config import preset
         from pipeline.data import index_cache
         from pipeline.external import evaluate_external
         from pipeline.preprocessing import cache
+        from pipeline.training import train
 
         store = RunStore()
         cfg = preset("baseline", **{"data.path": args.data, "data.image_size": args.size})

@@ -47,10 +47,10 @@ def main() -> None:
         os.environ["TBXRAY_RUNS_DIR"] = str(Path(args.store).resolve())
         os.environ.pop("TBXRAY_DB_URL", None)
     from db import RunStore
-    from pipeline import train
     from pipeline.config import preset
     from pipeline.external import site_calibration
     from pipeline.predictor import Predictor
+    from pipeline.training import train
 
     store = RunStore()
     if args.run is None:

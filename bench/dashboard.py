@@ -163,10 +163,11 @@ def build_store(folder: Path, n_runs: int) -> dict[str, Any]:
     """A store of ``n_runs`` simulated runs plus one trained smoke run; returns the ids the
     pages are opened with: ``run`` (one with external sets), ``compare`` (three), ``model``."""
     from db import RunStore
-    from pipeline import experiments, train
+    from pipeline import experiments
     from pipeline.config import preset
     from pipeline.data import synth
     from pipeline.data.scan import scan
+    from pipeline.training import train
 
     data, externals = folder / "phantoms", [folder / "ext-a", folder / "ext-b"]
     synth.generate(data, 400, size=64, seed=1)

@@ -43,8 +43,8 @@ OPTIONS: dict[str, dict[str, int]] = {"lime": {"num_samples": 1000}, "shap": {"m
 
 def trained(store: Any, name: str, cfg: Any) -> Any:
     """The newest succeeded run called ``name`` in the bench store, training it if missing."""
-    from pipeline import train
     from pipeline.config import override
+    from pipeline.training import train
 
     for run in store.list_runs(status="succeeded"):
         if run.name == name:

@@ -117,8 +117,8 @@ def segmenter_section(masks_dir: Path, folders: list[Path]) -> dict[str, Any]:
 
 def trained(store: Any, name: str, cfg: Any) -> Any:
     """The newest succeeded run called ``name`` in the bench store, training it if missing."""
-    from pipeline import train
     from pipeline.config import override
+    from pipeline.training import train
 
     for run in store.list_runs(status="succeeded"):
         if run.name == name:

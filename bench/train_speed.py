@@ -167,10 +167,10 @@ def measure(path: str, data: Path, size: int, epochs: int, batch_size: int) -> d
     import numpy as np
     import tensorflow as tf
 
-    from pipeline import inputs
     from pipeline.data import index_cache
     from pipeline.model import build_model
     from pipeline.preprocessing import cache
+    from pipeline.training import inputs
 
     class EpochClock(keras.callbacks.Callback):
         """Wall and process CPU seconds of every epoch (CPU summed over all threads)."""
@@ -261,10 +261,10 @@ def profile(data: Path, size: int, batch_size: int) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from pipeline import inputs
     from pipeline.data import index_cache
     from pipeline.model import build_model
     from pipeline.preprocessing import cache
+    from pipeline.training import inputs
 
     load = os.getloadavg()[0]
     plain = bench_config(data, size, augment=False)

@@ -126,7 +126,7 @@ def _output_to(path: Path) -> Iterator[None]:
 
 def execute(store: RunStore, run: Run, options: WorkerOptions) -> Run:
     """Train one claimed run with its output logged; returns the run as stored afterwards."""
-    from pipeline import train
+    from pipeline.training import callbacks, train
 
     log = paths.run_log(run.id)
     with _output_to(log):
@@ -139,7 +139,7 @@ def execute(store: RunStore, run: Run, options: WorkerOptions) -> Run:
                 progress=True,
                 heartbeat_s=options.heartbeat_s,
             )
-        except train.RunCancelled:
+        except callbacks.RunCancelled:
             print(f"run {run.id} cancelled", flush=True)
         except Exception:
             # train.run stores its own failures; an error before it started (an invalid stored

@@ -22,9 +22,10 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import imaging, tables, ui
 from db import RunStore
-from pipeline import evaluate, experiments, train
+from pipeline import evaluate, experiments
 from pipeline.config import preset
 from pipeline.data import synth
+from pipeline.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "dashboard" / "app.py"

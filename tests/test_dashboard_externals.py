@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from db import RunStore
-from pipeline import train
 from pipeline.config import preset
 from pipeline.data import synth
+from pipeline.training import train
 from pipeline.worker import WorkerOptions, work
 from tests.test_dashboard import ROOT, copy_store, page, texts
 

@@ -566,7 +566,7 @@ def test_a_leave_one_source_out_suite_file_is_checked_and_its_summary_groups_by_
 
 def test_a_held_out_source_is_absent_from_the_runs_training_data(tmp_path):
     from pipeline.data import synth
-    from pipeline.train import prepare_data
+    from pipeline.training.train import prepare_data
 
     folders = []
     for i, n in enumerate((40, 30, 30)):

@@ -26,8 +26,8 @@ def lesion_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Predictor, P
 
     Returns the predictor, the phantom folder (with ``masks/``) and the store URL of the run.
     """
-    from pipeline import train
     from pipeline.config import preset
+    from pipeline.training import train
 
     root = tmp_path_factory.mktemp("explain")
     data = root / "phantoms"

@@ -61,8 +61,8 @@ def train_tiny_run(root: Path, name: str = "baseline-tiny", epochs: int = 25) ->
     Balanced classes, no augmentation and three conv blocks: the settings that learn the 64-px
     phantoms fastest (test AUC about 0.8 after 25 epochs of about 0.4 s each).
     """
-    from pipeline import train
     from pipeline.config import preset
+    from pipeline.training import train
 
     data = root / "phantoms"
     if not data.is_dir():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.inputs import class_weights, make_dataset, source_weights
+from pipeline.training.inputs import class_weights, make_dataset, source_weights
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from db import RunStore
-from pipeline import train
 from pipeline.config import preset
+from pipeline.training import train
 from tests.conftest import shared_dataset
 
 

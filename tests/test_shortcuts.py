@@ -7,10 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline import appearance, inputs
 from pipeline.config import AugmentConfig, DataConfig, preset
 from pipeline.data import synth
 from pipeline.preprocessing import artefacts, cache, intensity, transform
+from pipeline.training import appearance, inputs
 
 
 @pytest.fixture

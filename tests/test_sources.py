@@ -127,8 +127,8 @@ def test_a_smoke_run_trains_on_two_sources_with_balanced_weights(tmp_path, capsy
     import csv
 
     from db import RunStore
-    from pipeline import inputs, train
     from pipeline.cli import main
+    from pipeline.training import inputs, train
 
     a, b = two_sources(tmp_path)
     # Through the CLI's --data, as a user would give two folders.
@@ -185,8 +185,8 @@ def test_inspect_counts_each_source_and_class_and_the_radiographs_they_share(tmp
 
 def test_a_leave_one_source_out_run_is_evaluated_on_the_folder_it_never_saw(tmp_path):
     from db import RunStore
-    from pipeline import train
     from pipeline.experiments import SuiteSpec, expand
+    from pipeline.training import train
 
     a, b = two_sources(tmp_path)
     c = tmp_path / "c"

@@ -200,8 +200,8 @@ def test_progress_shows_a_bar(tmp_path, capsys):
 def test_the_baseline_cnn_learns_the_phantoms(tmp_path):
     """The embedded dataset is learnable: the default demo run ranks TB above normal."""
     from db import RunStore
-    from pipeline import train
     from pipeline.config import preset
+    from pipeline.training import train
 
     synth.generate(tmp_path / "phantoms", 600, seed=0)
     run = train.run(preset("baseline", **{"data.path": str(tmp_path / "phantoms")}), RunStore())

@@ -117,7 +117,7 @@ def test_a_crash_mid_training_leaves_a_failed_run_and_no_artifacts(
     def broken(cfg):
         raise RuntimeError("out of memory in block 2")
 
-    monkeypatch.setattr("pipeline.train.build_model", broken)
+    monkeypatch.setattr("pipeline.training.train.build_model", broken)
     with pytest.raises(RuntimeError):
         train(phantoms)
     (run,) = RunStore().list_runs()

@@ -20,7 +20,7 @@ from pipeline.cli.common import (
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pipeline import train
+    from pipeline.training import callbacks, train
 
     cfg = build_config(args)
     store = open_store()
@@ -28,7 +28,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     console.print(f"training [bold]{cfg.name}[/bold] on {where} ({cfg.data.image_size} px)")
     try:
         run = train.run(cfg, store, progress=True)
-    except train.RunCancelled as cancelled:
+    except callbacks.RunCancelled as cancelled:
         err_console.print(f"run {cancelled} was cancelled; its epochs so far are kept in the store")
         return 1
     console.print(metrics_table(run))

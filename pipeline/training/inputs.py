@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from pipeline import appearance as pipeline_appearance
 from pipeline.config import AugmentConfig
+from pipeline.training import appearance as pipeline_appearance
 
 
 def class_weights(labels: np.ndarray) -> dict[int, float]:

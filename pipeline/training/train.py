@@ -25,20 +25,21 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from tqdm import tqdm
 
 from db import Run, RunStore
-from pipeline import calibration, evaluate, inputs, ood, paths
+from pipeline import calibration, evaluate, ood, paths
 from pipeline.config import RunConfig
 from pipeline.data import overlap
 from pipeline.data.scan import DatasetIndex
 from pipeline.data.splits import Split, stratified_group_split
-from pipeline.events import EVENTS_DIR, EventWriter
 from pipeline.heartbeat import beating
 from pipeline.model import build_model
 from pipeline.preprocessing import cache, sources
 from pipeline.preprocessing.enhance import PCADenoiser
 from pipeline.stop import StopRequested
+from pipeline.training import inputs
+from pipeline.training.callbacks import CancelWatch, RunCancelled, StoreLogger
+from pipeline.training.events import EVENTS_DIR, EventWriter
 
 _VERSIONED = ("tensorflow", "keras", "numpy", "scikit-learn", "opencv-python-headless", "pillow")
 
@@ -103,54 +104,6 @@ def prepare_data(cfg: RunConfig, *, progress: bool = False) -> PreparedData:
     return PreparedData(index=index, arrays=arrays, split=split, pca=pca)
 
 
-class _StoreLogger(keras.callbacks.Callback):
-    """Writes every epoch's train/val metrics to the run store and shows an epoch progress bar."""
-
-    def __init__(self, store: RunStore, run_id: str, epochs: int, progress: bool) -> None:
-        super().__init__()
-        self.store, self.run_id = store, run_id
-        self.bar = tqdm(total=epochs, desc="train", unit="epoch", disable=not progress)
-        self.t0 = time.perf_counter()
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.t0 = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logs = dict(logs or {})
-        logs["seconds"] = time.perf_counter() - self.t0
-        logs["learning_rate"] = float(
-            keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
-        )
-        self.store.log_epoch(self.run_id, epoch + 1, {k: float(v) for k, v in logs.items()})
-        self.bar.update(1)
-        self.bar.set_postfix(
-            loss=f"{logs.get('loss', float('nan')):.3f}",
-            val_auc=f"{logs.get('val_auc', float('nan')):.3f}",
-        )
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        self.bar.close()
-
-
-class _CancelWatch(keras.callbacks.Callback):
-    """Stops training at the first batch boundary after the run is cancelled in the store.
-
-    The store is asked at most every ``every_s`` seconds, not on every batch.
-    """
-
-    def __init__(self, store: RunStore, run_id: str, every_s: float = 2.0) -> None:
-        super().__init__()
-        self.store, self.run_id, self.every_s = store, run_id, every_s
-        self.last = time.monotonic()
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if time.monotonic() - self.last < self.every_s:
-            return
-        self.last = time.monotonic()
-        if self.store.get_run(self.run_id).status == "cancelled":
-            raise RunCancelled(self.run_id)
-
-
 def _fit(
     cfg: RunConfig,
     data: PreparedData,
@@ -183,8 +136,8 @@ def _fit(
     )
     model = build_model(cfg)
     callbacks: list[keras.callbacks.Callback] = [
-        _StoreLogger(store, run_id, cfg.train.epochs, progress),
-        _CancelWatch(store, run_id),
+        StoreLogger(store, run_id, cfg.train.epochs, progress),
+        CancelWatch(store, run_id),
         # `tensorboard --logdir runs`: per-epoch scalars only, a few writes an epoch.
         EventWriter(events_dir),
     ]
@@ -269,10 +222,6 @@ def _write_artifacts(
 def heartbeat(store: RunStore, run_id: str, every_s: float) -> AbstractContextManager[None]:
     """Heart-beat the run for as long as the block runs (:func:`~pipeline.heartbeat.beating`)."""
     return beating(lambda: store.heartbeat(run_id), every_s, f"run {run_id}")
-
-
-class RunCancelled(Exception):  # noqa: N818 - a signal, not an error
-    """The run was cancelled while it trained; it stays ``cancelled`` with its epochs kept."""
 
 
 def run(

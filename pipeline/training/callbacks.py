@@ -1,0 +1,62 @@
+"""Keras callbacks of a run: every epoch to the run store, and a stop when the run is cancelled."""
+
+from __future__ import annotations
+
+import time
+
+import keras
+from tqdm import tqdm
+
+from db import RunStore
+
+
+class RunCancelled(Exception):  # noqa: N818 - a signal, not an error
+    """The run was cancelled while it trained; it stays ``cancelled`` with its epochs kept."""
+
+
+class StoreLogger(keras.callbacks.Callback):
+    """Writes every epoch's train/val metrics to the run store and shows an epoch progress bar."""
+
+    def __init__(self, store: RunStore, run_id: str, epochs: int, progress: bool) -> None:
+        super().__init__()
+        self.store, self.run_id = store, run_id
+        self.bar = tqdm(total=epochs, desc="train", unit="epoch", disable=not progress)
+        self.t0 = time.perf_counter()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = dict(logs or {})
+        logs["seconds"] = time.perf_counter() - self.t0
+        logs["learning_rate"] = float(
+            keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        )
+        self.store.log_epoch(self.run_id, epoch + 1, {k: float(v) for k, v in logs.items()})
+        self.bar.update(1)
+        self.bar.set_postfix(
+            loss=f"{logs.get('loss', float('nan')):.3f}",
+            val_auc=f"{logs.get('val_auc', float('nan')):.3f}",
+        )
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.bar.close()
+
+
+class CancelWatch(keras.callbacks.Callback):
+    """Stops training at the first batch boundary after the run is cancelled in the store.
+
+    The store is asked at most every ``every_s`` seconds, not on every batch.
+    """
+
+    def __init__(self, store: RunStore, run_id: str, every_s: float = 2.0) -> None:
+        super().__init__()
+        self.store, self.run_id, self.every_s = store, run_id, every_s
+        self.last = time.monotonic()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if time.monotonic() - self.last < self.every_s:
+            return
+        self.last = time.monotonic()
+        if self.store.get_run(self.run_id).status == "cancelled":
+            raise RunCancelled(self.run_id)
