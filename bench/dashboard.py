@@ -256,7 +256,7 @@ def finish(
 ) -> None:
     """Finish ``run`` as the worker would: artifacts written, metrics and external evaluations
     stored in one call. Scores are simulated with a per-run separation between the classes."""
-    from pipeline import evaluate
+    from pipeline.evaluation import metrics
 
     order = rng.permutation(len(labels))
     val, test = order[: len(labels) // 10], order[len(labels) // 10 : len(labels) * 3 // 10]
@@ -267,7 +267,7 @@ def finish(
         return 1 / (1 + np.exp(-(separation * (y - 0.5) * 2 + rng.normal(0, 1, len(y)))))
 
     s_val, s_test = scores(labels[val], separation), scores(labels[test], separation)
-    result = evaluate.evaluate(labels[val], s_val, labels[test], s_test, n_boot=100)
+    result = metrics.evaluate(labels[val], s_val, labels[test], s_test, n_boot=100)
     result["epochs_trained"] = EPOCHS
     artifacts = folder / "runs" / run.id
     artifacts.mkdir(parents=True)
@@ -286,10 +286,10 @@ def finish(
     evaluations = []
     for ext, y in zip(externals, ext_labels, strict=True):
         # Other hospitals: a weaker separation, as domain shift gives.
-        metrics = evaluate.external(
+        found = metrics.external(
             y, scores(y, rng.uniform(0.0, 0.8)), result["threshold"], n_boot=100
         )
-        evaluations.append((str(ext), f"fp-{ext.name}", metrics))
+        evaluations.append((str(ext), f"fp-{ext.name}", found))
     store.finish_run(
         run.id,
         metrics=result,

@@ -16,8 +16,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from db import Epoch
-from pipeline.evaluate import WHO_MIN_SENSITIVITY as WHO_SENSITIVITY
-from pipeline.evaluate import WHO_MIN_SPECIFICITY as WHO_SPECIFICITY
+from pipeline.evaluation.metrics import WHO_MIN_SENSITIVITY as WHO_SENSITIVITY
+from pipeline.evaluation.metrics import WHO_MIN_SPECIFICITY as WHO_SPECIFICITY
 
 NORMAL_COLOUR = "#4C78A8"
 TB_COLOUR = "#E45756"

@@ -14,11 +14,11 @@ import numpy as np
 from tqdm import tqdm
 
 from db import Calibration, ExternalEval, RunStore
-from pipeline import calibration, evaluate
 from pipeline.config import RunConfig
 from pipeline.data import index_cache
 from pipeline.data.overlap import load_external
 from pipeline.data.scan import DatasetIndex
+from pipeline.evaluation import calibration, metrics
 from pipeline.predictor import Predictor
 from pipeline.preprocessing import cache, sources
 
@@ -93,7 +93,7 @@ def evaluate_external(
     scores = score_index(
         predictor, index, batch_size=batch_size, progress=progress, on_progress=on_progress
     )
-    result = evaluate.external(
+    result = metrics.external(
         index.labels,
         scores,
         predictor.threshold,

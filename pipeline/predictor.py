@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from db import RunStore
-from pipeline.calibration import Calibrator
 from pipeline.config import RunConfig, load_config_file
+from pipeline.evaluation.calibration import Calibrator
 from pipeline.imaging import decode
 from pipeline.lungs.masks import Plausibility
 from pipeline.preprocessing.enhance import PCADenoiser

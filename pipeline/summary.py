@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from db import ExternalSummary
-from pipeline.compare import delong, paired_seeds
 from pipeline.config import PRESETS, preset
+from pipeline.evaluation.compare import delong, paired_seeds
 from pipeline.experiments import key_of, setting_label, values_at
 
 if TYPE_CHECKING:

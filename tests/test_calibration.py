@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from db import RunStore, StoreError
-from pipeline import calibration, evaluate
+from pipeline.evaluation import calibration, metrics
 
 # Ten images, hand-worked at threshold 0.5 and prevalence 0.1 (per 1,000 screened: 100 TB):
 #   TB scores 0.35 0.55 0.70 0.90      -> 3 of 4 at or above 0.5: sensitivity 0.75
@@ -78,12 +78,12 @@ def test_calibration_reduces_the_ece_of_miscalibrated_scores(kind):
     y = (rng.uniform(0, 1, p_true.size) < p_true).astype(int)
     overconfident = 1 / (1 + np.exp(-4 * np.log(p_true / (1 - p_true))))  # squashed to 0 / 1
     fit_part, check_part = slice(0, 2000), slice(2000, None)
-    before = evaluate.ece(y[check_part], overconfident[check_part])
+    before = metrics.ece(y[check_part], overconfident[check_part])
     calibrator = calibration.fit_calibrator(kind, y[fit_part], overconfident[fit_part])
-    after = evaluate.ece(y[check_part], calibrator(overconfident[check_part]))
+    after = metrics.ece(y[check_part], calibrator(overconfident[check_part]))
     assert before > 0.1
     assert after < 0.05
-    assert evaluate.brier(y[check_part], calibrator(overconfident[check_part])) < evaluate.brier(
+    assert metrics.brier(y[check_part], calibrator(overconfident[check_part])) < metrics.brier(
         y[check_part], overconfident[check_part]
     )
     # Monotone: ranking (and so AUC) is kept.
@@ -107,7 +107,7 @@ def test_a_site_threshold_is_chosen_on_one_part_and_reported_on_the_other():
         y, s, groups, run_threshold=0.9, prevalence=0.05, n_boot=200, seed=0
     )
     cal, check = calibration.site_split(y, groups, 0.5, 0)
-    expected = evaluate.choose_threshold(y[cal], s[cal], rule="who", min_sensitivity=0.9)
+    expected = metrics.choose_threshold(y[cal], s[cal], rule="who", min_sensitivity=0.9)
     assert result["threshold"] == expected
     assert result["check"]["sensitivity"] == pytest.approx(
         (s[check][y[check] == 1] >= expected).mean()

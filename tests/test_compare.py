@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pipeline.compare import delong
+from pipeline.evaluation.compare import delong
 
 # Three TB and three normal images, scored by two models (hand-worked):
 #   A: TB 0.9 0.8 0.4 | normal 0.7 0.3 0.2  -> TB placements 1, 1, 2/3; normal 2/3, 1, 1

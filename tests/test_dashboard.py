@@ -22,9 +22,10 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import imaging, tables, ui
 from db import RunStore
-from pipeline import evaluate, experiments
+from pipeline import experiments
 from pipeline.config import preset
 from pipeline.data import synth
+from pipeline.evaluation.metrics import metrics as computed_metrics
 from pipeline.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -390,7 +391,7 @@ def test_run_page_shows_metrics_and_a_live_threshold(ids):
     labels, scores = ui.test_scores(run)
     for threshold in (0.0, 0.5):
         at.slider(key="run.threshold").set_value(threshold).run()
-        expected = evaluate.metrics(labels, scores, threshold)
+        expected = computed_metrics(labels, scores, threshold)
         shown = {m.label: m.value for m in at.metric[7:]}
         assert shown["sensitivity"] == ui.fmt(expected["sensitivity"])
         assert shown["specificity"] == ui.fmt(expected["specificity"])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pipeline.evaluate import (
+from pipeline.evaluation.metrics import (
     _resampled_auc,
     bootstrap_ci,
     choose_threshold,

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from db import RunStore
-from pipeline.compare import delong
 from pipeline.config import ConfigError, make_config
+from pipeline.evaluation.compare import delong
 from pipeline.experiments import (
     SUITES,
     SuiteSpec,

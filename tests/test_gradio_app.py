@@ -677,17 +677,17 @@ def test_model_card_names_the_run_its_figures_and_its_limits(source):
     assert "On X-rays from other hospitals: not measured" in card
     assert banner(None) == ""
 
-    from pipeline import evaluate
+    from pipeline.evaluation import metrics
 
     y, p = np.array([0, 0, 1, 1] * 10), np.array([0.9, 0.8, 0.95, 0.7] * 10)
-    metrics = evaluate.external(y, p, served.run.threshold, n_boot=0)
+    found = metrics.external(y, p, served.run.threshold, n_boot=0)
     external = source.store.add_external_eval(
-        served.run.id, dataset_path="/data/other-hospital", data_fingerprint="x", metrics=metrics
+        served.run.id, dataset_path="/data/other-hospital", data_fingerprint="x", metrics=found
     )
     card = model_card(served, [external])
     assert "other-hospital" in card
     assert "not measured" not in card
-    assert f"off by {metrics['calibration']['ece']:.2f}" in card
+    assert f"off by {found['calibration']['ece']:.2f}" in card
 
 
 def test_older_runs_get_their_ood_reference_rebuilt_or_fall_back_to_image_checks(source, tmp_path):

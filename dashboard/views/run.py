@@ -10,7 +10,7 @@ import streamlit as st
 
 from dashboard import calibrate, charts, externals, manage, ui
 from db import Run, StoreError
-from pipeline import evaluate
+from pipeline.evaluation import metrics
 from pipeline.imaging import decode, decoded
 
 store = ui.store()
@@ -171,8 +171,8 @@ if run.status == "succeeded":
             format="%.3f",
             key="run.threshold",
         )
-        at = evaluate.metrics(labels, scores, threshold)
-        chosen = evaluate.metrics(labels, scores, float(run.threshold))
+        at = metrics.metrics(labels, scores, threshold)
+        chosen = metrics.metrics(labels, scores, float(run.threshold))
         row = ui.metric_row()
         for key, label in (
             ("sensitivity", "sensitivity"),

@@ -27,11 +27,12 @@ import keras
 import numpy as np
 
 from db import Run, RunStore
-from pipeline import calibration, evaluate, ood, paths
+from pipeline import ood, paths
 from pipeline.config import RunConfig
 from pipeline.data import overlap
 from pipeline.data.scan import DatasetIndex
 from pipeline.data.splits import Split, stratified_group_split
+from pipeline.evaluation import calibration, metrics
 from pipeline.heartbeat import beating
 from pipeline.model import build_model
 from pipeline.preprocessing import cache, sources
@@ -182,7 +183,7 @@ def _calibrate(
     )
     if calibrator is None:
         return None, None
-    before = evaluate.calibration_report(labels[data.split.test], scores["test"])
+    before = metrics.calibration_report(labels[data.split.test], scores["test"])
     for part in scores:
         scores[part] = calibrator(scores[part])
     return calibrator, before
@@ -296,7 +297,7 @@ def _train(
     scores = {part: _scores(model, data, data.split.part(part), batch) for part in ("val", "test")}
     labels = data.index.labels
     calibrator, before = _calibrate(cfg, labels, data, scores)
-    result = evaluate.evaluate(
+    result = metrics.evaluate(
         labels[data.split.val],
         scores["val"],
         labels[data.split.test],
@@ -355,10 +356,10 @@ def _evaluate_externals(
         scores = model.predict(ds, verbose=0).reshape(-1).astype(np.float64)
         if calibrator is not None:
             scores = calibrator(scores)
-        metrics = evaluate.external(
+        scored = metrics.external(
             index.labels, scores, threshold, n_boot=cfg.eval.bootstrap, seed=cfg.seed
         )
-        out.append(_External(index, scores, metrics))
+        out.append(_External(index, scores, scored))
     return out
 
 

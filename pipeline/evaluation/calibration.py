@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import evaluate
 from pipeline.data.splits import stratified_group_split
+from pipeline.evaluation import metrics
 
 CALIBRATION_FILE = "calibration.json"
 KINDS = ("none", "platt", "isotonic")
@@ -171,7 +171,7 @@ def calibrate_site(
     run_threshold: float,
     prevalence: float,
     rule: str = "who",
-    min_sensitivity: float = evaluate.WHO_MIN_SENSITIVITY,
+    min_sensitivity: float = metrics.WHO_MIN_SENSITIVITY,
     check_fraction: float = 0.5,
     n_boot: int = 1000,
     seed: int = 0,
@@ -187,11 +187,9 @@ def calibrate_site(
     y = np.asarray(y).astype(int)
     s = np.asarray(s, dtype=np.float64)
     cal, check = site_split(y, groups, check_fraction, seed)
-    threshold = evaluate.choose_threshold(
-        y[cal], s[cal], rule=rule, min_sensitivity=min_sensitivity
-    )
-    at_site = evaluate.external(y[check], s[check], threshold, n_boot=n_boot, seed=seed)
-    at_run = evaluate.external(y[check], s[check], run_threshold, n_boot=n_boot, seed=seed)
+    threshold = metrics.choose_threshold(y[cal], s[cal], rule=rule, min_sensitivity=min_sensitivity)
+    at_site = metrics.external(y[check], s[check], threshold, n_boot=n_boot, seed=seed)
+    at_run = metrics.external(y[check], s[check], run_threshold, n_boot=n_boot, seed=seed)
     keep = ("auc", "auc_ci", "sensitivity", "sensitivity_ci", "specificity", "specificity_ci")
     return {
         "threshold": threshold,
@@ -205,7 +203,7 @@ def calibrate_site(
         "n_check": int(check.size),
         "check": {k: at_site[k] for k in keep},
         # How well P(TB) itself is calibrated at this site, on all its images.
-        "calibration": evaluate.calibration_report(y, s),
+        "calibration": metrics.calibration_report(y, s),
         "check_at_run_threshold": {"threshold": float(run_threshold)}
         | {k: at_run[k] for k in keep},
         # Every distinct check score, and both thresholds, so each has its own row.
