@@ -77,14 +77,14 @@ def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
 
 
 def speed(predictor: Any, image: np.ndarray, repeats: int) -> None:
-    from pipeline import explain
+    from pipeline.explain import heatmaps
 
     model = predictor.model
     rows = [
         ("predict one image", lambda: predictor.predict_prepared(image[np.newaxis])),
-        ("Grad-CAM", lambda: explain.gradcam(model, image)),
-        ("LIME, 1000 samples", lambda: explain.lime(model, image, num_samples=1000)),
-        ("SHAP, 500 evaluations", lambda: explain.shap(model, image, max_evals=500)),
+        ("Grad-CAM", lambda: heatmaps.gradcam(model, image)),
+        ("LIME, 1000 samples", lambda: heatmaps.lime(model, image, num_samples=1000)),
+        ("SHAP, 500 evaluations", lambda: heatmaps.shap(model, image, max_evals=500)),
     ]
     print(f"\n### Speed ({image.shape[0]} px, median of {repeats}, load {_load()})\n")
     print("| step | median | target |\n|---|---:|---:|")
@@ -102,9 +102,9 @@ def speed(predictor: Any, image: np.ndarray, repeats: int) -> None:
 def phantoms(store: Any) -> None:
     import cv2
 
-    from pipeline import explain, faithfulness
     from pipeline.config import preset
     from pipeline.data import synth
+    from pipeline.explain import faithfulness, heatmaps
     from pipeline.predictor import Predictor
 
     data = OUT / "phantoms"
@@ -122,7 +122,7 @@ def phantoms(store: Any) -> None:
         chance.append(faithfulness.chance_pointing(mask, 3))
         share.append(mask.mean())
         for m in METHODS:
-            heat = explain.explain(predictor.model, image, m, **OPTIONS.get(m, {})).heatmap
+            heat = heatmaps.explain(predictor.model, image, m, **OPTIONS.get(m, {})).heatmap
             scores[m].append(
                 (faithfulness.pointing_hit(heat, mask, 3), faithfulness.energy_inside(heat, mask))
             )
@@ -138,7 +138,7 @@ def phantoms(store: Any) -> None:
 
 
 def real(predictor: Any, data: Path, n_images: int) -> None:
-    from pipeline import explain, faithfulness
+    from pipeline.explain import faithfulness, heatmaps
     from pipeline.preprocessing import artefacts
 
     cases = tb_test_images(predictor, data)
@@ -161,7 +161,7 @@ def real(predictor: Any, data: Path, n_images: int) -> None:
     band: dict[str, dict[bool, list[float]]] = {m: {True: [], False: []} for m in METHODS}
     for path, image in subset:
         for m in METHODS:
-            heat = explain.explain(predictor.model, image, m, **OPTIONS.get(m, {})).heatmap
+            heat = heatmaps.explain(predictor.model, image, m, **OPTIONS.get(m, {})).heatmap
             area[m].append(
                 faithfulness.curve_area(*faithfulness.deletion_curve(predictor.model, image, heat))
             )
@@ -191,7 +191,7 @@ def real(predictor: Any, data: Path, n_images: int) -> None:
         print(f"| {m} | {np.mean(band[m][True]):.3f} | {np.mean(band[m][False]):.3f} |")
     cams = {
         has: [
-            faithfulness.band_energy(explain.gradcam(predictor.model, im), artefacts.BAND)
+            faithfulness.band_energy(heatmaps.gradcam(predictor.model, im), artefacts.BAND)
             for p, im in cases
             if boxed[p] == has
         ]

@@ -50,7 +50,7 @@ def boxed_band_energy(run: Any) -> float:
     whose original film carries a bottom anonymisation box."""
     import cv2
 
-    from pipeline import explain, faithfulness
+    from pipeline.explain import faithfulness, heatmaps
     from pipeline.predictor import Predictor
     from pipeline.preprocessing import artefacts
 
@@ -64,7 +64,7 @@ def boxed_band_energy(run: Any) -> float:
             image = cv2.imread(str(root / row["path"]), cv2.IMREAD_GRAYSCALE)
             if not artefacts.bottom_boxes(image):
                 continue
-            heat = explain.gradcam(predictor.model, predictor.prepare(image))
+            heat = heatmaps.gradcam(predictor.model, predictor.prepare(image))
             energies.append(faithfulness.band_energy(heat, artefacts.BAND))
     return float(np.mean(energies)) if energies else float("nan")
 

@@ -174,8 +174,8 @@ def auc_section(
 
 
 def energy_section(store: Any, data: Path, n_images: int, rois: list[str]) -> dict[str, Any]:
-    from pipeline import explain
-    from pipeline.faithfulness import energy_inside
+    from pipeline.explain import heatmaps
+    from pipeline.explain.faithfulness import energy_inside
     from pipeline.imaging import decode
     from pipeline.predictor import Predictor
 
@@ -189,16 +189,16 @@ def energy_section(store: Any, data: Path, n_images: int, rois: list[str]) -> di
         predictor = Predictor(run.artifacts_dir)
         with (predictor.run_dir / "predictions.csv").open() as f:
             rows = [r for r in csv.DictReader(f) if r["split"] == "test" and r["label"] == "1"]
-        shares: dict[str, list[float]] = {m: [] for m in explain.METHODS}
+        shares: dict[str, list[float]] = {m: [] for m in heatmaps.METHODS}
         area = []
         for row in rows[:n_images]:
             found = predictor.prepare_with_lungs(decode.read_image(data / row["path"]))
             area.append(float(found.lungs.mean()))
-            for m in explain.METHODS:
-                heat = explain.explain(predictor.model, found.image, m, **OPTIONS.get(m, {}))
+            for m in heatmaps.METHODS:
+                heat = heatmaps.explain(predictor.model, found.image, m, **OPTIONS.get(m, {}))
                 shares[m].append(energy_inside(heat.heatmap, found.lungs))
         out[roi] = {"lung_area": area, **shares}
-        cells = " | ".join(mean_sd(shares[m]) for m in explain.METHODS)
+        cells = " | ".join(mean_sd(shares[m]) for m in heatmaps.METHODS)
         print(f"| {roi} | {len(area)} | {mean_sd(area)} | {cells} |")
     return out
 

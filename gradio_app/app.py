@@ -49,7 +49,7 @@ from gradio_app.service import (
     ModelSource,
     no_model,
 )
-from pipeline.explain import LEGEND
+from pipeline.explain.heatmaps import LEGEND
 from pipeline.imaging import decode, decoded
 from pipeline.predictor import NEGATIVE, POSITIVE
 
@@ -427,7 +427,7 @@ def _verdict_html(a: Assessment) -> str:
 def _gradcam_overlay(a: Assessment) -> np.ndarray | None:
     if a.heatmap is None or a.image is None:
         return None
-    from pipeline.explain import overlay
+    from pipeline.explain.heatmaps import overlay
     from pipeline.lungs.masks import draw_outline
 
     drawn = overlay(a.image, a.heatmap)

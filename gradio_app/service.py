@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from db import Calibration, Run, RunStore
-from pipeline import explain
 from pipeline.assess import (
     ASSESSED,
     CANNOT_ASSESS,
@@ -37,6 +36,7 @@ from pipeline.assess import (
     Decoding,
 )
 from pipeline.data import synth
+from pipeline.explain import heatmaps
 from pipeline.predictor import Predictor
 
 __all__ = [
@@ -200,7 +200,7 @@ class ServedModel:
         with self.priority.prediction():
             a = self._screen(src, limits or Limits())
             if a.status == ASSESSED:
-                a = replace(a, heatmap=explain.gradcam(self.predictor.model, a.image))
+                a = replace(a, heatmap=heatmaps.gradcam(self.predictor.model, a.image))
         return replace(a, seconds=time.perf_counter() - start)
 
     def explain(
@@ -223,7 +223,7 @@ class ServedModel:
         a = self._screen(src, limits)
         if a.status != ASSESSED:
             return replace(a, seconds=time.perf_counter() - start), None
-        result = explain.explain(
+        result = heatmaps.explain(
             self.predictor.model,
             a.image,
             method,

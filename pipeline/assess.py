@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import explain, ood
+from pipeline import ood
+from pipeline.explain import heatmaps
 from pipeline.imaging import decode, dicom
 from pipeline.imaging.decoded import ImageError
 from pipeline.lungs import view
@@ -112,7 +113,7 @@ class Assessor:
         predictor.prepare_with_lungs(blank)  # loads the lung segmenter
         self.view.check(blank)
         self._features_and_probability(blank)
-        explain.gradcam(predictor.model, blank)
+        heatmaps.gradcam(predictor.model, blank)
 
     @property
     def size(self) -> int:
@@ -122,7 +123,7 @@ class Assessor:
         """:meth:`screen`, then Grad-CAM of an assessed image. Never raises for a bad image."""
         a = self.screen(src, decoding)
         if a.status == ASSESSED:
-            a = replace(a, heatmap=explain.gradcam(self.predictor.model, a.image))
+            a = replace(a, heatmap=heatmaps.gradcam(self.predictor.model, a.image))
         return a
 
     def screen(self, src: Source, decoding: Decoding | None = None) -> Assessment:

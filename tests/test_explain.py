@@ -12,9 +12,9 @@ import pytest
 import shap as shap_lib
 
 from db import RunStore
-from pipeline import explain, faithfulness
 from pipeline.cli import main
 from pipeline.data import synth
+from pipeline.explain import faithfulness, heatmaps
 from pipeline.predictor import Predictor
 
 SIZE = 64
@@ -69,13 +69,13 @@ def test_every_method_returns_a_heatmap_of_the_image_size_and_range(lesion_model
     predictor, data, _ = lesion_model
     image, _ = tb_test_images(predictor, data)[0]
 
-    cam = explain.gradcam(predictor.model, image)
+    cam = heatmaps.gradcam(predictor.model, image)
     assert cam.shape == (SIZE, SIZE)
     assert cam.dtype == np.float32
     assert cam.min() >= 0
     assert cam.max() == pytest.approx(1.0)
 
-    lime = explain.lime(predictor.model, image, num_samples=200, top_k=3)
+    lime = heatmaps.lime(predictor.model, image, num_samples=200, top_k=3)
     assert lime.heatmap.shape == lime.segments.shape == lime.mask.shape == (SIZE, SIZE)
     assert lime.heatmap.min() >= 0
     assert lime.heatmap.max() <= 1
@@ -85,19 +85,19 @@ def test_every_method_returns_a_heatmap_of_the_image_size_and_range(lesion_model
     top = np.argsort(-lime.weights)[: len(np.unique(lime.segments[lime.mask]))]
     assert set(np.unique(lime.segments[lime.mask])) == set(top)
 
-    values = explain.shap(predictor.model, image, max_evals=200)
+    values = heatmaps.shap(predictor.model, image, max_evals=200)
     assert values.shape == (SIZE, SIZE)
     assert values.dtype == np.float32
     # Efficiency: the values add up to P(TB) of the image minus P(TB) of the fully blurred one.
     (blurred,) = shap_lib.maskers.Image("blur(32,32)", (SIZE, SIZE, 1))(
         np.zeros(SIZE * SIZE, bool), image[..., None].astype(np.float32)
     )
-    full, hidden = explain.batch_scores(predictor.model, np.stack([image, blurred[0, ..., 0]]))
+    full, hidden = heatmaps.batch_scores(predictor.model, np.stack([image, blurred[0, ..., 0]]))
     assert values.sum() == pytest.approx(full - hidden, abs=0.02)
 
     signed_lime = lime.weights[lime.segments]
     for heat, signed in ((cam, False), (signed_lime, True), (values, True)):
-        picture = explain.overlay(image, heat, signed=signed)
+        picture = heatmaps.overlay(image, heat, signed=signed)
         assert picture.shape == (SIZE, SIZE, 3)
         assert picture.dtype == np.uint8
         # One colour scale for all three: red towards TB, blue away, grey where nothing.
@@ -112,7 +112,7 @@ def test_every_method_returns_a_heatmap_of_the_image_size_and_range(lesion_model
             assert (red[away] < 0).all()
         assert np.array_equal(picture[heat == 0][..., 0], gray[heat == 0])
     # No heat, no colour: the overlay of an all-zero map is the gray image itself.
-    blank = explain.overlay(image, np.zeros_like(cam))
+    blank = heatmaps.overlay(image, np.zeros_like(cam))
     assert np.array_equal(blank, np.repeat(image[..., None], 3, axis=2))
 
 
@@ -121,7 +121,7 @@ def test_progress_is_reported_up_to_done(lesion_model):
     image, _ = tb_test_images(predictor, data)[0]
     for method, kwargs in (("lime", {"num_samples": 150}), ("shap", {"max_evals": 150})):
         seen: list[float] = []
-        explain.explain(predictor.model, image, method, progress=seen.append, **kwargs)
+        heatmaps.explain(predictor.model, image, method, progress=seen.append, **kwargs)
         assert seen == sorted(seen)
         assert seen[-1] == pytest.approx(1.0, abs=0.35)
 
@@ -134,7 +134,7 @@ def test_explanations_pause_before_every_batch_so_predictions_can_go_first(lesio
     for method, kwargs in (("lime", {"num_samples": 160}), ("shap", {"max_evals": 160})):
         pauses: list[float] = []
         done: list[float] = []
-        explain.explain(
+        heatmaps.explain(
             predictor.model,
             image,
             method,
@@ -156,7 +156,7 @@ def test_gradcam_and_lime_point_at_the_lesion_far_above_chance(lesion_model):
     for method, kwargs in (("gradcam", {}), ("lime", {"num_samples": 300})):
         hits = [
             faithfulness.pointing_hit(
-                explain.explain(predictor.model, image, method, **kwargs).heatmap, mask, 2
+                heatmaps.explain(predictor.model, image, method, **kwargs).heatmap, mask, 2
             )
             for image, mask in cases
         ]
@@ -180,7 +180,7 @@ def test_moving_the_lesion_moves_the_gradcam_maximum(lesion_model):
         moved = np.clip(healthy + np.fliplr(delta), 0, 255).astype(np.uint8)
         peaks = []
         for img in (sick.image, moved):
-            cam = explain.gradcam(predictor.model, predictor.prepare(img))
+            cam = heatmaps.gradcam(predictor.model, predictor.prepare(img))
             peaks.append(np.unravel_index(np.argmax(cam), cam.shape)[1] < SIZE / 2)
         lesion_left = cols.max() < 56
         followed += peaks == [lesion_left, not lesion_left]
@@ -212,7 +212,7 @@ def test_deletion_by_gradcam_lowers_the_tb_score_faster_than_random(lesion_model
     predictor, data, _ = lesion_model
     guided, random = [], []
     for image, _ in tb_test_images(predictor, data)[:10]:
-        heat = explain.gradcam(predictor.model, image)
+        heat = heatmaps.gradcam(predictor.model, image)
         fractions, scores = faithfulness.deletion_curve(predictor.model, image, heat)
         assert (fractions[0], fractions[-1]) == (0, 1)
         assert len(scores) == len(fractions)
@@ -229,16 +229,16 @@ def test_a_model_without_a_conv_layer_is_refused_clearly():
     inputs = keras.Input((SIZE, SIZE, 1))
     x = keras.layers.Flatten()(inputs)
     model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x), name="flat")
-    with pytest.raises(explain.ExplainError, match="no convolutional layer named 'last_conv'"):
-        explain.gradcam(model, np.zeros((SIZE, SIZE), np.uint8))
+    with pytest.raises(heatmaps.ExplainError, match="no convolutional layer named 'last_conv'"):
+        heatmaps.gradcam(model, np.zeros((SIZE, SIZE), np.uint8))
 
 
 def test_a_wrong_image_shape_is_refused_clearly(lesion_model):
     predictor, _, _ = lesion_model
-    with pytest.raises(explain.ExplainError, match=r"Predictor\.prepare"):
-        explain.gradcam(predictor.model, np.zeros((100, 80), np.uint8))
-    with pytest.raises(explain.ExplainError, match="unknown explanation method"):
-        explain.explain(predictor.model, np.zeros((SIZE, SIZE), np.uint8), "saliency")
+    with pytest.raises(heatmaps.ExplainError, match=r"Predictor\.prepare"):
+        heatmaps.gradcam(predictor.model, np.zeros((100, 80), np.uint8))
+    with pytest.raises(heatmaps.ExplainError, match="unknown explanation method"):
+        heatmaps.explain(predictor.model, np.zeros((SIZE, SIZE), np.uint8), "saliency")
 
 
 def test_cli_writes_every_overlay_and_prints_the_probability(

@@ -475,16 +475,16 @@ def test_explanations_refuse_what_cannot_be_assessed(client, tmp_path):
 
 
 def test_slow_explanations_do_not_hold_up_predictions(client, tmp_path, monkeypatch):
-    from pipeline import explain
+    from pipeline.explain import heatmaps
 
     release = threading.Event()
-    real_explain = explain.explain
+    real_explain = heatmaps.explain
 
     def slow_explain(*args, **kwargs):
         release.wait(30)
         return real_explain(*args, **kwargs)
 
-    monkeypatch.setattr(explain, "explain", slow_explain)
+    monkeypatch.setattr(heatmaps, "explain", slow_explain)
     path = tmp_path / "tb.png"
     path.write_bytes(png(phantom_pair(4)[1]))
     explaining = [client.submit(handle_file(str(path)), api_name="/lime") for _ in range(3)]
@@ -774,13 +774,13 @@ def test_identical_uploads_at_once_each_get_their_own_complete_heatmap(client, t
     data = png(phantom_pair(2)[1])
     with ThreadPoolExecutor(max_workers=4) as pool:
         answers = list(pool.map(lambda i: predict(client, data, tmp_path / str(i)), range(4)))
-    heatmaps = [heat for (_, _, _, heat) in answers]
+    heats = [heat for (_, _, _, heat) in answers]
     # Each request's own file (Gradio named identical images alike and wrote them in place,
     # so a download could come back empty while another request rewrote it)...
-    assert len({h["path"] for h in heatmaps}) == len(heatmaps)
+    assert len({h["path"] for h in heats}) == len(heats)
     # ...complete when downloaded, and the same picture, since the upload was the same.
     pixels = []
-    for h in heatmaps:
+    for h in heats:
         body = httpx.get(h["url"], timeout=30).content
         assert len(body) > 1000
         pixels.append(np.asarray(Image.open(io.BytesIO(body))))

@@ -79,9 +79,9 @@ else:
         st.error(f"Cannot read {path}: {err.strerror}. Was the dataset moved?")
         st.stop()
 
-from pipeline import explain  # noqa: E402 - TensorFlow, only once there is an image to explain
 from pipeline.assess import ASSESSED, REFUSED  # noqa: E402
-from pipeline.faithfulness import energy_inside  # noqa: E402
+from pipeline.explain import heatmaps  # noqa: E402 - TensorFlow, only once there is an image to explain
+from pipeline.explain.faithfulness import energy_inside  # noqa: E402
 from pipeline.lungs.masks import draw_outline  # noqa: E402
 
 try:
@@ -119,13 +119,13 @@ else:
     probability, verdict = prediction.probability, "Cannot assess"
 
 
-def shown(result: explain.Explanation) -> np.ndarray:
+def shown(result: heatmaps.Explanation) -> np.ndarray:
     """The overlay with the lung outline drawn on it, when the lungs were found."""
     drawn = result.overlay(prepared, alpha)
     return drawn if lungs is None else draw_outline(drawn, lungs)
 
 
-def in_lungs(result: explain.Explanation) -> str:
+def in_lungs(result: heatmaps.Explanation) -> str:
     """Caption part: the share of the heatmap's energy inside the lungs (no lesion labels)."""
     return "" if lungs is None else f", {energy_inside(result.heatmap, lungs):.0%} in the lungs"
 
@@ -151,7 +151,7 @@ row.metric("true label", truth or "unknown", width="content")
 st.caption(f"{verdict} · run {run.name} ({run.id[:6]}) · {name}")
 
 alpha = st.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="ex.alpha")
-st.caption(f"Every heatmap, one colour scale — {explain.LEGEND}.")
+st.caption(f"Every heatmap, one colour scale — {heatmaps.LEGEND}.")
 results = st.session_state.setdefault("ex.results", {})
 cols = st.columns(4)
 side = prepared.shape[0]
@@ -166,8 +166,8 @@ cols[0].image(
     width="stretch",
 )
 try:
-    cam = explain.explain(predictor.model, prepared, "gradcam")
-except explain.ExplainError as err:
+    cam = heatmaps.explain(predictor.model, prepared, "gradcam")
+except heatmaps.ExplainError as err:
     cols[1].error(str(err))
 else:
     cols[1].image(
@@ -193,13 +193,13 @@ for col, (method, (title, what)) in zip(cols[2:], DESCRIPTIONS.items(), strict=T
         elif st.button(f"Run {title}", key=f"ex.{method}", help=what, icon=":material/play_arrow:"):
             bar = st.progress(0.0, text=f"{title}…")
             try:
-                results[key] = explain.explain(
+                results[key] = heatmaps.explain(
                     predictor.model,
                     prepared,
                     method,
                     progress=lambda f, t=title, b=bar: b.progress(f, text=f"{t}… {f:.0%}"),
                 )
-            except explain.ExplainError as err:
+            except heatmaps.ExplainError as err:
                 st.error(str(err))
             else:
                 st.rerun()

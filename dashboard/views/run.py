@@ -253,10 +253,10 @@ if run.status == "succeeded":
                 grid[i % 6].caption(f"{row.path}: {err.reason}")
                 continue
             if predictor is not None:
-                from pipeline import explain
+                from pipeline.explain import heatmaps
 
                 prepared = predictor.prepare(img)
-                img = explain.overlay(prepared, explain.gradcam(predictor.model, prepared))
+                img = heatmaps.overlay(prepared, heatmaps.gradcam(predictor.model, prepared))
             grid[i % 6].image(img, caption=caption, width="stretch")
 
 st.subheader("Files")

@@ -182,13 +182,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
 
-    from pipeline import explain
-    from pipeline.faithfulness import energy_inside
+    from pipeline.explain import heatmaps
+    from pipeline.explain.faithfulness import energy_inside
     from pipeline.lungs.segmenter import SegmenterError
     from pipeline.predictor import Predictor
 
     predictor = Predictor.from_store(open_store(), args.run_id)
-    methods = explain.METHODS if args.method == "all" else (args.method,)
+    methods = heatmaps.METHODS if args.method == "all" else (args.method,)
     try:
         prediction = predictor.predict(args.image, with_lungs=True)
     except SegmenterError as err:  # a run with roi=full still explains without the lungs
@@ -197,7 +197,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     options = {"lime": {"num_samples": args.lime_samples}, "shap": {"max_evals": args.shap_evals}}
     # Every method runs before anything is written: a failure leaves no half-filled folder.
     results = [
-        explain.explain(predictor.model, prediction.image, m, **options.get(m, {})) for m in methods
+        heatmaps.explain(predictor.model, prediction.image, m, **options.get(m, {}))
+        for m in methods
     ]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -213,8 +214,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         cv2.imwrite(str(path), cv2.cvtColor(result.overlay(prediction.image), cv2.COLOR_RGB2BGR))
         share = "—" if lungs is None else f"{energy_inside(result.heatmap, lungs):.0%}"
         table.add_row(result.method, f"{result.seconds:.3f}", share, str(path))
-    heatmaps = {result.method: result.heatmap for result in results}
-    np.savez_compressed(out / f"{stem}-heatmaps.npz", **heatmaps)
+    arrays = {result.method: result.heatmap for result in results}
+    np.savez_compressed(out / f"{stem}-heatmaps.npz", **arrays)
     console.print(table)
     console.print(
         f"P(TB) {prediction.probability:.3f} — {prediction.verdict} "

@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.explain import batch_scores
+from pipeline.explain.heatmaps import batch_scores
 
 
 def _dilate(mask: np.ndarray, tolerance_px: int) -> np.ndarray:
