@@ -49,7 +49,7 @@ def main() -> None:
     from db import RunStore
     from pipeline.config import preset
     from pipeline.external import site_calibration
-    from pipeline.predictor import Predictor
+    from pipeline.serving.predictor import Predictor
     from pipeline.training import train
 
     store = RunStore()

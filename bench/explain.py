@@ -105,7 +105,7 @@ def phantoms(store: Any) -> None:
     from pipeline.config import preset
     from pipeline.data import synth
     from pipeline.explain import faithfulness, heatmaps
-    from pipeline.predictor import Predictor
+    from pipeline.serving.predictor import Predictor
 
     data = OUT / "phantoms"
     if not (data / "manifest.csv").exists():
@@ -228,7 +228,7 @@ def main() -> None:
     os.environ.pop("TBXRAY_DB_URL", None)
     from db import RunStore
     from pipeline.config import preset
-    from pipeline.predictor import Predictor
+    from pipeline.serving.predictor import Predictor
 
     store = RunStore()
     print(f"load average at start (1/5/15 min): {_load()} on {os.cpu_count()} cores")

@@ -51,8 +51,8 @@ def boxed_band_energy(run: Any) -> float:
     import cv2
 
     from pipeline.explain import faithfulness, heatmaps
-    from pipeline.predictor import Predictor
     from pipeline.preprocessing import artefacts
+    from pipeline.serving.predictor import Predictor
 
     predictor = Predictor(run.artifacts_dir)
     root = Path(predictor.config.data.path)

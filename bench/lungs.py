@@ -177,7 +177,7 @@ def energy_section(store: Any, data: Path, n_images: int, rois: list[str]) -> di
     from pipeline.explain import heatmaps
     from pipeline.explain.faithfulness import energy_inside
     from pipeline.imaging import decode
-    from pipeline.predictor import Predictor
+    from pipeline.serving.predictor import Predictor
 
     out: dict[str, Any] = {}
     print(

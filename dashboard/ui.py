@@ -31,8 +31,8 @@ from pipeline.worker import log_path
 if TYPE_CHECKING:
     from streamlit.delta_generator import DeltaGenerator
 
-    from pipeline.assess import Assessor
-    from pipeline.predictor import Predictor
+    from pipeline.serving.assess import Assessor
+    from pipeline.serving.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 # Page files relative to app.py, for st.page_link and st.switch_page.
@@ -314,7 +314,7 @@ def log_tail(run: Run, lines: int = 60) -> str | None:
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
 def _predictor(run_dir: str) -> Predictor:
-    from pipeline.predictor import Predictor
+    from pipeline.serving.predictor import Predictor
 
     return Predictor(run_dir)
 
@@ -328,7 +328,7 @@ def predictor(run: Run) -> Predictor:
 
 @st.cache_resource(show_spinner="Loading the model and its checks…", max_entries=4)
 def _assessor(run_dir: str, run_id: str) -> Assessor:
-    from pipeline.assess import Assessor
+    from pipeline.serving.assess import Assessor
 
     return Assessor(_predictor(run_dir), run_id)
 

@@ -51,7 +51,7 @@ from gradio_app.service import (
 )
 from pipeline.explain.heatmaps import LEGEND
 from pipeline.imaging import decode, decoded
-from pipeline.predictor import NEGATIVE, POSITIVE
+from pipeline.serving.predictor import NEGATIVE, POSITIVE
 
 TITLE = "TB X-ray Lab — chest X-ray TB screening (research tool)"
 INTRO = (

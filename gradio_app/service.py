@@ -25,7 +25,9 @@ from typing import Any
 import numpy as np
 
 from db import Calibration, Run, RunStore
-from pipeline.assess import (
+from pipeline.data import synth
+from pipeline.explain import heatmaps
+from pipeline.serving.assess import (
     ASSESSED,
     CANNOT_ASSESS,
     OUT_OF_DISTRIBUTION,
@@ -35,9 +37,7 @@ from pipeline.assess import (
     Assessor,
     Decoding,
 )
-from pipeline.data import synth
-from pipeline.explain import heatmaps
-from pipeline.predictor import Predictor
+from pipeline.serving.predictor import Predictor
 
 __all__ = [
     "ASSESSED",

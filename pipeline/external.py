@@ -19,8 +19,8 @@ from pipeline.data import index_cache
 from pipeline.data.overlap import load_external
 from pipeline.data.scan import DatasetIndex
 from pipeline.evaluation import calibration, metrics
-from pipeline.predictor import Predictor
 from pipeline.preprocessing import cache, sources
+from pipeline.serving.predictor import Predictor
 
 
 def run_index(config: RunConfig, *, progress: bool = False) -> DatasetIndex | None:

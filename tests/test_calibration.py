@@ -160,7 +160,7 @@ def test_a_calibrated_run_and_a_site_calibration_from_the_command_line(phantoms,
 
     from pipeline.cli import main
     from pipeline.data import synth
-    from pipeline.predictor import Predictor
+    from pipeline.serving.predictor import Predictor
 
     argv = ["train", "--preset", "smoke", "--data", str(phantoms), "--name", "calibrated"]
     assert main([*argv, "--set", "eval.calibration=platt"]) == 0

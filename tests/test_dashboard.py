@@ -525,7 +525,7 @@ def test_explain_gives_noise_the_public_apps_cannot_assess_not_a_verdict(ids):
 
 
 def test_explain_assesses_an_image_once_not_on_every_slider_move(ids, monkeypatch):
-    from pipeline.assess import Assessor
+    from pipeline.serving.assess import Assessor
 
     calls: list[int] = []
     screen = Assessor.screen

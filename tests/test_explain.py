@@ -15,7 +15,7 @@ from db import RunStore
 from pipeline.cli import main
 from pipeline.data import synth
 from pipeline.explain import faithfulness, heatmaps
-from pipeline.predictor import Predictor
+from pipeline.serving.predictor import Predictor
 
 SIZE = 64
 

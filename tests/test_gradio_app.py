@@ -27,8 +27,8 @@ import pytest
 from PIL import Image
 
 from db import RunStore
-from pipeline import ood
 from pipeline.data import synth
+from pipeline.serving import ood
 from tests.dicom_files import dicom_bytes, displayed_as
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

@@ -15,8 +15,8 @@ from pipeline.config import ConfigError, DataConfig, preset
 from pipeline.data import index_cache
 from pipeline.imaging import decode
 from pipeline.lungs.roi import apply_roi
-from pipeline.predictor import Predictor
 from pipeline.preprocessing import cache
+from pipeline.serving.predictor import Predictor
 
 
 def test_lung_crop_cuts_the_lungs_box_plus_margin_from_the_full_image():

@@ -79,10 +79,10 @@ else:
         st.error(f"Cannot read {path}: {err.strerror}. Was the dataset moved?")
         st.stop()
 
-from pipeline.assess import ASSESSED, REFUSED  # noqa: E402
 from pipeline.explain import heatmaps  # noqa: E402 - TensorFlow, only once there is an image to explain
 from pipeline.explain.faithfulness import energy_inside  # noqa: E402
 from pipeline.lungs.masks import draw_outline  # noqa: E402
+from pipeline.serving.assess import ASSESSED, REFUSED  # noqa: E402
 
 try:
     predictor = ui.predictor(run)

@@ -152,8 +152,8 @@ def one_class_note(metrics: dict) -> str | None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from pipeline.assess import REFUSED, Assessor
-    from pipeline.predictor import Predictor
+    from pipeline.serving.assess import REFUSED, Assessor
+    from pipeline.serving.predictor import Predictor
 
     store = open_store()
     predictor = Predictor.from_store(store, args.run_id)
@@ -185,7 +185,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from pipeline.explain import heatmaps
     from pipeline.explain.faithfulness import energy_inside
     from pipeline.lungs.segmenter import SegmenterError
-    from pipeline.predictor import Predictor
+    from pipeline.serving.predictor import Predictor
 
     predictor = Predictor.from_store(open_store(), args.run_id)
     methods = heatmaps.METHODS if args.method == "all" else (args.method,)

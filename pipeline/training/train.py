@@ -27,7 +27,7 @@ import keras
 import numpy as np
 
 from db import Run, RunStore
-from pipeline import ood, paths
+from pipeline import paths
 from pipeline.config import RunConfig
 from pipeline.data import overlap
 from pipeline.data.scan import DatasetIndex
@@ -37,6 +37,7 @@ from pipeline.heartbeat import beating
 from pipeline.model import build_model
 from pipeline.preprocessing import cache, sources
 from pipeline.preprocessing.enhance import PCADenoiser
+from pipeline.serving import ood
 from pipeline.stop import StopRequested
 from pipeline.training import inputs
 from pipeline.training.callbacks import CancelWatch, RunCancelled, StoreLogger

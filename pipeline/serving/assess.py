@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import ood
 from pipeline.explain import heatmaps
 from pipeline.imaging import decode, dicom
 from pipeline.imaging.decoded import ImageError
 from pipeline.lungs import view
-from pipeline.predictor import NEGATIVE, POSITIVE, Predictor
+from pipeline.serving import ood
+from pipeline.serving.predictor import NEGATIVE, POSITIVE, Predictor
 
 CANNOT_ASSESS = "Cannot assess"
 VERDICTS = (NEGATIVE, POSITIVE, CANNOT_ASSESS)
