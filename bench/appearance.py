@@ -30,7 +30,7 @@ def main() -> None:
     import numpy as np
 
     from pipeline.config import preset
-    from pipeline.experiments import APPEARANCE
+    from pipeline.experiments.suites import APPEARANCE
     from pipeline.model import build_model
     from pipeline.training import inputs
 

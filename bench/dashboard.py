@@ -163,10 +163,11 @@ def build_store(folder: Path, n_runs: int) -> dict[str, Any]:
     """A store of ``n_runs`` simulated runs plus one trained smoke run; returns the ids the
     pages are opened with: ``run`` (one with external sets), ``compare`` (three), ``model``."""
     from db import RunStore
-    from pipeline import experiments
     from pipeline.config import preset
     from pipeline.data import synth
     from pipeline.data.scan import scan
+    from pipeline.experiments.plan import enqueue, expand
+    from pipeline.experiments.suites import SUITES
     from pipeline.training import train
 
     data, externals = folder / "phantoms", [folder / "ext-a", folder / "ext-b"]
@@ -180,11 +181,11 @@ def build_store(folder: Path, n_runs: int) -> dict[str, Any]:
 
     store = RunStore()
     queued = []
-    for spec in experiments.SUITES.values():
+    for spec in SUITES.values():
         if len(queued) >= n_runs:
             break
-        plan = experiments.expand(spec, data_path=str(data), seeds=3)
-        queued += experiments.enqueue(store, spec, plan)[1]
+        plan = expand(spec, data_path=str(data), seeds=3)
+        queued += enqueue(store, spec, plan)[1]
     rng = np.random.default_rng(0)
     while len(queued) < n_runs:
         cfg = preset(

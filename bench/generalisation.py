@@ -70,7 +70,7 @@ def boxed_band_energy(run: Any) -> float:
 
 
 def per_setting(store: Any, suite_id: str, gradcam: bool) -> list[str]:
-    from pipeline.summary import settings_of
+    from pipeline.experiments.summary import settings_of
 
     settings = settings_of(store, suite_id)
     labels = {key: label for key, (label, _) in settings.items()}
@@ -138,7 +138,7 @@ def main() -> None:
     os.environ["TBXRAY_RUNS_DIR"] = str(Path(args.store).resolve())
     os.environ.pop("TBXRAY_DB_URL", None)
     from db import RunStore
-    from pipeline import summary
+    from pipeline.experiments import summary
 
     store = RunStore()
     suites = [s for s in store.list_suites() if s.name == "generalisation"]

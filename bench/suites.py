@@ -37,25 +37,28 @@ def main() -> None:
     os.environ["TBXRAY_RUNS_DIR"] = str(Path(args.store).resolve())
     os.environ.pop("TBXRAY_DB_URL", None)
     from db import RunStore
-    from pipeline import experiments, summary
+    from pipeline.experiments import summary
+    from pipeline.experiments.plan import enqueue, expand
+    from pipeline.experiments.spec import varied_fields
+    from pipeline.experiments.suites import SUITES
     from pipeline.worker import WorkerOptions, work
 
     overrides = {}
     for item in args.set:
         key, _, raw = item.partition("=")
         overrides[key] = json.loads(raw)
-    names = args.suites.split(",") if args.suites else list(experiments.SUITES)
+    names = args.suites.split(",") if args.suites else list(SUITES)
     store = RunStore()
     launched = {s.name: s for s in store.list_suites()}
     for name in names:
         if name not in launched:
-            spec = experiments.SUITES[name]
+            spec = SUITES[name]
             cap = args.max_runs if spec.mode == "random" else None
             # A suite that varies a field keeps its own values for it (hyperparams varies epochs).
-            varied = set(experiments.varied_fields(spec))
+            varied = set(varied_fields(spec))
             mine = {k: v for k, v in overrides.items() if k not in varied}
-            plan = experiments.expand(spec, data_path=args.data, overrides=mine, max_runs=cap)
-            launched[name] = experiments.enqueue(store, spec, plan)[0]
+            plan = expand(spec, data_path=args.data, overrides=mine, max_runs=cap)
+            launched[name] = enqueue(store, spec, plan)[0]
 
     started = time.perf_counter()
     work(store, WorkerOptions(name="bench", once=True))
@@ -75,11 +78,11 @@ def main() -> None:
         table = summary.summary(store, launched[name].id)
         total += float(table["wall_time_s"].sum())
         text = summary.format_summary(table)
-        print(f"\n== {name}: {experiments.SUITES[name].question}\n{text}", flush=True)
+        print(f"\n== {name}: {SUITES[name].question}\n{text}", flush=True)
         sections += [
             f"## {name}",
             "",
-            experiments.SUITES[name].question,
+            SUITES[name].question,
             "",
             "```",
             text,

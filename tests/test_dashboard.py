@@ -22,10 +22,10 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import imaging, tables, ui
 from db import RunStore
-from pipeline import experiments
 from pipeline.config import preset
 from pipeline.data import synth
 from pipeline.evaluation.metrics import metrics as computed_metrics
+from pipeline.experiments import plan, suites
 from pipeline.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -458,8 +458,8 @@ def test_compare_shows_only_differing_config_fields(ids):
 
 def test_compare_suite_summary_and_factor_chart(ids, phantoms):
     store = RunStore()
-    spec = experiments.SUITES["pooling"]
-    suite, _ = experiments.enqueue(store, spec, experiments.expand(spec, data_path="x"))
+    spec = suites.SUITES["pooling"]
+    suite, _ = plan.enqueue(store, spec, plan.expand(spec, data_path="x"))
     at = page("views/compare.py", suite=suite.id)
     summary = at.dataframe[-1].value
     assert set(summary["setting"]) == {"model.pooling=max", "model.pooling=avg"}

@@ -16,16 +16,15 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import charts
 from db import Epoch, RunStore
-from pipeline import experiments
 from pipeline.config import preset
+from pipeline.experiments.plan import enqueue, expand
+from pipeline.experiments.spec import SuiteSpec
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 # Two suites, each varying one field over two seeds: dropout has a short leaderboard name,
 # padding only its dotted one.
-DROPOUT = experiments.SuiteSpec(name="dropout", question="q", factors={"model.dropout": [0.2, 0.5]})
-PADDING = experiments.SuiteSpec(
-    name="padding", question="q", factors={"model.padding": ["same", "valid"]}
-)
+DROPOUT = SuiteSpec(name="dropout", question="q", factors={"model.dropout": [0.2, 0.5]})
+PADDING = SuiteSpec(name="padding", question="q", factors={"model.padding": ["same", "valid"]})
 # Single runs that differ in more fields than the chart shows by default.
 SINGLES = (
     {"data.image_size": 64, "data.enhancement": "none", "optim.name": "adam"},
@@ -52,9 +51,7 @@ def store(isolated_store) -> RunStore:
     store = RunStore()
     runs = []
     for spec in (DROPOUT, PADDING):
-        runs += experiments.enqueue(store, spec, experiments.expand(spec, data_path="x", seeds=2))[
-            1
-        ]
+        runs += enqueue(store, spec, expand(spec, data_path="x", seeds=2))[1]
     for i, changes in enumerate(SINGLES):
         cfg = json.loads(preset("baseline", **{"data.path": "x", **changes}).to_json())
         runs.append(store.create_run(cfg, name=f"single-{i}"))

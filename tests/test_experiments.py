@@ -15,14 +15,10 @@ import pytest
 from db import RunStore
 from pipeline.config import ConfigError, make_config
 from pipeline.evaluation.compare import delong
-from pipeline.experiments import (
-    SUITES,
-    SuiteSpec,
-    enqueue,
-    expand,
-    load_suite_file,
-)
-from pipeline.summary import format_summary, summary
+from pipeline.experiments.plan import enqueue, expand, load_suite_file
+from pipeline.experiments.spec import SuiteSpec
+from pipeline.experiments.suites import SUITES
+from pipeline.experiments.summary import format_summary, summary
 
 DATA = "data/test-set"
 

@@ -185,7 +185,8 @@ def test_inspect_counts_each_source_and_class_and_the_radiographs_they_share(tmp
 
 def test_a_leave_one_source_out_run_is_evaluated_on_the_folder_it_never_saw(tmp_path):
     from db import RunStore
-    from pipeline.experiments import SuiteSpec, expand
+    from pipeline.experiments.plan import expand
+    from pipeline.experiments.spec import SuiteSpec
     from pipeline.training import train
 
     a, b = two_sources(tmp_path)

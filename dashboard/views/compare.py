@@ -6,8 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, manage, tables, ui
-from pipeline import experiments
-from pipeline import summary as suite_summary
+from pipeline.experiments import spec
+from pipeline.experiments import summary as suite_summary
 
 METRIC_NAMES = {
     "auc": "AUC",
@@ -213,4 +213,4 @@ with tab_suite:
             f"only when p < {suite_summary.ALPHA}. Means ± std over seeds, succeeded runs only."
         )
         for s in summary.attrs.get("skipped", []):
-            st.caption(f"skipped {experiments.setting_label(s['setting'])}: {s['reason']}")
+            st.caption(f"skipped {spec.setting_label(s['setting'])}: {s['reason']}")

@@ -11,8 +11,10 @@ from streamlit.delta_generator import DeltaGenerator
 
 from dashboard import forms, tables, ui
 from db import RunNotFound, StoreError
-from pipeline import experiments
 from pipeline.config import PRESETS, ConfigError, override, preset
+from pipeline.experiments.plan import enqueue, expand, missing_folders
+from pipeline.experiments.spec import MODES, setting_label
+from pipeline.experiments.suites import SUITES
 
 st.title("Launch")
 store = ui.store()
@@ -135,14 +137,14 @@ with tab_run:
         st.caption("Fix the fields marked above to queue runs.")
 
 with tab_suite:
-    names = list(experiments.SUITES)
+    names = list(SUITES)
     suite_name = st.selectbox(
         "Suite",
         names,
         format_func=lambda n: f"{names.index(n) + 1} · {n}",
         key="suite.name",
     )
-    spec = experiments.SUITES[suite_name]
+    spec = SUITES[suite_name]
     st.caption(spec.question)
     c_data, c_seeds, c_cap, c_mode = st.columns([3, 1, 1, 1.4])
     st.session_state.setdefault("suite.data", datasets[0] if datasets else "data/phantoms")
@@ -171,7 +173,7 @@ with tab_suite:
     )
     mode = c_mode.selectbox(
         "Mode",
-        [None, *experiments.MODES],
+        [None, *MODES],
         format_func=lambda m: f"suite's own ({spec.mode})" if m is None else m,
         key="suite.mode",
     )
@@ -197,7 +199,7 @@ with tab_suite:
     plan = None
     if not problems:
         try:
-            plan = experiments.expand(
+            plan = expand(
                 spec,
                 data_path=absolute_paths(data_paths),
                 seeds=seeds,
@@ -208,7 +210,7 @@ with tab_suite:
         except ConfigError as err:
             problems = err.problems
         else:
-            problems = experiments.missing_folders(plan)
+            problems = missing_folders(plan)
             plan = None if problems else plan
     if problems:
         st.error("\n\n".join(problems), icon=":material/error:")
@@ -223,7 +225,7 @@ with tab_suite:
         with st.expander("Planned runs"):
             st.dataframe(settings, hide_index=True, key="suite.plan")
             for s in plan.skipped:
-                st.caption(f"skipped {experiments.setting_label(s.setting)}: {s.reason}")
+                st.caption(f"skipped {setting_label(s.setting)}: {s.reason}")
     ready = plan is not None and not data_error
     if st.button(
         f"Queue suite ({len(plan) if plan else 0} runs)",
@@ -231,7 +233,7 @@ with tab_suite:
         disabled=not ready,
         key="suite.enqueue",
     ):
-        suite, queued = experiments.enqueue(store, spec, plan)
+        suite, queued = enqueue(store, spec, plan)
         st.session_state["launch.flash"] = (
             f"Queued suite {suite.name} ({suite.id}) with {len(queued)} runs"
         )

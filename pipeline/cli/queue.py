@@ -12,7 +12,7 @@ from pipeline.cli.common import build_config, config_overrides, console, open_st
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
-    from pipeline import experiments
+    from pipeline.experiments import plan, suites
 
     store = open_store()
     if not (args.suite or args.suite_file):
@@ -23,17 +23,17 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         )
         return 0
     if args.suite_file:
-        spec = experiments.load_suite_file(args.suite_file)
-    elif args.suite in experiments.SUITES:
-        spec = experiments.SUITES[args.suite]
+        spec = plan.load_suite_file(args.suite_file)
+    elif args.suite in suites.SUITES:
+        spec = suites.SUITES[args.suite]
     else:
         raise ValueError(
-            f"unknown suite {args.suite!r}; choose one of {', '.join(experiments.SUITES)} "
+            f"unknown suite {args.suite!r}; choose one of {', '.join(suites.SUITES)} "
             "or pass --suite-file"
         )
     overrides = config_overrides(args)
     data_path = overrides.pop("data.path", "data/phantoms")
-    planned = experiments.expand(
+    planned = plan.expand(
         spec,
         data_path=data_path,
         seeds=args.seeds,
@@ -41,10 +41,10 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         mode="grid" if args.grid else None,
         overrides=overrides,
     )
-    missing = experiments.missing_folders(planned)
+    missing = plan.missing_folders(planned)
     if missing:
         raise ValueError("\n".join(missing))
-    suite, runs = experiments.enqueue(store, spec, planned)
+    suite, runs = plan.enqueue(store, spec, planned)
     console.print(
         f"queued suite {suite.id} ({spec.name}: {spec.question}) with {len(runs)} runs; start "
         f"workers with `python -m pipeline worker`, then `python -m pipeline suite {suite.id}`"
@@ -114,11 +114,11 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------- suites, suite
 def cmd_suites(args: argparse.Namespace) -> int:
-    from pipeline import experiments
+    from pipeline.experiments import plan, suites
 
     table = Table("suite", "runs", "question", title="preset suites (enqueue --suite NAME)")
-    for name, spec in experiments.SUITES.items():
-        table.add_row(name, str(len(experiments.expand(spec, data_path="."))), spec.question)
+    for name, spec in suites.SUITES.items():
+        table.add_row(name, str(len(plan.expand(spec, data_path="."))), spec.question)
     console.print(table)
     store = open_store()
     launched = store.list_suites()
@@ -141,7 +141,7 @@ def cmd_suites(args: argparse.Namespace) -> int:
 
 
 def cmd_suite(args: argparse.Namespace) -> int:
-    from pipeline import summary
+    from pipeline.experiments import summary
     from pipeline.manage import suite_progress
 
     store = open_store()

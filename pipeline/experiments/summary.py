@@ -24,7 +24,7 @@ import pandas as pd
 from db import ExternalSummary
 from pipeline.config import PRESETS, preset
 from pipeline.evaluation.compare import delong, paired_seeds
-from pipeline.experiments import key_of, setting_label, values_at
+from pipeline.experiments.spec import key_of, setting_label, values_at
 
 if TYPE_CHECKING:
     from db import Run, RunStore

@@ -1,52 +1,8 @@
-"""Experiment suites: a base config, the factor(s) it varies, and the question it answers.
+"""A suite expanded into planned runs (:func:`expand`) and recorded as queued runs
+(:func:`enqueue`).
 
-A suite expands into planned runs (:func:`expand`), which :func:`enqueue` records in the run store
-as queued runs for the workers; nothing trains here, and this module never imports TensorFlow (the
-dashboard imports it). When the runs have finished, :func:`pipeline.summary.summary` puts one row
-per setting, compared with the suite's reference setting by a paired test.
-
-Every run's config is the suite's ``preset`` (``baseline`` unless it names another) + its ``base``
-+ the caller's overrides +
-``data.path`` + the setting + the run's seed, validated like any other run config.
-
-Invalid settings — refused or skipped:
-
-* A value that is invalid on its own (``model.pooling: median``, ``data.image_size: 16``, an
-  unknown field) is a mistake in the suite: :class:`~pipeline.config.ConfigError`, naming the
-  suite, the setting and the field.
-* So is any invalid setting the suite asks for by name: an explicit ``settings`` entry, or a value
-  changed alone in ``one_at_a_time`` mode.
-* In ``grid`` and ``random`` mode, a cell whose values are each valid but cannot be built
-  together (``padding: valid`` with ``stride: 2`` shrinks 128 px to nothing through 4 blocks) is
-  an empty corner of the grid, not a typo: it is skipped, and the reason is recorded in
-  ``Plan.skipped`` and in the stored suite. A grid where every cell is impossible is refused.
-
-A custom suite is a small YAML or JSON file with the :class:`SuiteSpec` fields
-(:func:`load_suite_file`)::
-
-    name: dropout
-    question: does more dropout help the baseline generalise to unseen patients?
-    base: {train.epochs: 20}          # dotted overrides on the baseline preset
-    factors:
-      model.dropout: [0.1, 0.3, 0.5]
-    mode: grid                        # one_at_a_time | grid | random (random needs max_runs)
-
-Where the question is whether a model carries over to a collection it never saw, leave each
-source out in turn (no factors, no settings; ``data.path`` must list two folders or more)::
-
-    name: unseen-collection
-    question: does a model trained on the other collections work on the one it never saw?
-    base: {train.balance_sources: true}
-    mode: leave_one_source_out        # one run per folder: trained on the others, tested on it
-
-Each of its runs trains on every listed folder but one and names that one in ``data.external``,
-so the run is evaluated on it at the end, at the threshold chosen on validation.
-
-Where one setting must change several fields together, list ``settings`` instead of ``factors``::
-
-    settings:
-      - {optim.name: sgd, optim.learning_rate: 0.01}
-      - {optim.name: adam, optim.learning_rate: 0.001}
+Nothing trains here, and this module never imports TensorFlow (the dashboard imports it). What a
+suite is, and how invalid settings are refused or skipped: :mod:`pipeline.experiments.spec`.
 """
 
 from __future__ import annotations
@@ -57,106 +13,35 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
-from pipeline.config import ENHANCEMENTS, ConfigError, RunConfig, override, preset
+from pipeline.config import ConfigError, RunConfig, override, preset
+from pipeline.experiments.spec import (
+    FROM_CALLER,
+    HELD_OUT,
+    LEAVE_ONE_OUT,
+    MODES,
+    PER_RUN,
+    SuiteSpec,
+    flatten,
+    key_of,
+    setting_label,
+    values_at,
+    varied_fields,
+)
+from pipeline.experiments.suites import SUITES
 
 if TYPE_CHECKING:
     from db import Run, RunStore, Suite
 
-Mode = Literal["one_at_a_time", "grid", "random", "leave_one_source_out"]
-MODES: tuple[str, ...] = ("one_at_a_time", "grid", "random", "leave_one_source_out")
-LEAVE_ONE_OUT = "leave_one_source_out"
-# What a leave-one-source-out setting changes: the training folders, and the held-out one.
-_HELD_OUT = "data.external"
 # A grid bigger than this is a typo or a misunderstanding, not an experiment anyone will run.
 MAX_GRID = 10_000
-# expand() sets these for every run, so a suite or override that set them would be overwritten.
-_PER_RUN = ("seed", "name")
-_FROM_CALLER = "data.path"
 # RunConfig.name's max_length: long setting labels are shortened to fit in run names.
 _MAX_NAME = 120
-
-
-def _flatten(changes: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"train": {"epochs": 5}}`` -> ``{"train.epochs": 5}``; dotted keys pass through."""
-    flat: dict[str, Any] = {}
-    for key, value in changes.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-class SuiteSpec(BaseModel):
-    """A suite: a base config and the factors it varies (or explicit settings), and why.
-
-    ``base``, ``factors`` and ``settings`` use dotted config fields (``"model.pooling"``); nested
-    dicts are accepted too. Give either ``factors`` (field -> values, combined by ``mode``) or
-    ``settings`` (a list of dotted-override dicts, each one setting; for settings that change
-    several fields together). ``max_runs`` caps the number of settings and belongs to ``mode``:
-    it is required for ``random``. Structure is checked here; values are checked by
-    :func:`expand`, which validates every config.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str = Field(min_length=1, max_length=60)
-    question: str = Field(min_length=1, description="the question the suite answers, and why")
-    preset: str = Field("baseline", description="the preset every run starts from")
-    base: dict[str, Any] = Field(default_factory=dict)
-    factors: dict[str, list[Any]] | None = None
-    settings: list[dict[str, Any]] | None = None
-    mode: Mode = "grid"
-    max_runs: int | None = Field(None, ge=1)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> SuiteSpec:
-        problems = []
-        if self.mode == LEAVE_ONE_OUT:
-            if self.factors is not None or self.settings is not None:
-                problems.append(
-                    "mode: leave_one_source_out varies the training folders only; put other "
-                    "changes in base and drop factors and settings"
-                )
-            if _HELD_OUT in _flatten(self.base):
-                problems.append(f"base.{_HELD_OUT}: set to the held-out folder of each run")
-        elif (self.factors is None) == (self.settings is None):
-            problems.append("give either factors (field -> values) or settings (a list), not both")
-        if self.factors is not None:
-            if not self.factors:
-                problems.append("factors: name at least one field")
-            for field, values in self.factors.items():
-                if not values:
-                    problems.append(f"factors.{field}: give at least one value")
-                if field in _PER_RUN:
-                    problems.append(f"factors.{field}: set for every run by the suite (use seeds)")
-        if self.settings is not None:
-            if not self.settings:
-                problems.append("settings: give at least one (an empty {} is the base config)")
-            if self.mode == "one_at_a_time":
-                problems.append("mode: one_at_a_time needs factors; settings run as listed")
-            for i, setting in enumerate(self.settings):
-                problems += [
-                    f"settings.{i}.{key}: set for every run by the suite (use seeds)"
-                    for key in _flatten(setting)
-                    if key in _PER_RUN
-                ]
-        problems += [
-            f"base.{key}: set for every run by expand() (data_path, seeds), not by the suite"
-            for key in _flatten(self.base)
-            if key in (*_PER_RUN, _FROM_CALLER)
-        ]
-        if self.mode == "random" and self.max_runs is None:
-            problems.append("max_runs: required when mode is 'random' (how many settings to draw)")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
 
 
 @dataclass(frozen=True)
@@ -201,152 +86,6 @@ class Plan(list[Planned]):
         self.options = dict(options or {})
 
 
-_AT_128 = {"data.image_size": 128}
-# The generalisation suite's external sets (../shared/data, beside the checkout) and its
-# appearance augmentation: what a 224-px JPEG copy from a brighter, blurrier machine looks like.
-GENERALISATION_EXTERNAL = ("../shared/data/nlm-224", "../shared/data/montgomery")
-APPEARANCE = {
-    "augment.gamma": 0.3,
-    "augment.contrast": 0.3,
-    "augment.blur": 1.0,
-    "augment.noise": 0.03,
-    "augment.resample": 2.0,
-    "augment.jpeg": 40,
-}
-
-SUITES: dict[str, SuiteSpec] = {
-    spec.name: spec
-    for spec in (
-        SuiteSpec(
-            name="baseline",
-            question="the reference CNN alone: the yardstick every other suite is read against, "
-            "and, over several seeds, how much a result moves by chance",
-            base=_AT_128,
-            settings=[{}],
-        ),
-        SuiteSpec(
-            name="optimizers",
-            question="does the optimiser matter? SGD (momentum 0.9) at lr 1e-2, Adam at 1e-3 and "
-            "RMSprop (no momentum) at 1e-3: each at its customary learning rate, because one "
-            "shared rate would favour whichever optimiser it happens to suit",
-            base=_AT_128,
-            settings=[
-                {"optim.name": "sgd", "optim.learning_rate": 1e-2, "optim.momentum": 0.9},
-                {"optim.name": "adam", "optim.learning_rate": 1e-3},
-                {"optim.name": "rmsprop", "optim.learning_rate": 1e-3},
-            ],
-        ),
-        SuiteSpec(
-            name="pooling",
-            question="max or average pooling between conv blocks: which keeps small, faint "
-            "TB lesions visible to the classifier?",
-            base=_AT_128,
-            factors={"model.pooling": ["max", "avg"]},
-        ),
-        SuiteSpec(
-            name="conv-geometry",
-            question="kernel size (3/5/7), padding (same/valid) and stride (1/2): each changed "
-            "alone from the baseline (5 settings); mode grid crosses them (12 cells, those with "
-            "valid padding and stride 2 cannot fit 128 px and are skipped)",
-            base=_AT_128,
-            factors={
-                "model.kernel_size": [3, 5, 7],
-                "model.padding": ["same", "valid"],
-                "model.stride": [1, 2],
-            },
-            mode="one_at_a_time",
-        ),
-        SuiteSpec(
-            name="hyperparams",
-            question="which learning rate, Adam epsilon, batch size and epoch budget? a seeded "
-            "random draw of 12 of the 180 grid cells, since random search finds good regions "
-            "at a fraction of a full grid's cost",
-            base=_AT_128,
-            factors={
-                "optim.learning_rate": [1e-4, 3e-4, 1e-3, 3e-3],
-                "optim.epsilon": [1e-8, 1e-7, 1e-6, 1e-5, 1e-4],
-                "train.batch_size": [16, 32, 64],
-                "train.epochs": [10, 20, 30],
-            },
-            mode="random",
-            max_runs=12,
-        ),
-        SuiteSpec(
-            name="enhancement",
-            question="does contrast enhancement before the CNN help: none, contrast stretching, "
-            "histogram equalisation or CLAHE?",
-            base=_AT_128,
-            factors={"data.enhancement": list(ENHANCEMENTS)},
-        ),
-        SuiteSpec(
-            name="width",
-            question="how wide must the CNN be: 8-64, 16-128 (baseline) or 32-256 filters; "
-            "where does extra capacity stop paying for its compute?",
-            base=_AT_128,
-            factors={
-                "model.filters": [[8, 16, 32, 64], [16, 32, 64, 128], [32, 64, 128, 256]],
-            },
-        ),
-        SuiteSpec(
-            name="generalisation",
-            question="which change makes the model find TB on X-rays from other hospitals? each "
-            "shortcut remedy alone against the baseline (artefacts inpainted or cropped, "
-            "intensity standardised, appearance augmentation, lungs only), then all together, "
-            "and the two that helped together; read by external AUC and sensitivity on nlm-224 "
-            "and Montgomery, over 3 seeds",
-            # Each remedy against the whole-film model it was measured against.
-            preset="baseline-v1",
-            base={**_AT_128, "data.external": list(GENERALISATION_EXTERNAL)},
-            settings=[
-                {},
-                {"data.artefacts": "inpaint"},
-                {"data.artefacts": "crop_border"},
-                {"data.intensity": "percentile"},
-                {"data.intensity": "hist_match"},
-                APPEARANCE,
-                {"data.roi": "lung_mask"},
-                {
-                    "data.roi": "lung_mask",
-                    "data.artefacts": "inpaint",
-                    "data.intensity": "hist_match",
-                    **APPEARANCE,
-                },
-                # The two remedies that each raised the external AUC without costing internal
-                # AUC below 0.97, on the first pass of this suite (EXPERIMENTS.md).
-                {"data.roi": "lung_mask", "data.intensity": "hist_match"},
-            ],
-        ),
-        SuiteSpec(
-            name="input-size",
-            question="does resolution matter: 128, 224 or 512 px, at about 3x and 16x the "
-            "compute of 128 px?",
-            factors={"data.image_size": [128, 224, 512]},
-        ),
-    )
-}
-
-
-def varied_fields(spec: SuiteSpec) -> list[str]:
-    """The dotted config fields the suite varies: its factors, or every field its settings set,
-    or, leaving one source out, the held-out folder (``data.path`` follows from it)."""
-    if spec.mode == LEAVE_ONE_OUT:
-        return [_HELD_OUT]
-    if spec.factors is not None:
-        return list(spec.factors)
-    fields: dict[str, None] = {}
-    for setting in spec.settings or []:
-        fields.update(dict.fromkeys(_flatten(setting)))
-    return list(fields)
-
-
-def setting_label(setting: dict[str, Any]) -> str:
-    """``{"model.pooling": "avg"}`` -> ``"model.pooling=avg"``; the empty setting is ``"base"``.
-
-    Values are written as ``--set`` accepts them (JSON, strings bare).
-    """
-    return ", ".join(f"{field}={_text(value)}" for field, value in setting.items()) or "base"
-
-
 def expand(
     spec: SuiteSpec,
     *,
@@ -378,14 +117,14 @@ def expand(
     if max_runs is None and mode == spec.mode:
         max_runs = spec.max_runs
     varied = varied_fields(spec)
-    user = _flatten(overrides or {})
+    user = flatten(overrides or {})
     problems = _argument_problems(spec, mode, seeds, max_runs, varied, user)
     if problems:
         raise ConfigError([f"{where}: {p}" for p in problems])
 
     if not isinstance(data_path, str):
         data_path = list(data_path)
-    changes = {**_flatten(spec.base), **user, _FROM_CALLER: data_path}
+    changes = {**flatten(spec.base), **user, FROM_CALLER: data_path}
     if "data.external" in changes:
         # Absolute, like data.path from the CLI and the dashboard: a worker elsewhere finds them.
         changes["data.external"] = [str(Path(f).resolve()) for f in changes["data.external"]]
@@ -522,7 +261,7 @@ def _argument_problems(
     if max_runs is not None and max_runs < 1:
         problems.append(f"max_runs: must be at least 1 (got {max_runs})")
     for key in user:
-        if key in (*_PER_RUN, _FROM_CALLER):
+        if key in (*PER_RUN, FROM_CALLER):
             problems.append(f"overrides: {key} is set for every run (use seed, seeds, data_path)")
         elif key in varied:
             problems.append(
@@ -549,10 +288,10 @@ def _settings(
                 [f"{where}: data.path: leave_one_source_out needs two folders or more (got one)"]
             )
         candidates = [
-            {_FROM_CALLER: [f for f in folders if f != held], _HELD_OUT: [held]} for held in folders
+            {FROM_CALLER: [f for f in folders if f != held], HELD_OUT: [held]} for held in folders
         ]
     elif spec.settings is not None:
-        candidates = [_flatten(s) for s in spec.settings]
+        candidates = [flatten(s) for s in spec.settings]
     elif mode == "one_at_a_time":
         candidates = [{}, *({f: v} for f, values in spec.factors.items() for v in values)]
     else:
@@ -620,26 +359,6 @@ def _build(where: str, cfg: RunConfig, changes: dict[str, Any]) -> RunConfig:
         return override(cfg, changes)
     except ConfigError as err:
         raise ConfigError([f"{where}: {problem}" for problem in err.problems]) from None
-
-
-def values_at(config: dict[str, Any], fields: list[str]) -> dict[str, Any]:
-    """The value of each dotted field in a JSON config dict (None where the field is absent)."""
-    values = {}
-    for field in fields:
-        node: Any = config
-        for part in field.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        values[field] = node
-    return values
-
-
-def key_of(values: dict[str, Any], fields: list[str]) -> str:
-    """A hashable identity of a setting: its varied fields' values as JSON, in field order."""
-    return json.dumps([values.get(field) for field in fields])
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
 def _run_name(suite: str, label: str, seed: int) -> str:
