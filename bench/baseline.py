@@ -42,8 +42,8 @@ def main() -> None:
         from pipeline import paths
         from pipeline.config import preset
         from pipeline.data import index_cache
-        from pipeline.external import evaluate_external
         from pipeline.preprocessing import cache
+        from pipeline.runs.external import evaluate_external
         from pipeline.training import train
 
         store = RunStore()

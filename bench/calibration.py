@@ -48,7 +48,7 @@ def main() -> None:
         os.environ.pop("TBXRAY_DB_URL", None)
     from db import RunStore
     from pipeline.config import preset
-    from pipeline.external import site_calibration
+    from pipeline.runs.external import site_calibration
     from pipeline.serving.predictor import Predictor
     from pipeline.training import train
 

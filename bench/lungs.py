@@ -128,7 +128,7 @@ def trained(store: Any, name: str, cfg: Any) -> Any:
 
 
 def external_auc(store: Any, run: Any, folder: Path) -> float:
-    from pipeline.external import evaluate_external
+    from pipeline.runs.external import evaluate_external
 
     for ev in store.external_evals(run.id):
         if Path(ev.dataset_path) == folder.resolve():

@@ -41,7 +41,7 @@ def main() -> None:
     from pipeline.experiments.plan import enqueue, expand
     from pipeline.experiments.spec import varied_fields
     from pipeline.experiments.suites import SUITES
-    from pipeline.worker import WorkerOptions, work
+    from pipeline.runs.worker import WorkerOptions, work
 
     overrides = {}
     for item in args.set:

@@ -199,7 +199,7 @@ def section(store: RunStore, run: Run) -> None:
         check = c[4].number_input("check share", 0.1, 0.9, 0.5, step=0.1, key="cal.check")
         go_ = st.form_submit_button("Calibrate", icon=":material/tune:", key="cal.go")
     if go_:
-        from pipeline.external import site_calibration
+        from pipeline.runs.external import site_calibration
 
         try:
             with st.spinner("Scoring the site's images…"):

@@ -11,8 +11,8 @@ import streamlit as st
 
 from dashboard import ui
 from db import Run, RunStore, StoreError
-from pipeline.manage import delete_run, suite_progress
-from pipeline.worker import log_path
+from pipeline.runs.manage import delete_run, suite_progress
+from pipeline.runs.worker import log_path
 
 if TYPE_CHECKING:
     from streamlit.delta_generator import DeltaGenerator

@@ -26,7 +26,7 @@ from pipeline import paths
 from pipeline.config import data_root
 from pipeline.data import catalog, index_cache
 from pipeline.data.scan import DatasetIndex, DatasetLayoutError
-from pipeline.worker import log_path
+from pipeline.runs.worker import log_path
 
 if TYPE_CHECKING:
     from streamlit.delta_generator import DeltaGenerator

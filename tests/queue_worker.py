@@ -10,7 +10,7 @@ import argparse
 import time
 
 from db import Run, RunStore
-from pipeline.worker import Executor, WorkerOptions, work
+from pipeline.runs.worker import Executor, WorkerOptions, work
 
 
 def idle_executor(seconds: float) -> Executor:

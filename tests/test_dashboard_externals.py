@@ -15,8 +15,8 @@ import pytest
 from db import RunStore
 from pipeline.config import preset
 from pipeline.data import synth
+from pipeline.runs.worker import WorkerOptions, work
 from pipeline.training import train
-from pipeline.worker import WorkerOptions, work
 from tests.test_dashboard import ROOT, copy_store, page, texts
 
 OPTIONS = WorkerOptions(name="w1", once=True, poll_s=0.1, heartbeat_s=0.5)

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from db import RunStore
 from pipeline.cli import main
 from pipeline.config import preset
-from pipeline.worker import WorkerOptions, work
+from pipeline.runs.worker import WorkerOptions, work
 from tests.test_worker import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ from pathlib import Path
 from db import RunStore
 from pipeline import quiet
 from pipeline.config import preset
-from pipeline.worker import log_path
+from pipeline.runs.worker import log_path
 
 ROOT = Path(__file__).resolve().parents[1]
 # What TensorFlow 2.21 wrote on start-up on a machine without a GPU, whatever the log level.

@@ -17,7 +17,7 @@ from db import RunStore
 from pipeline.cli import main
 from pipeline.config import preset
 from pipeline.paths import LOG_NAME
-from pipeline.worker import WorkerOptions, log_path, work
+from pipeline.runs.worker import WorkerOptions, log_path, work
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,7 +22,7 @@ def cmd_archive(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    from pipeline.manage import delete_run
+    from pipeline.runs.manage import delete_run
 
     store = open_store()
     run = store.get_run(args.run_id)

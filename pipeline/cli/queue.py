@@ -53,7 +53,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from pipeline.worker import WorkerOptions, work
+    from pipeline.runs.worker import WorkerOptions, work
 
     options = WorkerOptions(
         once=args.once,
@@ -142,7 +142,7 @@ def cmd_suites(args: argparse.Namespace) -> int:
 
 def cmd_suite(args: argparse.Namespace) -> int:
     from pipeline.experiments import summary
-    from pipeline.manage import suite_progress
+    from pipeline.runs.manage import suite_progress
 
     store = open_store()
     suite = store.get_suite(args.suite_id)

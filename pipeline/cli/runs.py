@@ -120,7 +120,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- evaluate, predict
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pipeline.external import evaluate_external
+    from pipeline.runs.external import evaluate_external
 
     store = open_store()
     ev = evaluate_external(store, args.run_id, args.data, progress=True)

@@ -13,7 +13,7 @@ from pipeline.data import synth
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from pipeline.external import calibrate_for_site
+    from pipeline.runs.external import calibrate_for_site
 
     store = open_store()
     cal = calibrate_for_site(

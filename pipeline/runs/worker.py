@@ -160,7 +160,7 @@ def evaluate(store: RunStore, job: EvalJob, options: WorkerOptions) -> EvalJob:
     Whatever stops the evaluation (a bad folder, images shared with the run's data, an
     unreadable model) fails the job with the error's sentence; the traceback is in the log.
     """
-    from pipeline.external import evaluate_external
+    from pipeline.runs.external import evaluate_external
 
     log = paths.eval_log(job.id)
     with _output_to(log):
