@@ -8,7 +8,7 @@ to a network without a login. Two ways to configure one:
   ``.streamlit/secrets.toml`` with ``redirect_uri``, ``cookie_secret``, ``client_id``,
   ``client_secret`` and ``server_metadata_url`` of your identity provider (see the README).
 - **A shared password**, where there is no identity provider: its scrypt hash in the environment
-  variable :data:`PASSWORD_ENV` (make one with ``python -m pipeline dashboard-password``); the
+  variable :data:`PASSWORD_ENV` (make one with ``python -m dashboard password``); the
   password itself is never stored.
 
 Without either, :func:`gate` serves only a loopback address (127.0.0.1, ::1, localhost) and
@@ -84,8 +84,8 @@ def oidc_configured() -> bool:
 REFUSAL = (
     "This dashboard is reachable from other machines ({address}) and no login is configured, so "
     "it shows nothing: it can launch training and publish models to the public app. Configure a "
-    "login — OIDC in .streamlit/secrets.toml, or a shared password: run `python -m pipeline "
-    f"dashboard-password` and set {PASSWORD_ENV} — or serve it on 127.0.0.1 only."
+    "login — OIDC in .streamlit/secrets.toml, or a shared password: run `python -m dashboard "
+    f"password` and set {PASSWORD_ENV} — or serve it on 127.0.0.1 only."
 )
 
 

@@ -65,3 +65,27 @@ def test_the_password_mode_lets_in_only_the_team(monkeypatch):
     at.button[0].click().run()
     assert not at.exception, at.exception
     assert "Leaderboard" in titles(at)
+
+
+def test_python_m_dashboard_password_prints_a_hash_that_checks(monkeypatch, capsys):
+    answers = iter([SECRET, SECRET])
+    monkeypatch.setattr("getpass.getpass", lambda prompt: next(answers))
+    assert start(["password"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith(f"export {auth.PASSWORD_ENV}='")
+    stored = line.split("'")[1]
+    assert auth.check_password(SECRET, stored)
+    assert not auth.check_password("wrong password", stored)
+
+
+@pytest.mark.parametrize(
+    ("first", "again", "says"),
+    [("short", "short", "at least 10 characters"), (SECRET, SECRET + "!", "differ")],
+)
+def test_a_bad_team_password_is_refused_with_the_reason(monkeypatch, capsys, first, again, says):
+    answers = iter([first, again])
+    monkeypatch.setattr("getpass.getpass", lambda prompt: next(answers))
+    assert start(["password"]) == 2
+    out = capsys.readouterr()
+    assert says in out.err
+    assert "export" not in out.out

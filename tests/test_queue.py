@@ -201,9 +201,9 @@ def test_stopping_pipeline_up_stops_its_worker_once_and_cleanly(sig):
     """``make demo`` ends in ``pipeline up``; Ctrl-C (or a process manager's SIGTERM) there
     must stop every service once, without a traceback."""
     script = (
-        "import sys; from pipeline import launch; "
+        "import sys; from pipeline.cli import up; "
         "argv = [sys.executable, '-m', 'pipeline', 'worker', '--poll', '0.2', '--name', 'demo']; "
-        "sys.exit(launch.up([launch.Service('worker', argv)]))"
+        "sys.exit(up.up([up.Service('worker', argv)]))"
     )
     up = spawn(
         [sys.executable, "-c", script],

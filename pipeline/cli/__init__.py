@@ -121,12 +121,6 @@ def _parser() -> argparse.ArgumentParser:
         help="upgrade: target (default the newest); downgrade: target revision, or 'base'",
     )
 
-    add(
-        "dashboard-password",
-        queue.cmd_dashboard_password,
-        "make the hash of a shared dashboard password (for a dashboard on a network)",
-    )
-
     p = add("cancel", queue.cmd_cancel, "cancel a run, or every unfinished run of a suite")
     p.add_argument("id", help="run id (or prefix) or suite id")
 

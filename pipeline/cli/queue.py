@@ -157,27 +157,7 @@ def cmd_suite(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_dashboard_password(args: argparse.Namespace) -> int:
-    import getpass
-
-    from dashboard.auth import PASSWORD_ENV, hash_password
-
-    first = getpass.getpass("Team password for the dashboard: ")
-    if len(first) < 10:
-        raise ValueError("choose a password of at least 10 characters")
-    if getpass.getpass("Again: ") != first:
-        raise ValueError("the two passwords differ; nothing was made")
-    console.print(
-        f"Set this in the dashboard's environment (the password itself is not stored):\n"
-        f"export {PASSWORD_ENV}='{hash_password(first)}'",
-        markup=False,
-    )
-    return 0
-
-
 def cmd_up(args: argparse.Namespace) -> int:
-    from pipeline import launch
+    from pipeline.cli import up
 
-    return launch.up(
-        launch.services(args.dashboard_port, args.public_port, worker=not args.no_worker)
-    )
+    return up.up(up.services(args.dashboard_port, args.public_port, worker=not args.no_worker))

@@ -15,9 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dashboard.__main__ import streamlit_command
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -37,7 +35,7 @@ def services(
     out = [
         Service(
             "dashboard",
-            streamlit_command("127.0.0.1", dashboard_port),
+            [py, "-m", "dashboard", "--address", "127.0.0.1", "--port", str(dashboard_port)],
             f"http://127.0.0.1:{dashboard_port}",
         ),
         Service(
