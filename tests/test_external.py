@@ -99,3 +99,27 @@ def test_an_external_folder_sharing_a_training_image_is_refused(phantoms, folder
     assert main(["evaluate", clean.id, "--data", str(folders["leaky"])]) == 2
     assert name in capsys.readouterr().err
     assert RunStore().external_evals(clean.id) == []
+
+
+def test_training_and_a_later_evaluation_score_an_external_set_alike(phantoms, folders, capsys):
+    """One scorer: the external figures a run records at the end of training (model in memory,
+    PCA fitted there) are those `evaluate` gives later from the saved run folder."""
+    args = ["train", "--preset", "smoke", "--data", str(phantoms), "--name", "pca-external"]
+    args += ["--external", str(folders["other"]), "--set", "data.pca_components=8"]
+    assert main(args) == 0
+    store = RunStore()
+    run = next(r for r in store.list_runs() if r.name == "pca-external")
+    (at_training,) = store.external_evals(run.id)
+    capsys.readouterr()
+    assert main(["evaluate", run.id, "--data", str(folders["other"])]) == 0
+    later = next(e for e in store.external_evals(run.id) if e.id != at_training.id)
+    assert later.auc == pytest.approx(at_training.auc, abs=1e-9)
+    assert later.sensitivity == at_training.sensitivity
+    assert later.specificity == at_training.specificity
+    with (Path(run.artifacts_dir) / "external_predictions.csv").open() as f:
+        recorded = [float(row["score"]) for row in csv.DictReader(f)]
+    from pipeline.serving.predictor import Predictor
+
+    index = index_cache.load_index(folders["other"])
+    rescored = Predictor(run.artifacts_dir).scorer.score_index(index)
+    assert recorded == pytest.approx(rescored.tolist(), abs=1e-6)

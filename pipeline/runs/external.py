@@ -21,6 +21,7 @@ from pipeline.data.scan import DatasetIndex
 from pipeline.evaluation import calibration, metrics
 from pipeline.preprocessing import cache, sources
 from pipeline.serving.predictor import Predictor
+from pipeline.serving.scorer import Progress
 
 
 def run_index(config: RunConfig, *, progress: bool = False) -> DatasetIndex | None:
@@ -41,36 +42,7 @@ def score_folder(
 ) -> tuple[DatasetIndex, np.ndarray]:
     """Every image of a dataset folder scored by the run, with the run's own preprocessing."""
     index = index_cache.load_index(data_path, progress=progress, one_class=one_class)
-    return index, score_index(predictor, index, batch_size=batch_size, progress=progress)
-
-
-Progress = Callable[[int, int], None]
-
-
-def score_index(
-    predictor: Predictor,
-    index: DatasetIndex,
-    *,
-    batch_size: int = 64,
-    progress: bool = False,
-    on_progress: Progress | None = None,
-) -> np.ndarray:
-    """Every image of ``index`` scored by the run, with the run's own preprocessing.
-
-    ``on_progress(scored, total)`` is called before the first batch and after each one.
-    """
-    report = on_progress or (lambda scored, total: None)
-    report(0, len(index.labels))
-    arrays = cache.cached_arrays(index, predictor.config.data, progress=progress)
-    if predictor.pca is not None:
-        arrays = predictor.pca.transform(np.asarray(arrays))
-    scores = []
-    for i in tqdm(
-        range(0, len(arrays), batch_size), desc="score", unit="batch", disable=not progress
-    ):
-        scores.append(predictor.predict_prepared(arrays[i : i + batch_size]))
-        report(min(i + batch_size, len(arrays)), len(arrays))
-    return np.concatenate(scores)
+    return index, predictor.scorer.score_index(index, batch_size=batch_size, progress=progress)
 
 
 def evaluate_external(
@@ -86,12 +58,12 @@ def evaluate_external(
 
     A folder of one class is accepted (sensitivity or specificity alone, no AUC). A folder that
     shares images with the run's own data is refused (:class:`~pipeline.overlap.OverlapError`).
-    ``on_progress(scored, total)``: as in :func:`score_index`.
+    ``on_progress(scored, total)``: as in :meth:`~pipeline.serving.scorer.Scorer.score_index`.
     """
     predictor = Predictor.from_store(store, run_id)
     index = load_external(data_path, run_index(predictor.config, progress=progress))
-    scores = score_index(
-        predictor, index, batch_size=batch_size, progress=progress, on_progress=on_progress
+    scores = predictor.scorer.score_index(
+        index, batch_size=batch_size, progress=progress, on_progress=on_progress
     )
     result = metrics.external(
         index.labels,

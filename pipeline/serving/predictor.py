@@ -21,6 +21,7 @@ from pipeline.imaging import decode
 from pipeline.lungs.masks import Plausibility
 from pipeline.preprocessing.enhance import PCADenoiser
 from pipeline.preprocessing.transform import LungInput, preprocess_image, preprocess_with_lungs
+from pipeline.serving.scorer import Scorer
 
 POSITIVE = "Possible TB — refer for testing"
 NEGATIVE = "No signs of TB"
@@ -75,6 +76,7 @@ class Predictor:
         self.model = keras.saving.load_model(self.run_dir / "model.keras", safe_mode=True)
         pca_file = self.run_dir / "pca.npz"
         self.pca = PCADenoiser.load(pca_file) if pca_file.exists() else None
+        self.scorer = Scorer(self.model, self.config.data, self.pca, self.calibrator)
 
     @classmethod
     def from_store(cls, store: RunStore, run_id: str) -> Predictor:
@@ -94,17 +96,15 @@ class Predictor:
         return out._replace(image=self._denoise(out.image))
 
     def _denoise(self, out: np.ndarray) -> np.ndarray:
-        return out if self.pca is None else self.pca.transform(out[np.newaxis])[0]
+        return self.scorer.denoise(out[np.newaxis])[0]
 
     def predict_prepared(self, batch: np.ndarray) -> np.ndarray:
         """P(TB) for uint8 (N, S, S) model inputs, as float64 (N,), calibrated if the run is."""
-        x = np.asarray(batch, dtype=np.float32)[..., np.newaxis]
-        return self.calibrate(self.model.predict_on_batch(x).reshape(-1).astype(np.float64))
+        return self.scorer.predict_prepared(batch)
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         """The network's raw outputs as the run's P(TB) (unchanged for an uncalibrated run)."""
-        raw = np.asarray(raw, dtype=np.float64)
-        return raw if self.calibrator is None else self.calibrator(raw)
+        return self.scorer.calibrate(raw)
 
     def verdict(self, probability: float) -> str:
         return POSITIVE if probability >= self.threshold else NEGATIVE

@@ -35,9 +35,10 @@ from pipeline.data.splits import Split, stratified_group_split
 from pipeline.evaluation import calibration, metrics
 from pipeline.heartbeat import beating
 from pipeline.model import build_model
-from pipeline.preprocessing import cache, sources
+from pipeline.preprocessing import sources
 from pipeline.preprocessing.enhance import PCADenoiser
 from pipeline.serving import ood
+from pipeline.serving.scorer import Scorer
 from pipeline.stop import StopRequested
 from pipeline.training import inputs
 from pipeline.training.callbacks import CancelWatch, RunCancelled, StoreLogger
@@ -347,16 +348,10 @@ def _evaluate_externals(
 ) -> list[_External]:
     """Each external set scored with the run's preprocessing, PCA and calibration, and evaluated
     at the threshold chosen on validation (never re-fitted on the external set)."""
+    scorer = Scorer(model, cfg.data, data.pca, calibrator)
     out = []
     for index in externals:
-        arrays = cache.cached_arrays(index, cfg.data)
-        if data.pca is not None:
-            arrays = data.pca.transform(np.asarray(arrays))
-        every = np.arange(len(index.records))
-        ds = inputs.make_dataset(arrays, index.labels, every, batch_size=cfg.train.batch_size)
-        scores = model.predict(ds, verbose=0).reshape(-1).astype(np.float64)
-        if calibrator is not None:
-            scores = calibrator(scores)
+        scores = scorer.score_index(index, batch_size=cfg.train.batch_size)
         scored = metrics.external(
             index.labels, scores, threshold, n_boot=cfg.eval.bootstrap, seed=cfg.seed
         )
