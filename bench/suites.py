@@ -13,7 +13,6 @@ queued is trained.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from datetime import UTC, datetime
@@ -37,16 +36,14 @@ def main() -> None:
     os.environ["TBXRAY_RUNS_DIR"] = str(Path(args.store).resolve())
     os.environ.pop("TBXRAY_DB_URL", None)
     from db import RunStore
+    from pipeline.config import parse_overrides
     from pipeline.experiments import summary
     from pipeline.experiments.plan import enqueue, expand
     from pipeline.experiments.spec import varied_fields
     from pipeline.experiments.suites import SUITES
     from pipeline.runs.worker import WorkerOptions, work
 
-    overrides = {}
-    for item in args.set:
-        key, _, raw = item.partition("=")
-        overrides[key] = json.loads(raw)
+    overrides = parse_overrides(args.set)
     names = args.suites.split(",") if args.suites else list(SUITES)
     store = RunStore()
     launched = {s.name: s for s in store.list_suites()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -266,6 +267,39 @@ class RunConfig(_Section):
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """``FIELD=VALUE`` items (``--set`` flags, lines of a form) as dotted overrides.
+
+    VALUE is read as JSON when it parses (``5``, ``[8, 16]``, ``true``, ``null``), else kept as
+    text; spaces around FIELD and VALUE are dropped and blank items skipped, wherever they were
+    typed. Raises :class:`ConfigError` naming every item that has no ``=``.
+    """
+    out: dict[str, Any] = {}
+    problems = []
+    for item in items:
+        if not item.strip():
+            continue
+        field, sep, raw = item.partition("=")
+        if not sep or not field.strip():
+            problems.append(f"{item.strip()!r}: write FIELD=VALUE, e.g. model.pooling=avg")
+            continue
+        try:
+            out[field.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[field.strip()] = raw.strip()
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
+def absolute_paths(paths: str | Sequence[str]) -> str | list[str]:
+    """Data folders made absolute (``~`` expanded), one kept a string and several a list, so a
+    worker started in another directory finds the same folders."""
+    if isinstance(paths, str):
+        return str(Path(paths).expanduser().resolve())
+    return [str(Path(p).expanduser().resolve()) for p in paths]
 
 
 def data_root(path: str | list[str] | tuple[str, ...]) -> str:

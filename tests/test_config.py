@@ -6,7 +6,15 @@ import json
 
 import pytest
 
-from pipeline.config import ConfigError, load_config_file, make_config, override, preset
+from pipeline.config import (
+    ConfigError,
+    absolute_paths,
+    load_config_file,
+    make_config,
+    override,
+    parse_overrides,
+    preset,
+)
 
 
 def refusal(**changes: object) -> str:
@@ -133,3 +141,31 @@ def test_bad_lists_of_data_folders_are_refused(paths, message):
     msg = refusal(**{"data.path": paths})
     assert "data.path" in msg
     assert message in msg
+
+
+def test_field_value_overrides_read_json_values_and_text_alike_wherever_typed():
+    typed = ["model.pooling=avg", " train.epochs = 5 ", "model.filters=[8, 16]", "", "eval.x=true"]
+    assert parse_overrides(typed) == {
+        "model.pooling": "avg",
+        "train.epochs": 5,
+        "model.filters": [8, 16],
+        "eval.x": True,
+    }
+    # Text values lose the spaces around them, as JSON values always did.
+    assert parse_overrides(["name= my run "]) == {"name": "my run"}
+
+
+def test_field_value_overrides_name_every_item_without_a_value():
+    with pytest.raises(ConfigError) as err:
+        parse_overrides(["train.epochs", "model.pooling=avg", "=5"])
+    assert err.value.problems == [
+        "'train.epochs': write FIELD=VALUE, e.g. model.pooling=avg",
+        "'=5': write FIELD=VALUE, e.g. model.pooling=avg",
+    ]
+
+
+def test_data_paths_become_absolute_one_kept_a_string(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert absolute_paths("data/a") == str(tmp_path / "data" / "a")
+    assert absolute_paths(["a", "~/b"]) == [str(tmp_path / "a"), str(tmp_path / "home" / "b")]

@@ -11,7 +11,7 @@ from streamlit.delta_generator import DeltaGenerator
 
 from dashboard import forms, tables, ui
 from db import RunNotFound, StoreError
-from pipeline.config import PRESETS, ConfigError, override, preset
+from pipeline.config import PRESETS, ConfigError, absolute_paths, override, parse_overrides, preset
 from pipeline.experiments.plan import enqueue, expand, missing_folders
 from pipeline.experiments.spec import MODES, setting_label
 from pipeline.experiments.suites import SUITES
@@ -67,16 +67,6 @@ def dataset_picker(container: DeltaGenerator, target: str, field: str, *, key: s
     )
 
 
-def absolute(path: str) -> str:
-    # Absolute, so that a worker started in another directory finds the same folder.
-    return str(Path(path).expanduser().resolve())
-
-
-def absolute_paths(paths: str | list[str] | tuple[str, ...]) -> str | list[str]:
-    """``absolute`` for one folder (kept a string) or each of several."""
-    return absolute(paths) if isinstance(paths, str) else [absolute(p) for p in paths]
-
-
 tab_run, tab_suite = st.tabs(["One run", "Experiment suite"])
 
 with tab_run:
@@ -121,7 +111,7 @@ with tab_run:
                         "seed": config.seed + i,
                         "name": config.name if repeats == 1 else f"{config.name} · seed {i}",
                         "data.path": absolute_paths(config.data.path),
-                        "data.external": [absolute(f) for f in config.data.external],
+                        "data.external": absolute_paths(config.data.external),
                     },
                 )
                 for i in range(repeats)
@@ -185,17 +175,10 @@ with tab_suite:
     )
     overrides: dict[str, Any] = {}
     problems = []
-    for line in overrides_text.splitlines():
-        if not line.strip():
-            continue
-        field, sep, raw = line.partition("=")
-        if not sep:
-            problems.append(f"{line!r}: write FIELD=VALUE, e.g. train.epochs=5")
-            continue
-        try:
-            overrides[field.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            overrides[field.strip()] = raw.strip()
+    try:
+        overrides = parse_overrides(overrides_text.splitlines())
+    except ConfigError as err:
+        problems = err.problems
     plan = None
     if not problems:
         try:

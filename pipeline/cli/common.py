@@ -4,7 +4,6 @@ from flags."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 from collections.abc import Sequence
@@ -13,6 +12,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from pipeline.config import absolute_paths, parse_overrides
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -47,20 +48,6 @@ def open_store():  # noqa: ANN201 - RunStore (imported lazily)
     return RunStore()
 
 
-def _parse_set(items: list[str]) -> dict[str, Any]:
-    """``["model.pooling=avg", "model.filters=[8,16]"]`` -> dotted overrides (JSON values)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set {item!r}: write FIELD=VALUE, e.g. --set model.pooling=avg")
-        try:
-            out[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key.strip()] = raw
-    return out
-
-
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The config changes the user typed: named flags, then --set FIELD=VALUE."""
     folders = args.data or []
@@ -70,11 +57,10 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     for folder in args.external or []:
         if not Path(folder).is_dir():
             raise ValueError(f"--external {folder}: no such folder; pass a dataset folder")
-    # Absolute, so a worker started in another directory finds the same folders.
-    paths = [str(Path(folder).resolve()) for folder in folders]
+    paths = absolute_paths(folders)
     flags = {
         "data.path": (paths[0] if len(paths) == 1 else paths) if paths else None,
-        "data.external": [str(Path(f).resolve()) for f in args.external] if args.external else None,
+        "data.external": absolute_paths(args.external) if args.external else None,
         "data.image_size": args.size,
         "data.enhancement": args.enhancement,
         "train.epochs": args.epochs,
@@ -83,7 +69,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "name": args.name,
     }
     changes = {k: v for k, v in flags.items() if v is not None}
-    changes.update(_parse_set(args.set or []))
+    changes.update(parse_overrides(args.set or []))
     return changes
 
 

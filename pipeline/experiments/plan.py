@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 from pydantic import ValidationError
 
-from pipeline.config import ConfigError, RunConfig, override, preset
+from pipeline.config import ConfigError, RunConfig, absolute_paths, override, preset
 from pipeline.experiments.spec import (
     FROM_CALLER,
     HELD_OUT,
@@ -127,7 +127,7 @@ def expand(
     changes = {**flatten(spec.base), **user, FROM_CALLER: data_path}
     if "data.external" in changes:
         # Absolute, like data.path from the CLI and the dashboard: a worker elsewhere finds them.
-        changes["data.external"] = [str(Path(f).resolve()) for f in changes["data.external"]]
+        changes["data.external"] = absolute_paths(list(changes["data.external"]))
     base = _build(f"{where}, base and overrides", preset(spec.preset), changes)
     settings, skipped = _settings(spec, mode, base, varied)
     if max_runs is not None and len(settings) > max_runs:
