@@ -3,9 +3,9 @@
     .venv/bin/python -m bench.appearance [--images 650] [--size 128] [--epochs 3]
 
 Times one training epoch of the baseline CNN (``model.fit`` on the tf.data pipeline of
-``pipeline.inputs``, random uint8 images of tb-cxr's training-split size) without appearance
-augmentation, with each transform alone, and with all of them as the ``generalisation`` suite
-sets them; the median of ``--epochs`` epochs after one warm-up epoch. Prints a markdown table;
+``pipeline.training.inputs``, random uint8 images of tb-cxr's training-split size) without
+appearance augmentation, with each transform alone, and with all of them as the ``generalisation``
+suite sets them; the median of ``--epochs`` epochs after one warm-up epoch. Prints a markdown table;
 BENCHMARKS.md records it.
 """
 

@@ -4,8 +4,8 @@
 
 Builds, in a temporary folder, a store of ``--runs`` runs through the store's own API: the nine
 preset suites over three seeds plus single runs, each with per-epoch history, test metrics
-computed by :func:`pipeline.evaluate.evaluate` from simulated scores on a phantom dataset, two
-external evaluations and the artifacts the pages read (``predictions.csv``, ``metrics.json``,
+computed by :func:`pipeline.evaluation.metrics.evaluate` from simulated scores on a phantom dataset,
+two external evaluations and the artifacts the pages read (``predictions.csv``, ``metrics.json``,
 ``history.json``, the log). A few runs failed, one is training, two are queued, one is
 promoted. One more run is trained for real (the ``smoke`` preset) so that Explain has a model.
 

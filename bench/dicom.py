@@ -3,11 +3,11 @@
     .venv/bin/python -m bench.dicom [--repeats 5] [--json out.json]
 
 Builds a 2,500 × 3,000 (width × height) 12-bit MONOCHROME1 radiograph with a rescale and a
-window (a phantom chest from :mod:`pipeline.synth`, enlarged, with detector noise), writes it
+window (a phantom chest from :mod:`pipeline.data.synth`, enlarged, with detector noise), writes it
 uncompressed and as RLE Lossless, JPEG-LS Lossless, JPEG 2000 Lossless (pydicom's encoders) and
 JPEG Lossless SV1 (gdcm's encoder) into a temporary folder, then for each file measures
-:func:`pipeline.images.read_image` — header checks, decoding, modality LUT, window, inversion,
-8 bits — as the app and the dataset scan call it:
+:func:`pipeline.imaging.decode.read_image` — header checks, decoding, modality LUT, window,
+inversion, 8 bits — as the app and the dataset scan call it:
 
 * the median wall time of ``--repeats`` reads, after one warm-up read;
 * in a fresh process each, after a warm-up read of a small file of the same syntax: the peak of
@@ -86,7 +86,7 @@ def measure_memory(path: Path, warm: Path) -> dict[str, float]:
     code = (
         "import json, sys, tracemalloc\n"
         "from pathlib import Path\n"
-        "from pipeline.images import read_image\n"
+        "from pipeline.imaging.decode import read_image\n"
         "def kib(key):\n"
         "    status = Path('/proc/self/status').read_text().splitlines()\n"
         "    return int(next(line.split()[1] for line in status if line.startswith(key)))\n"

@@ -11,7 +11,7 @@ fresh subprocess so that its peak memory is its own:
   .flow_from_directory(...)`` decodes, resizes and augments every PNG in Python, every epoch;
   the model is built without its augmentation layers.
 - B, ours: the preprocessed uint8 cache, memory-mapped and streamed by
-  :func:`pipeline.inputs.make_dataset`; augmentation runs as Keras layers inside the model.
+  :func:`pipeline.training.inputs.make_dataset`; augmentation runs as Keras layers inside the model.
 - floor: the model's own compute, the model without augmentation over float32 tensors already
   in memory. No input path can train faster than this.
 
@@ -253,8 +253,8 @@ def profile(data: Path, size: int, batch_size: int) -> dict:
     """Milliseconds of wall and CPU time per batch of each stage, each timed on its own.
 
     Stages: the classic generator with and without its augmentation; reading a batch of our
-    cache through :func:`pipeline.inputs.make_dataset`; the model's augmentation layers; one
-    training step of the model without augmentation (the floor), also under XLA and under
+    cache through :func:`pipeline.training.inputs.make_dataset`; the model's augmentation layers;
+    one training step of the model without augmentation (the floor), also under XLA and under
     ``mixed_bfloat16``, neither of which training uses.
     """
     import keras

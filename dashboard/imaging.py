@@ -22,7 +22,7 @@ from pipeline.preprocessing import artefacts, enhance
 
 THUMB = 128
 # Each edge, as the number of quarter turns (np.rot90) that brings it to the bottom, where
-# pipeline.artefacts looks for anonymisation boxes.
+# pipeline.preprocessing.artefacts looks for anonymisation boxes.
 EDGES: dict[str, int] = {"bottom": 0, "left": 1, "top": 2, "right": 3}
 
 
@@ -79,8 +79,9 @@ def intensity_histograms(s: Sample) -> dict[str, dict[str, np.ndarray]]:
 def bright_boxes(img: np.ndarray) -> list[str]:
     """The edges (of :data:`EDGES`) along which ``img`` carries a solid near-white box.
 
-    :func:`pipeline.artefacts.bottom_boxes` looks at the bottom band, where the TB Chest X-ray
-    Database's anonymisation boxes sit; the other edges are checked by turning the image.
+    :func:`pipeline.preprocessing.artefacts.bottom_boxes` looks at the bottom band, where the TB
+    Chest X-ray Database's anonymisation boxes sit; the other edges are checked by turning the
+    image.
     """
     return [edge for edge, turns in EDGES.items() if artefacts.bottom_boxes(np.rot90(img, turns))]
 
@@ -109,9 +110,9 @@ def border_artefacts(s: Sample) -> tuple[pd.DataFrame, dict[str, list[int]]]:
 
 def artefact_audit(s: Sample, examples: int = 4) -> tuple[pd.DataFrame, list[tuple]]:
     """Share of each class's sampled images with burned-in boxes and with text or markers
-    (:func:`pipeline.artefacts.artefact_kinds`; columns ``kind``, ``class``, ``share``,
-    ``images``), and up to ``examples`` ``(class, before, marked, after inpainting)`` thumbnails,
-    boxed images first."""
+    (:func:`pipeline.preprocessing.artefacts.artefact_kinds`; columns ``kind``, ``class``,
+    ``share``, ``images``), and up to ``examples`` ``(class, before, marked, after inpainting)``
+    thumbnails, boxed images first."""
     rows, shown = [], []
     for cls, thumbs in s.thumbs.items():
         kinds = [artefacts.artefact_kinds(img) for img in thumbs]

@@ -1,5 +1,5 @@
 """Run management on the dashboard: archive or delete a run, its tags and note, its files to
-download, and a suite's progress. Calls :mod:`db` and :mod:`pipeline.manage`; no TensorFlow."""
+download, and a suite's progress. Calls :mod:`db` and :mod:`pipeline.runs.manage`; no TensorFlow."""
 
 from __future__ import annotations
 

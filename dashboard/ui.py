@@ -116,7 +116,7 @@ def no_runs_yet(what: str = "runs") -> None:
 
 def known_datasets(s: RunStore) -> list[str]:
     """Dataset folders worth offering, absolute: those under the data roots
-    (:mod:`pipeline.catalog`), then those that runs trained on successfully. Only folders in a
+    (:mod:`pipeline.data.catalog`), then those that runs trained on successfully. Only folders in a
     layout the scan accepts are offered; a failed run's folder is not, being perhaps why it
     failed."""
     trained: list[str] = []

@@ -2,7 +2,7 @@
 
 An archived run keeps every row and file; only the leaderboard hides it until it is restored.
 Deleting removes the run's rows (epochs, external evaluations, calibrations and promotions go
-with it); its files are the caller's to remove (:func:`pipeline.manage.delete_run`). A run that
+with it); its files are the caller's to remove (:func:`pipeline.runs.manage.delete_run`). A run that
 is queued or running, or that the public app serves, is refused with a sentence saying why.
 """
 

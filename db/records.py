@@ -202,8 +202,9 @@ class Calibration:
     """A run's threshold for one site, chosen on part of the site's sample, checked on the rest.
 
     ``sensitivity`` / ``specificity`` (and their 95% intervals) are the check part's at
-    ``threshold``; ``details`` holds the full result of ``pipeline.calibration.calibrate_site``
-    (the threshold table, both parts' sizes, the check at the run's validated threshold).
+    ``threshold``; ``details`` holds the full result of
+    ``pipeline.evaluation.calibration.calibrate_site`` (the threshold table, both parts' sizes, the
+    check at the run's validated threshold).
     """
 
     id: int

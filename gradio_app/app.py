@@ -9,8 +9,8 @@ Uploads reach the functions as a file path inside Gradio's upload folder: the ap
 component is a file box that takes any file (DICOM included, which ``gr.Image`` refuses in the
 browser, and DICOM files without an extension, as CD and PACS exports name them) and decodes
 nothing itself (:func:`_undecoded`), so every file — broken, huge, 16-bit, DICOM, not an image —
-goes through :func:`pipeline.images.decode` and its limits, and a bad one gets a message, never a
-traceback. A private event shows the image as read (a DICOM file windowed) under the box.
+goes through :func:`pipeline.imaging.decode.decode` and its limits, and a bad one gets a message,
+never a traceback. A private event shows the image as read (a DICOM file windowed) under the box.
 
 The page's own events (that preview, the model card, the banner, the examples) cannot be hidden
 from a determined HTTP client, since the browser calls them like any client would; they are

@@ -3,11 +3,11 @@
 :class:`ModelSource` asks the run store which run to serve (the newest promotion, else the newest
 succeeded baseline) at most every ``refresh_s`` seconds and loads a new :class:`ServedModel`
 when that changes, so a promotion takes effect without a restart. :meth:`ServedModel.assess`
-answers one upload with the assessment every front end shares (:mod:`pipeline.assess`: a
+answers one upload with the assessment every front end shares (:mod:`pipeline.serving.assess`: a
 verdict from the run's threshold, or "Cannot assess" and the reason), under the upload limits
 and with predictions going before explanations (:class:`PredictionsFirst`). Nothing here keeps
 an upload or writes a file: uploads are read and dropped, and of a DICOM header only what the
-image needs is read (:mod:`pipeline.dicom`).
+image needs is read (:mod:`pipeline.imaging.dicom`).
 """
 
 from __future__ import annotations
@@ -141,8 +141,9 @@ class PredictionsFirst:
 
 
 class ServedModel:
-    """One succeeded run ready to serve: its :class:`~pipeline.assess.Assessor` (the assessment
-    every front end shares), its site calibration if any, and predictions-first scheduling."""
+    """One succeeded run ready to serve: its :class:`~pipeline.serving.assess.Assessor` (the
+    assessment every front end shares), its site calibration if any, and predictions-first
+    scheduling."""
 
     def __init__(self, run: Run, calibration: Calibration | None = None) -> None:
         if run.status != "succeeded" or not run.artifacts_dir:

@@ -35,11 +35,12 @@ class DataConfig(_Section):
     """Where the images come from and how they are preprocessed before the model sees them."""
 
     # One folder (a string, as every config before several sources) or a list of folders, each
-    # in its own layout; several are combined by pipeline.sources. Read it through ``sources``.
+    # in its own layout; several are combined by pipeline.preprocessing.sources. Read it through
+    # ``sources``.
     path: str | tuple[str, ...] = Field(
         "data/phantoms",
         description="dataset folder, or a list of folders trained on together, each image "
-        "keeping its source (see pipeline.datasets, pipeline.sources)",
+        "keeping its source (see pipeline.data.scan, pipeline.preprocessing.sources)",
     )
     image_size: int = Field(128, ge=32, le=1024, description="square side in pixels")
     channels: Literal[1, 3] = Field(3, description="1 = gray; 3 = gray copied to RGB")
@@ -55,8 +56,9 @@ class DataConfig(_Section):
     roi_margin: float = Field(
         0.05, ge=0, le=0.5, description="lung_crop: margin around the lungs, share of the box"
     )
-    # Why: the collection's marks and grey levels are shortcuts (pipeline/artefacts.py,
-    # pipeline/intensity.py); both steps run before the lung ROI and enhancement.
+    # Why: the collection's marks and grey levels are shortcuts
+    # (pipeline/preprocessing/artefacts.py, pipeline/preprocessing/intensity.py); both steps run
+    # before the lung ROI and enhancement.
     artefacts: Literal["keep", "inpaint", "crop_border"] = Field(
         "keep",
         description="keep: as is; inpaint: burned-in boxes, text and markers filled in; "
@@ -153,8 +155,8 @@ class AugmentConfig(_Section):
     horizontal_flip: bool = False
     zoom: float = Field(0.1, ge=0, le=0.5, description="max zoom in/out, fraction")
     brightness: float = Field(0.1, ge=0, le=0.5, description="max brightness shift, fraction")
-    # Appearance: what another machine or hospital changes (pipeline/appearance.py). All off by
-    # default; each is drawn per image (blur and resampling per batch, on a random half).
+    # Appearance: what another machine or hospital changes (pipeline/training/appearance.py). All
+    # off by default; each is drawn per image (blur and resampling per batch, on a random half).
     gamma: float = Field(0.0, ge=0, le=1, description="gamma drawn from [1/(1+g), 1+g]; 0 = off")
     contrast: float = Field(
         0.0, ge=0, lt=1, description="contrast scaled by [1-c, 1+c] about the mean; 0 = off"
@@ -217,7 +219,7 @@ class TrainConfig(_Section):
     )
     imbalance: Literal["none", "class_weight", "oversample"] = "class_weight"
     # Why: with several sources the largest would otherwise dominate the loss, and the model
-    # would learn its scanner and population first (see pipeline.inputs.source_weights).
+    # would learn its scanner and population first (see pipeline.training.inputs.source_weights).
     balance_sources: bool = Field(
         False,
         description="several data.path folders: each source weighs the same in the loss (per-"

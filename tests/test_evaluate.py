@@ -1,4 +1,4 @@
-"""Tests for pipeline.evaluate on tables small enough to check by hand."""
+"""Tests for pipeline.evaluation.metrics on tables small enough to check by hand."""
 
 from __future__ import annotations
 

@@ -16,8 +16,8 @@ from db.models import EpochRow, ExternalEvalRow, RunRow, SuiteRow
 
 CONFIG = {"data": {"image_size": 64}, "train": {"epochs": 2}, "seed": 0}
 
-# What pipeline.evaluate hands over: numpy scalars, curves as arrays/lists, nested dicts, and NaN
-# where a quantity is undefined.
+# What pipeline.evaluation.metrics hands over: numpy scalars, curves as arrays/lists, nested dicts,
+# and NaN where a quantity is undefined.
 METRICS = {
     "auc": np.float64(0.93),
     "auc_ci": [0.88, 0.97],

@@ -232,7 +232,8 @@ with c_examples:
             st.caption(f"{label}: no bright border box in the sample.")
 st.caption(
     f"On a sample of {len(s.thumbs['normal'])} normal and {len(s.thumbs['tb'])} TB images: a "
-    "solid near-white rectangle in the outer fifth of the image (pipeline.artefacts). A box far "
+    "solid near-white rectangle in the outer fifth of the image "
+    "(pipeline.preprocessing.artefacts). A box far "
     "commoner in one class (anonymisation patches on TB images, say) is a shortcut a model can "
     "learn; check its heatmaps on the Explain page, or crop or mask it."
 )
@@ -252,7 +253,8 @@ with c_pairs:
             width=150,
         )
 st.caption(
-    "Share of the sampled images of each class with burned-in marks (pipeline.artefacts): "
+    "Share of the sampled images of each class with burned-in marks "
+    "(pipeline.preprocessing.artefacts): "
     "solid near-white boxes anywhere, and small bright text or markers near the edges. A mark "
     "far commoner in one class is a shortcut; train with data.artefacts=inpaint (shown) or "
     "crop_border, and compare the runs' external AUC."

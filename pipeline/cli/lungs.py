@@ -2,7 +2,7 @@
 
 Registered on the main parser by :func:`add_parser`; errors are :class:`ValueError` subclasses
 (:class:`~pipeline.lungs.segmenter.SegmenterError`, :class:`~pipeline.lungs.data.LungDataError`,
-:class:`~pipeline.images.ImageError`), which the main CLI prints as one line.
+:class:`~pipeline.imaging.decoded.ImageError`), which the main CLI prints as one line.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ separated by ``os.pathsep`` (``:`` on Linux and macOS, ``;`` on Windows); relati
 the working directory. Unset, the roots are the project's ``data/`` and ``../shared/data`` beside
 the checkout, where they exist; set but empty, there are none.
 
-A folder is found by its layout alone (:func:`pipeline.datasets.layout`), so listing the roots
-decodes no image; the full scan (:func:`pipeline.preprocess.load_index`) still decides whether a
+A folder is found by its layout alone (:func:`pipeline.data.scan.layout`), so listing the roots
+decodes no image; the full scan (:func:`pipeline.data.index_cache.load_index`) still decides whether a
 run can train on it.
 """
 

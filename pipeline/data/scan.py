@@ -113,7 +113,7 @@ class DatasetIndex:
     @property
     def sources(self) -> np.ndarray:
         """Source folder of each image as an (N,) int64 array, a position in :attr:`roots`:
-        all 0 here; an index over several folders (:mod:`pipeline.sources`) numbers them."""
+        all 0 here; an index over several folders (:mod:`pipeline.preprocessing.sources`) numbers them."""
         return np.zeros(len(self.records), dtype=np.int64)
 
     @property
@@ -158,7 +158,7 @@ def scan(
 
     The layout is detected (see the module docstring); ``label_map`` maps two folder names to
     0 (normal) and 1 (TB) when the names say nothing. Hidden files are skipped; every other file
-    in a class folder is decoded with :func:`pipeline.images.read_image`, and those that fail
+    in a class folder is decoded with :func:`pipeline.imaging.decode.read_image`, and those that fail
     become :class:`BadFile` entries instead of stopping the scan. Images whose perceptual hashes
     differ in at most ``dup_distance`` of 64 bits and whose thumbnails correlate at
     :data:`~pipeline.data.duplicates.DUP_MIN_CORRELATION` or more share a group, transitively

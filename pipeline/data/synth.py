@@ -195,7 +195,7 @@ def _clear_previous_set(out: Path) -> None:
     problem = _foreign_entry(out)
     if problem:
         raise FileExistsError(
-            f"{out} is not empty and is not a phantom set written by pipeline.synth "
+            f"{out} is not empty and is not a phantom set written by pipeline.data.synth "
             f"({problem}); choose a new or empty folder"
         )
     for folder in (*CLASS_DIRS.values(), MASK_DIR, LUNG_DIR):

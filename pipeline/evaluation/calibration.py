@@ -5,7 +5,7 @@ Two separate things, as WHO's guidance on computer-aided detection of TB separat
 - **Probability calibration** (:class:`Calibrator`): a monotone map from the network's output to
   a probability, fitted on the run's validation split (Platt scaling or isotonic regression), with
   the measures that say whether it worked: expected calibration error, Brier score and the
-  reliability diagram (:func:`pipeline.evaluate.calibration_report`).
+  reliability diagram (:func:`pipeline.evaluation.metrics.calibration_report`).
 - **Site calibration** (:func:`calibrate_site`): a site's labelled sample is split
   (:func:`site_split`, near-duplicate groups kept together) into a calibration part, where the
   threshold is chosen by the run's rule, and a check part, where it is reported with bootstrap

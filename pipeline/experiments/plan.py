@@ -203,9 +203,9 @@ def enqueue(store: RunStore, spec: SuiteSpec, planned: list[Planned]) -> tuple[S
     """Record the suite and one queued run per planned run, in one transaction; nothing trains.
 
     The stored suite spec is ``spec`` as JSON plus ``varied_fields``, the planned ``settings``
-    (label and the value of every varied field, which :func:`pipeline.summary.summary` groups
-    by), and, when ``planned`` is a :class:`Plan`, ``skipped`` cells and the ``expanded_with``
-    options. The
+    (label and the value of every varied field, which :func:`pipeline.experiments.summary.summary`
+    groups by), and, when ``planned`` is a :class:`Plan`, ``skipped`` cells and the
+    ``expanded_with`` options. The
     suite's kind is the preset name when ``spec`` is that preset unchanged, else ``"custom"``.
     """
     if not planned:

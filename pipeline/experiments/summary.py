@@ -6,8 +6,8 @@ sensitivity. Each setting is compared with the suite's reference setting (the on
 suite's preset unchanged, ``baseline`` by default, else the suite's first) by a paired test:
 over seeds, the paired t-test on the per-seed differences (runs of one seed share their split);
 with a single seed, DeLong's test on the test images both runs scored
-(:func:`pipeline.compare.delong`). A setting is marked better or worse than the reference only
-when that test gives p < :data:`ALPHA`; otherwise it is not shown to differ, however its means
+(:func:`pipeline.evaluation.compare.delong`). A setting is marked better or worse than the reference
+only when that test gives p < :data:`ALPHA`; otherwise it is not shown to differ, however its means
 compare.
 """
 
@@ -120,7 +120,7 @@ def settings_of(store: RunStore, suite_id: str) -> dict[str, tuple[str, list[Run
     if varied is None:
         raise ValueError(
             f"suite {suite_id} ({suite.name}) has no 'varied_fields' in its spec; it was not "
-            "created by pipeline.experiments.enqueue, so its runs cannot be grouped by setting"
+            "created by pipeline.experiments.plan.enqueue, so its runs cannot be grouped by setting"
         )
     out: dict[str, tuple[str, list[Run]]] = {
         key_of(s["values"], varied): (s["label"], []) for s in suite.spec.get("settings", [])

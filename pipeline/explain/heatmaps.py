@@ -1,9 +1,9 @@
 """Why the model said TB: Grad-CAM, LIME and SHAP heatmaps of one image, as arrays.
 
 Every method takes a trained model and the *prepared* model input — the uint8 S×S image that
-:meth:`pipeline.predictor.Predictor.prepare` returns (resized, enhanced and PCA-denoised exactly
-as in training; rescaling and normalisation happen inside the model). So an explanation always
-sees the image the way the run's model sees it. Computing is separate from drawing:
+:meth:`pipeline.serving.predictor.Predictor.prepare` returns (resized, enhanced and PCA-denoised
+exactly as in training; rescaling and normalisation happen inside the model). So an explanation
+always sees the image the way the run's model sees it. Computing is separate from drawing:
 :func:`overlay` turns any heatmap into an RGB picture.
 
 - :func:`gradcam` — gradient of the TB logit with respect to the last conv block's activation

@@ -56,7 +56,7 @@ def decode(
 ) -> Decoded:
     """Decode a PNG / JPEG / DICOM (or BMP / TIFF) file or its bytes into a grayscale image.
 
-    DICOM files are read by :func:`pipeline.dicom.read` (modality LUT, window, MONOCHROME1
+    DICOM files are read by :func:`pipeline.imaging.dicom.read` (modality LUT, window, MONOCHROME1
     inverted; ``for_processing`` is its policy for raw detector images, ``"refuse"`` or
     ``"warn"``). Other files: an H×W ``uint8`` array in 0..255, upright according to the EXIF
     orientation tag. Colour images become luma (ITU-R 601: 0.299 R + 0.587 G + 0.114 B);

@@ -1,7 +1,7 @@
 """Read a DICOM radiograph into the same grayscale uint8 image a PNG export would give.
 
-Called by :func:`pipeline.images.decode` for every file that carries the ``DICM`` marker after
-its 128-byte preamble, whatever its name, so every consumer (dataset scan, preprocessing, the
+Called by :func:`pipeline.imaging.decode.decode` for every file that carries the ``DICM`` marker
+after its 128-byte preamble, whatever its name, so every consumer (dataset scan, preprocessing, the
 predictor, explanations, both apps) reads DICOM the same way. The display pipeline follows the
 standard's order (DICOM PS3.4 N.2), with pydicom's own implementations:
 
@@ -329,7 +329,7 @@ def _to_uint8(frame: np.ndarray, header: Dataset) -> np.ndarray:
         shown = values
         lo_stored, hi_stored = int(frame.min()), int(frame.max())
         # 8-bit data is shown as stored, like an 8-bit PNG; deeper data from its own min..max,
-        # like a 16-bit PNG (see pipeline.images).
+        # like a 16-bit PNG (see pipeline.imaging.decode).
         if int(header.get("BitsStored", 16)) <= 8:
             lo_stored, hi_stored = (-128, 127) if frame.dtype.kind == "i" else (0, 255)
         present = shown[(stored >= lo_stored) & (stored <= hi_stored)]

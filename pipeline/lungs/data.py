@@ -4,7 +4,7 @@ Two folder layouts are read:
 
 - ``lung-masks`` (../shared/data/README.md): ``manifest.csv`` with ``image``, ``mask`` and
   ``source`` columns; images and masks are PNGs of one size, mask 255 = lung.
-- a phantom set from :mod:`pipeline.synth`: ``manifest.csv`` with ``file`` and ``label``, lung
+- a phantom set from :mod:`pipeline.data.synth`: ``manifest.csv`` with ``file`` and ``label``, lung
   masks in ``lungs/`` under the image's name; the source is ``phantom``.
 
 Pairs load into memory at the segmenter's side (256 px: 482 pairs take 63 MB).

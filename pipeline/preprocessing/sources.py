@@ -3,16 +3,16 @@
 ``data.path`` may list several folders, each in its own layout (tb-cxr's ``Normal/`` and
 ``Tuberculosis/``, nlm-224's ``healthy/`` and ``tb/``, NLM file names...). Each folder is scanned
 and preprocessed on its own, through the same caches as a single folder
-(:func:`pipeline.preprocess.load_index`, :func:`pipeline.preprocess.cached_arrays`), and the
-results are joined here. Sources differ in scanner, population and burned-in artefacts, so
+(:func:`pipeline.data.index_cache.load_index`, :func:`pipeline.preprocessing.cache.cached_arrays`),
+and the results are joined here. Sources differ in scanner, population and burned-in artefacts, so
 the splitter stratifies by source × class and ``train.balance_sources`` can weigh them equally.
 
 Public TB collections share radiographs, so near-duplicates are looked for *across* the folders
 too, with the scan's own criterion (pHash within ``DUP_DISTANCE`` bits, confirmed by thumbnail
-correlation; see :mod:`pipeline.datasets`): a radiograph found in two sources forms one group,
+correlation; see :mod:`pipeline.data.scan`): a radiograph found in two sources forms one group,
 which the splitter keeps on one side of every split.
 
-One folder gives its own :class:`~pipeline.datasets.DatasetIndex` and cached arrays unchanged, so
+One folder gives its own :class:`~pipeline.data.scan.DatasetIndex` and cached arrays unchanged, so
 a single-source run splits and trains exactly as before.
 """
 
@@ -65,7 +65,7 @@ class CombinedIndex(DatasetIndex):
 def load_index(folders: Sequence[str], *, progress: bool = False) -> DatasetIndex:
     """The index of ``data.sources``: one folder's own index, or several combined.
 
-    Each folder is scanned through the cache of :func:`pipeline.preprocess.load_index`.
+    Each folder is scanned through the cache of :func:`pipeline.data.index_cache.load_index`.
     """
     parts = [index_cache.load_index(folder, progress=progress) for folder in folders]
     return parts[0] if len(parts) == 1 else combine(parts)
@@ -99,8 +99,8 @@ def combine(parts: Sequence[DatasetIndex]) -> CombinedIndex:
 def cached_arrays(index: DatasetIndex, data: DataConfig, *, progress: bool = False) -> np.ndarray:
     """The preprocessed images of ``index``: uint8 (N, S, S), memory-mapped read-only.
 
-    For one folder, :func:`pipeline.preprocess.cached_arrays`. For several, each folder's cache
-    is built or reused, then they are copied, a chunk at a time, into one cache file of the
+    For one folder, :func:`pipeline.preprocessing.cache.cached_arrays`. For several, each folder's
+    cache is built or reused, then they are copied, a chunk at a time, into one cache file of the
     combined index (keyed by its fingerprint), so memory never holds the whole stack.
     """
     if not isinstance(index, CombinedIndex):

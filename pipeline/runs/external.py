@@ -57,7 +57,7 @@ def evaluate_external(
     """Evaluate run ``run_id`` on the dataset at ``data_path``; the result is stored with it.
 
     A folder of one class is accepted (sensitivity or specificity alone, no AUC). A folder that
-    shares images with the run's own data is refused (:class:`~pipeline.overlap.OverlapError`).
+    shares images with the run's own data is refused (:class:`~pipeline.data.overlap.OverlapError`).
     ``on_progress(scored, total)``: as in :meth:`~pipeline.serving.scorer.Scorer.score_index`.
     """
     predictor = Predictor.from_store(store, run_id)
@@ -92,7 +92,7 @@ def site_calibration(
     """Score a site's labelled sample and calibrate the run's threshold for it (not stored).
 
     The site threshold is chosen by the run's own rule on the calibration part and reported on
-    the check part (see :func:`pipeline.calibration.calibrate_site`).
+    the check part (see :func:`pipeline.evaluation.calibration.calibrate_site`).
     """
     if any(Path(data_path).resolve() == Path(p).resolve() for p in predictor.config.data.sources):
         raise ValueError(

@@ -6,7 +6,7 @@ order: a file that cannot be read or is too large (``refused``); a lateral DICOM
 image checks find not to be an X-ray (colour, blank, noise, shape); the checks that do not depend
 on the classifier — two plausible lungs found by the shipped segmenter and an upright, whole film
 by the view check (:mod:`pipeline.lungs.view`); then the model's own, a feature distance to its
-training images beyond the 99th percentile (:mod:`pipeline.ood`).
+training images beyond the 99th percentile (:mod:`pipeline.serving.ood`).
 """
 
 from __future__ import annotations
@@ -88,9 +88,9 @@ class Decoding:
 class Assessor:
     """A run's model with everything that decides whether and how it may judge an image.
 
-    ``predictor``: the run's :class:`~pipeline.predictor.Predictor` (its threshold may be a site
-    calibration's); ``run_id`` names the run in every answer; ``threshold_origin`` says in words
-    where the threshold comes from (default: the run's validation rule).
+    ``predictor``: the run's :class:`~pipeline.serving.predictor.Predictor` (its threshold may be a
+    site calibration's); ``run_id`` names the run in every answer; ``threshold_origin`` says in
+    words where the threshold comes from (default: the run's validation rule).
     """
 
     def __init__(
@@ -145,7 +145,7 @@ class Assessor:
                 "(PA or AP) is needed — upload the frontal image of the study"
             )
         gray = decoded.pixels
-        # A DICOM file that reached here is grayscale (pipeline.dicom refuses colour ones).
+        # A DICOM file that reached here is grayscale (pipeline.imaging.dicom refuses colour ones).
         colour = 0.0 if decoded.format == "DICOM" else ood.colourfulness(src)
         reason = ood.image_checks(gray, colour)
         if reason is not None:

@@ -60,7 +60,7 @@ def colourfulness(src: bytes | str | Path, max_side: int = 256) -> float:
 
     Decodes the file (or its bytes) again, reduced to at most ``max_side`` pixels (a JPEG is
     decoded at reduced scale directly); call it only on files that
-    :func:`pipeline.images.read_image` accepted, which checked their size and pixel count.
+    :func:`pipeline.imaging.decode.read_image` accepted, which checked their size and pixel count.
     """
     with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as im:
         if im.mode in ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"):

@@ -67,12 +67,12 @@ def make_dataset(
     """Batches of (uint8 values as float32 (B, S, S, 1), float32 labels (B,)) for ``indices``.
 
     ``arrays``: (N, S, S) images, typically the memory-mapped cache of
-    :func:`pipeline.preprocess.cached_arrays`; only the rows of a batch are read, when the batch
-    is made, and the pixels become float32 only then. training: reshuffled every epoch.
+    :func:`pipeline.preprocessing.cache.cached_arrays`; only the rows of a batch are read, when the
+    batch is made, and the pixels become float32 only then. training: reshuffled every epoch.
     oversample (training only): each batch draws the two classes with equal probability, an
     epoch still being ``len(indices)`` images. appearance (training only): the appearance
-    transforms of :mod:`pipeline.appearance` that it turns on, applied per batch. weights: (N,)
-    per-image loss weights, indexed like ``labels`` (e.g. :func:`source_weights`); then batches
+    transforms of :mod:`pipeline.training.appearance` that it turns on, applied per batch. weights:
+    (N,) per-image loss weights, indexed like ``labels`` (e.g. :func:`source_weights`); then batches
     also carry float32 weights (B,).
     """
     indices = np.asarray(indices, dtype=np.int64)

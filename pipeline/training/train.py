@@ -6,7 +6,7 @@ renamed into ``runs/<run_id>/`` once complete, and only then is the run row mark
 are removed, so a half-written run is never shown as a result. While it runs, a background
 thread heart-beats, so the queue can tell a live run from one whose process died. Every epoch's
 metrics also go to TensorBoard event files in the run's ``tensorboard/`` folder
-(:mod:`pipeline.events`).
+(:mod:`pipeline.training.events`).
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ class PreparedData:
 def prepare_data(cfg: RunConfig, *, progress: bool = False) -> PreparedData:
     """Scan (cached), preprocess (cached), split; fit PCA on the training split if configured.
 
-    Several ``data.path`` folders are combined by :mod:`pipeline.sources` and the split is
-    stratified by source × class; one folder gives exactly the index, arrays and split it
+    Several ``data.path`` folders are combined by :mod:`pipeline.preprocessing.sources` and the
+    split is stratified by source × class; one folder gives exactly the index, arrays and split it
     always did.
     """
     where = ", ".join(cfg.data.sources)
