@@ -17,7 +17,7 @@ import streamlit as st
 
 from dashboard import charts, ui
 from db import Calibration, Run, RunStore
-from pipeline.data.scan import DatasetLayoutError
+from pipeline.data.layouts import DatasetLayoutError
 from pipeline.imaging.decoded import ImageError
 
 

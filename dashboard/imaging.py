@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipeline.data.scan import CLASS_NAMES, DatasetIndex, ImageRecord
+from pipeline.data.layouts import CLASS_NAMES
+from pipeline.data.scan import DatasetIndex, ImageRecord
 from pipeline.imaging import decode
 from pipeline.preprocessing import artefacts, enhance
 

@@ -25,7 +25,8 @@ from db import Run, RunStore, Worker, default_url
 from pipeline import paths
 from pipeline.config import data_root
 from pipeline.data import catalog, index_cache
-from pipeline.data.scan import DatasetIndex, DatasetLayoutError
+from pipeline.data.layouts import DatasetLayoutError
+from pipeline.data.scan import DatasetIndex
 from pipeline.runs.worker import log_path
 
 if TYPE_CHECKING:

@@ -40,7 +40,7 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from gradio_app.events import Events, RefusedError
-from pipeline.data.scan import IMAGE_SUFFIXES
+from pipeline.data.layouts import IMAGE_SUFFIXES
 
 RULES: dict[str, str] = {
     "predict": "30/minute;300/hour",

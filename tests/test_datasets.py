@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.data.scan import DatasetLayoutError, scan, summarise
+from pipeline.data.layouts import DatasetLayoutError
+from pipeline.data.scan import scan, summarise
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

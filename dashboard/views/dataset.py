@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import charts, imaging, ui
-from pipeline.data import scan
+from pipeline.data import layouts, scan
 from pipeline.lungs import segmenter
 from pipeline.lungs.masks import draw_outline
 
@@ -265,7 +265,7 @@ groups = imaging.duplicate_groups(index, limit=6)
 if not groups:
     st.caption("No near-duplicates found.")
 for group in groups:
-    names = [scan.CLASS_NAMES[r.label] for r in group]
+    names = [layouts.CLASS_NAMES[r.label] for r in group]
     st.markdown(f"{len(group)} images · labels: {', '.join(sorted(set(names)))}")
     st.image(
         [imaging.thumbnail(r.path) for r in group[:8]],

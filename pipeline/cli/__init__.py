@@ -205,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from db import StoreError
     from pipeline.config import ConfigError
-    from pipeline.data.scan import DatasetLayoutError
+    from pipeline.data.layouts import DatasetLayoutError
     from pipeline.imaging.decoded import ImageError
 
     args = _parser().parse_args(argv)

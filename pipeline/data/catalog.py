@@ -5,9 +5,9 @@ separated by ``os.pathsep`` (``:`` on Linux and macOS, ``;`` on Windows); relati
 the working directory. Unset, the roots are the project's ``data/`` and ``../shared/data`` beside
 the checkout, where they exist; set but empty, there are none.
 
-A folder is found by its layout alone (:func:`pipeline.data.scan.layout`), so listing the roots
-decodes no image; the full scan (:func:`pipeline.data.index_cache.load_index`) still decides whether a
-run can train on it.
+A folder is found by its layout alone (:func:`pipeline.data.layouts.layout`), so listing the roots
+decodes no image; the full scan (:func:`pipeline.data.index_cache.load_index`) still decides whether
+a run can train on it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from pipeline.data import scan
+from pipeline.data import layouts
 
 ENV = "TBXRAY_DATA_DIRS"
 PROJECT = Path(__file__).resolve().parents[2]
@@ -60,7 +60,7 @@ def is_dataset(folder: Path) -> bool:
     if folder.name.startswith(".") or not folder.is_dir():
         return False
     try:
-        scan.layout(folder)
-    except (scan.DatasetLayoutError, OSError):
+        layouts.layout(folder)
+    except (layouts.DatasetLayoutError, OSError):
         return False
     return True

@@ -83,7 +83,9 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(unit[0] @ unit[1])
 
 
-def groups(phashes: Sequence[str], thumbs: np.ndarray, dup_distance: int = DUP_DISTANCE) -> np.ndarray:
+def groups(
+    phashes: Sequence[str], thumbs: np.ndarray, dup_distance: int = DUP_DISTANCE
+) -> np.ndarray:
     """For each image, the index of the first image of its near-duplicate group.
 
     ``thumbs`` is N×32×32 uint8. Candidate pairs (pHash within ``dup_distance`` bits) come from

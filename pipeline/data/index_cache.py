@@ -8,7 +8,7 @@ import pickle
 from pathlib import Path
 
 from pipeline import paths
-from pipeline.data import scan
+from pipeline.data import layouts, scan
 
 # Bump when scanning finds other images in the same files, or the index's classes move, so old
 # indexes are not reused (2: DICOM files are read; an index cached before listed them as bad
@@ -44,7 +44,7 @@ def load_index(
     """
     root = Path(root)
     if not root.is_dir():
-        raise scan.DatasetLayoutError(
+        raise layouts.DatasetLayoutError(
             f"dataset folder {root} does not exist or is not a folder; pass the folder that "
             "holds the class folders (e.g. Normal/ and Tuberculosis/)"
         )
@@ -71,9 +71,9 @@ def load_index(
 def _check_classes(index: scan.DatasetIndex, one_class: bool) -> scan.DatasetIndex:
     """A cached one-class index (scanned for an external evaluation) is refused as the scan
     would refuse the folder for training."""
-    missing = [n for c, n in scan.CLASS_NAMES.items() if not (index.labels == c).any()]
+    missing = [n for c, n in layouts.CLASS_NAMES.items() if not (index.labels == c).any()]
     if missing and not one_class:
-        raise scan.DatasetLayoutError(
+        raise layouts.DatasetLayoutError(
             f"{index.root}: no usable {missing[0]} image found (layout {index.layout!r}); "
             "a dataset needs both classes"
         )

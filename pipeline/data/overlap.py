@@ -19,6 +19,7 @@ from pipeline.data import duplicates
 from pipeline.data.index_cache import load_index
 from pipeline.data.scan import DatasetIndex
 
+
 @dataclass(frozen=True)
 class SharedImage:
     """A file of the other dataset that is (a copy of) a file of the reference dataset."""

@@ -28,7 +28,7 @@ import numpy as np
 
 from pipeline import paths
 from pipeline.config import DataConfig
-from pipeline.data import duplicates, index_cache, scan
+from pipeline.data import duplicates, index_cache, layouts
 from pipeline.data.scan import DatasetIndex, ImageRecord
 from pipeline.imaging.decoded import ImageError
 from pipeline.preprocessing import cache
@@ -141,7 +141,7 @@ def source_counts(index: DatasetIndex) -> list[dict[str, object]]:
             "name": Path(root).name,
             **{
                 name: int(((sources == s) & (labels == label)).sum())
-                for label, name in scan.CLASS_NAMES.items()
+                for label, name in layouts.CLASS_NAMES.items()
             },
         }
         for s, root in enumerate(index.roots)

@@ -7,11 +7,9 @@ threshold on one part of a site's labelled sample and reports it on the other pa
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from db import Calibration, ExternalEval, RunStore
 from pipeline.config import RunConfig
@@ -19,7 +17,7 @@ from pipeline.data import index_cache
 from pipeline.data.overlap import load_external
 from pipeline.data.scan import DatasetIndex
 from pipeline.evaluation import calibration, metrics
-from pipeline.preprocessing import cache, sources
+from pipeline.preprocessing import sources
 from pipeline.serving.predictor import Predictor
 from pipeline.serving.scorer import Progress
 

@@ -6,11 +6,11 @@ reaped like a run, reports images scored as it goes, and logs to ``runs/logs/eva
 
 Launching a run or a suite only enqueues it; ``python -m pipeline worker`` does the training.
 Several workers, on one machine or many, may share a store: a run is claimed atomically, so it
-is trained exactly once. While training, a background thread heart-beats (see pipeline.training.train);
-a run whose worker died (killed, machine lost) stops heart-beating, and the next worker to look
-marks it failed — or re-queues it, with ``requeue``. Each run's output (stdout and stderr,
-TensorFlow's included) goes to its log: ``runs/<id>/train.log`` once it succeeded, else
-``runs/logs/<id>.log``.
+is trained exactly once. While training, a background thread heart-beats (see
+pipeline.training.train); a run whose worker died (killed, machine lost) stops heart-beating, and
+the next worker to look marks it failed — or re-queues it, with ``requeue``. Each run's output
+(stdout and stderr, TensorFlow's included) goes to its log: ``runs/<id>/train.log`` once it
+succeeded, else ``runs/logs/<id>.log``.
 
 A worker told to stop (SIGTERM, Ctrl-C) stops training at the next batch, puts its run back in
 the queue (or fails it with "worker stopped", with ``requeue_on_stop`` off), removes its
