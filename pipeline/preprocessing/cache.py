@@ -13,7 +13,9 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -72,12 +74,7 @@ def cached_arrays(
         folder.mkdir(parents=True, exist_ok=True)
         remove_abandoned(folder)
         size = data.image_size
-        tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-        try:
-            out = np.lib.format.open_memmap(
-                tmp, mode="w+", dtype=np.uint8, shape=(len(index.records), size, size)
-            )
-
+        with written_array(path, (len(index.records), size, size)) as out:
             if data.roi != "full":
                 segmenter.shipped()  # load it once here, not in several threads at once
 
@@ -89,14 +86,25 @@ def cached_arrays(
                 total = len(index.records)
                 for _ in tqdm(jobs, total=total, desc="preprocess", disable=not progress):
                     pass
-            out.flush()
-            del out
-            tmp.replace(path)
-        except BaseException:
-            # Stopped or failed half-way (a bad file, Ctrl-C, a stopped worker): no partial file.
-            tmp.unlink(missing_ok=True)
-            raise
     return np.load(path, mmap_mode="r")
+
+
+@contextmanager
+def written_array(path: Path, shape: tuple[int, ...]) -> Iterator[np.ndarray]:
+    """A uint8 ``.npy`` of ``shape``, memory-mapped for writing under a temporary name in the
+    same folder, and renamed to ``path`` when the block ends; a block stopped or failed half-way
+    (a bad file, Ctrl-C, a stopped worker) leaves no file that a later run would trust. The
+    temporary name is the one :func:`remove_abandoned` cleans up after a killed process."""
+    tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        yield out
+        out.flush()
+        del out
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # A partial cache file left by a process that was killed (SIGKILL, power loss) is removed by the

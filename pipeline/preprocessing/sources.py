@@ -110,24 +110,13 @@ def cached_arrays(index: DatasetIndex, data: DataConfig, *, progress: bool = Fal
     if not path.exists():
         pieces = [cache.cached_arrays(p, data, progress=progress) for p in index.parts]
         size = data.image_size
-        # The same name pattern as preprocess's, so its remove_abandoned() cleans up after us.
-        tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-        try:
-            out = np.lib.format.open_memmap(
-                tmp, mode="w+", dtype=np.uint8, shape=(len(index.records), size, size)
-            )
+        with cache.written_array(path, (len(index.records), size, size)) as out:
             row = 0
             for piece in pieces:
                 for start in range(0, len(piece), _CHUNK):
                     block = piece[start : start + _CHUNK]
                     out[row : row + len(block)] = block
                     row += len(block)
-            out.flush()
-            del out
-            tmp.replace(path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
     return np.load(path, mmap_mode="r")
 
 
