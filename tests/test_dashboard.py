@@ -8,61 +8,23 @@ works on its own copy of that store, so what one test enqueues or promotes no ot
 from __future__ import annotations
 
 import io
-import json
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from dashboard import imaging, tables, ui
+from dashboard import imaging, ui
 from db import RunStore
 from pipeline.config import preset
 from pipeline.data import synth
 from pipeline.evaluation.metrics import metrics as computed_metrics
 from pipeline.experiments import plan, suites
 from pipeline.training import train
-
-ROOT = Path(__file__).resolve().parents[1]
-APP = ROOT / "dashboard" / "app.py"
-TRACEBACK = 'Traceback (most recent call last):\n  File "train.py", line 1\nValueError: boom'
-
-
-def seed_store(data: Path, epochs: int = 1) -> dict[str, str]:
-    """Train two smoke runs on ``data`` into the store and add store-only runs.
-
-    The store is the one TBXRAY_RUNS_DIR names. Returns run ids by role: ``plain`` and
-    ``clahe`` (succeeded, ``epochs`` epochs), ``failed``, ``running`` (epoch 2 of 5) and
-    ``queued``.
-    """
-    store = RunStore()
-    ids = {}
-    for role, changes in (
-        ("plain", {}),
-        ("clahe", {"data.enhancement": "clahe", "seed": 1}),
-    ):
-        changes = {"data.path": str(data), "name": role, "train.epochs": epochs, **changes}
-        cfg = preset("smoke", **changes)
-        ids[role] = train.run(cfg, store).id
-    base = json.loads(preset("smoke", **{"data.path": str(data)}).to_json())
-    failed = store.create_run({**base, "name": "broken"}, name="broken")
-    store.start_run(failed.id, worker="test")
-    store.fail_run(failed.id, TRACEBACK, duration_s=1.0)
-    running = store.create_run(
-        {**base, "name": "training", "train": {**base["train"], "epochs": 5}}, name="training"
-    )
-    store.start_run(running.id, worker="test")
-    for epoch in (1, 2):
-        store.log_epoch(running.id, epoch, {"loss": 0.7 / epoch, "val_auc": 0.5 + 0.1 * epoch})
-    queued = store.create_run({**base, "name": "waiting"}, name="waiting")
-    ids.update(failed=failed.id, running=running.id, queued=queued.id)
-    store.engine.dispose()
-    return ids
+from tests.pages import APP, ROOT, copy_store, metrics, page, seed_store, texts
 
 
 @pytest.fixture(scope="module")
@@ -76,42 +38,12 @@ def seeded(phantoms: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
     return base, ids
 
 
-def copy_store(source: Path, runs_dir: Path) -> None:
-    """Copy the SQLite store (not the artifacts, which the runs name by absolute path)."""
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    src = sqlite3.connect(source / "tbxray.db")
-    dst = sqlite3.connect(runs_dir / "tbxray.db")
-    with dst:
-        src.backup(dst)
-    src.close()
-    dst.close()
-
-
 @pytest.fixture
 def ids(seeded, isolated_store) -> dict[str, str]:
     """This test's own copy of the seeded store (TBXRAY_RUNS_DIR already points at it)."""
     base, run_ids = seeded
     copy_store(base, isolated_store)
     return run_ids
-
-
-def page(path: str | None = None, **params: str) -> AppTest:
-    """The app run once on ``path`` (a views/ file; the leaderboard when None)."""
-    at = AppTest.from_file(str(APP), default_timeout=90)
-    at.query_params.update(params)
-    at.run()
-    if path is not None:
-        at.switch_page(path).run()
-    assert not at.exception, at.exception
-    return at
-
-
-def texts(at: AppTest, kind: str) -> str:
-    return "\n".join(str(e.value) for e in getattr(at, kind))
-
-
-def metrics(at: AppTest) -> dict[str, str]:
-    return {m.label: m.value for m in at.metric}
 
 
 # Leaderboard -----------------------------------------------------------------------------------
@@ -188,71 +120,10 @@ def test_group_by_a_config_field_gives_mean_and_std(ids):
     assert grouped.loc["clahe", "succeeded"] == 1
 
 
-def test_group_summary_gives_mean_plus_minus_std_per_value():
-    frame = pd.DataFrame(
-        {
-            "enhancement": ["none", "none", "clahe", "clahe"],
-            "status": ["succeeded", "succeeded", "succeeded", "failed"],
-            **{m: [0.90, 0.80, 0.95, np.nan] for m in tables.METRICS[:5]},
-        }
-    )
-    grouped = tables.group_summary(frame, "enhancement").set_index("enhancement")
-    assert grouped.loc["none", "auc"] == "0.850 ± 0.071"  # sample std of 0.90 and 0.80
-    assert grouped.loc["clahe", "auc"] == "0.950"  # one run with a result: the mean alone
-    assert list(grouped.index) == ["clahe", "none"]  # best mean AUC first
-    assert grouped.loc["clahe", "succeeded"] == 1
-
-
 def test_an_empty_store_points_to_launch(isolated_store):
     at = page()
     assert "No runs yet" in texts(at, "info")
     assert [link.proto.page for link in at.get("page_link")] == ["launch"]
-
-
-@pytest.mark.parametrize(
-    ("expression", "expected"),
-    [
-        ("auc > 0.9", ["a"]),
-        ("auc > 0.5 and enhancement == 'clahe'", ["b"]),
-        ("not (auc > 0.5)", ["c"]),
-        ("model.dropout * 2 >= 0.6", ["a", "c"]),
-        ("optimizer in ['sgd', 'rmsprop']", ["b"]),
-        ("0.6 < auc < 0.95", ["a", "b"]),
-        ("who_met", ["a"]),
-        ("sensitivity + specificity > 1.5", ["a"]),
-    ],
-)
-def test_filter_expressions_evaluate_without_eval(expression, expected):
-    frame = pd.DataFrame(
-        {
-            "name": ["a", "b", "c"],
-            "auc": [0.93, 0.7, float("nan")],
-            "enhancement": ["none", "clahe", "none"],
-            "model.dropout": [0.3, 0.1, 0.5],
-            "optimizer": ["adam", "sgd", "adam"],
-            "who_met": [True, False, None],
-            "sensitivity": [0.9, 0.8, 0.7],
-            "specificity": [0.8, 0.6, 0.5],
-        }
-    )
-    assert list(tables.filter_frame(frame, expression)["name"]) == expected
-
-
-@pytest.mark.parametrize(
-    "expression",
-    [
-        "name * 100000000 == ''",  # arithmetic on text: a huge string
-        "auc.__class__ == 1",  # attribute access beyond a dotted column name
-        "[x for x in name]",
-        "lambda: 1",
-        "name[0] == 'a'",
-        "f'{name}' == 'a'",
-    ],
-)
-def test_filter_expressions_refuse_anything_but_columns_and_operators(expression):
-    frame = pd.DataFrame({"name": ["a"], "auc": [0.9]})
-    with pytest.raises(tables.ExpressionError):
-        tables.filter_frame(frame, expression)
 
 
 # Launch ----------------------------------------------------------------------------------------
@@ -720,11 +591,6 @@ def test_store_copy_is_private(ids, seeded):
     RunStore().promote(ids["plain"])
     base, _ = seeded
     assert RunStore(f"sqlite:///{base / 'tbxray.db'}").promotions() == []
-
-
-def test_a_runs_dataset_names_every_source():
-    assert tables.dataset_name("/data/tb-cxr") == "tb-cxr"
-    assert tables.dataset_name(["/data/tb-cxr", "/data/montgomery"]) == "tb-cxr + montgomery"
 
 
 def test_a_wrong_link_says_no_such_run_and_keeps_the_address(ids):

@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import auth
 from dashboard.__main__ import main as start
-from tests.test_dashboard import APP
+from tests.pages import APP
 
 SECRET = "correct horse battery"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_dashboard import APP, ROOT, seed_store
+from tests.pages import APP, ROOT, seed_store
 
 CHROMIUM = Path("/usr/bin/chromium")
 VIEWPORTS = [{"width": 1024, "height": 768}, {"width": 1440, "height": 900}]

@@ -17,7 +17,7 @@ from pipeline.config import preset
 from pipeline.data import synth
 from pipeline.runs.worker import WorkerOptions, work
 from pipeline.training import train
-from tests.test_dashboard import ROOT, copy_store, page, texts
+from tests.pages import ROOT, copy_store, page, texts
 
 OPTIONS = WorkerOptions(name="w1", once=True, poll_s=0.1, heartbeat_s=0.5)
 

@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 from db import RunStore
 from pipeline.config import preset
 from pipeline.data import synth
-from tests.test_dashboard import page, texts
+from tests.pages import page, texts
 
 
 @pytest.fixture

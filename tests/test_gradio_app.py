@@ -10,14 +10,12 @@ import io
 import json
 import os
 import shutil
-import socket
 import struct
 import threading
 import time
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,9 +25,17 @@ import pytest
 from PIL import Image
 
 from db import RunStore
-from pipeline.data import synth
 from pipeline.serving import ood
 from tests.dicom_files import dicom_bytes, displayed_as
+from tests.gradio_helpers import (
+    LIMITS,
+    SIZE,
+    client_for,
+    phantom_pair,
+    png,
+    running_app,
+    train_tiny_run,
+)
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -49,83 +55,6 @@ from gradio_app.service import (
 
 # Gradio's queue uses pandas options that pandas 3 deprecates; not this project's to fix.
 pytestmark = pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")
-SIZE = 64
-# The tests send many requests from one address: fair-use limits far above what they send.
-GENEROUS = tuple((kind, "10000/minute") for kind in ("predict", "explain", "upload"))
-LIMITS = Limits(max_bytes=2 * 2**20, max_pixels=4_000_000, rates=GENEROUS, explain_in_flight=100)
-
-
-def train_tiny_run(root: Path, name: str = "baseline-tiny", epochs: int = 25) -> RunStore:
-    """Phantoms and a small CNN trained on them, in a store under ``root``; returns the store.
-
-    Balanced classes, no augmentation and three conv blocks: the settings that learn the 64-px
-    phantoms fastest (test AUC about 0.8 after 25 epochs of about 0.4 s each).
-    """
-    from pipeline.config import preset
-    from pipeline.training import train
-
-    data = root / "phantoms"
-    if not data.is_dir():
-        synth.generate(data, 240, size=SIZE, seed=1, tb_ratio=1.0)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TBXRAY_RUNS_DIR", str(root / "runs"))
-        mp.setenv("TBXRAY_CACHE_DIR", str(root / "runs" / "cache"))
-        store = RunStore(f"sqlite:///{root / 'runs' / 'tbxray.db'}")
-        cfg = preset(
-            "smoke",
-            **{
-                "name": name,
-                "data.path": str(data),
-                "train.epochs": epochs,
-                "model.filters": (8, 16, 32),
-                "augment.rotation_deg": 0,
-                "augment.zoom": 0,
-                "augment.brightness": 0,
-            },
-        )
-        train.run(cfg, store)
-    return store
-
-
-def png(img: np.ndarray | Image.Image, fmt: str = "PNG", **kwargs: object) -> bytes:
-    im = img if isinstance(img, Image.Image) else Image.fromarray(img)
-    buf = io.BytesIO()
-    im.save(buf, format=fmt, **kwargs)
-    return buf.getvalue()
-
-
-def phantom_pair(k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The same phantom patient without and with TB lesions (64 px, like the training set)."""
-    normal = synth.render_phantom(np.random.default_rng(1000 + k), SIZE, False).image
-    tb = synth.render_phantom(np.random.default_rng(1000 + k), SIZE, True).image
-    return normal, tb
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def running_app(source: ModelSource, limits: Limits = LIMITS, **kwargs: object) -> Iterator[str]:
-    """The app launched on a free localhost port; yields its URL and closes it afterwards."""
-    demo = build_demo(source, limits, **kwargs)
-    demo.launch(
-        server_name="127.0.0.1",
-        server_port=free_port(),
-        prevent_thread_lock=True,
-        quiet=True,
-        **launch_options(limits, demo),
-    )
-    try:
-        yield demo.local_url
-    finally:
-        demo.close()
-
-
-def client_for(url: str) -> Client:
-    return Client(url, verbose=False, download_files=False, analytics_enabled=False)
 
 
 @pytest.fixture(scope="module")
@@ -710,28 +639,6 @@ def test_older_runs_get_their_ood_reference_rebuilt_or_fall_back_to_image_checks
     assert "image checks" in without.reference_note
     assert without.assess(png(phantom_pair(0)[0])).status == ASSESSED
     assert without.assess(png(np.full((99, 99), 7, np.uint8))).status == OUT_OF_DISTRIBUTION
-
-
-def test_feature_distance_passes_about_99_percent_of_new_in_distribution_samples(tmp_path):
-    rng = np.random.default_rng(0)
-    cov = np.diag(np.linspace(0.5, 3.0, 16))
-    ref = ood.fit_distance(rng.multivariate_normal(np.zeros(16), cov, 800))
-    fresh = rng.multivariate_normal(np.zeros(16), cov, 4000)
-    assert 0.97 < np.mean(ref.distance(fresh) <= ref.threshold) < 0.999
-    far = rng.multivariate_normal(np.full(16, 4.0), cov, 100)
-    assert np.all(ref.distance(far) > ref.threshold)
-    ref.save(tmp_path / "ood.npz")
-    loaded = ood.FeatureDistance.load(tmp_path / "ood.npz")
-    assert loaded.threshold == ref.threshold
-    np.testing.assert_allclose(loaded.distance(fresh[:5]), ref.distance(fresh[:5]))
-
-
-def test_a_toy_dataset_trains_without_an_ood_reference(tmp_path):
-    from pipeline.data.splits import Split
-
-    tiny = Split(train=np.arange(6), val=np.arange(6, 8), test=np.arange(8, 10), seed=0)
-    assert ood.save_reference(tmp_path, None, np.zeros((10, 8, 8), np.uint8), tiny) is None
-    assert not (tmp_path / ood.OOD_FILE).exists()
 
 
 def test_an_image_far_from_the_training_features_cannot_be_assessed(source):

@@ -16,7 +16,7 @@ import pytest
 
 from gradio_app.service import ModelSource
 from tests.dicom_files import displayed_as
-from tests.test_gradio_app import phantom_pair, png, running_app, train_tiny_run
+from tests.gradio_helpers import phantom_pair, png, running_app, train_tiny_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 DOCS = Path(__file__).resolve().parents[1] / "docs"

@@ -17,7 +17,7 @@ import pytest
 from db import RunStore
 from gradio_app.app import build_demo
 from gradio_app.service import Limits, ModelSource
-from tests.test_gradio_app import LIMITS, phantom_pair, png, running_app
+from tests.gradio_helpers import LIMITS, phantom_pair, png, running_app
 
 pytestmark = pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")
 API_NAMES = "/predict, /lime or /shap"

@@ -23,7 +23,7 @@ from db import RunStore
 from pipeline.cli import main
 from pipeline.config import preset
 from pipeline.runs.worker import WorkerOptions, work
-from tests.test_worker import wait_for
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 _SPAWNED: list[subprocess.Popen] = []

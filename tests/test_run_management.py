@@ -12,7 +12,7 @@ import pytest
 from db import RunNotFound, RunStore, StoreError
 from pipeline.cli import main
 from pipeline.runs.manage import delete_run, suite_progress
-from tests.test_dashboard import page, texts
+from tests.pages import page, texts
 
 CONFIG = {"name": "r", "seed": 0, "data": {"path": "data/phantoms", "image_size": 64}}
 

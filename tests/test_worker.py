@@ -7,8 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from pipeline.cli import main
 from pipeline.config import preset
 from pipeline.paths import LOG_NAME
 from pipeline.runs.worker import WorkerOptions, log_path, work
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,15 +37,6 @@ def start_worker(*extra: str) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
     )
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 120.0) -> None:
-    """Poll ``condition`` until it holds (a state to reach, not an order to guess)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.1)
 
 
 def test_two_workers_drain_the_queue_each_run_exactly_once(phantoms):
