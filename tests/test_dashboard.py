@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from dashboard import imaging, tables, ui
+from dashboard import filters, imaging, tables, ui
 from db import RunStore
 from pipeline import evaluate, experiments, synth, train
 from pipeline.config import preset
@@ -232,7 +232,7 @@ def test_filter_expressions_evaluate_without_eval(expression, expected):
             "specificity": [0.8, 0.6, 0.5],
         }
     )
-    assert list(tables.filter_frame(frame, expression)["name"]) == expected
+    assert list(filters.filter_frame(frame, expression)["name"]) == expected
 
 
 @pytest.mark.parametrize(
@@ -248,8 +248,8 @@ def test_filter_expressions_evaluate_without_eval(expression, expected):
 )
 def test_filter_expressions_refuse_anything_but_columns_and_operators(expression):
     frame = pd.DataFrame({"name": ["a"], "auc": [0.9]})
-    with pytest.raises(tables.ExpressionError):
-        tables.filter_frame(frame, expression)
+    with pytest.raises(filters.ExpressionError):
+        filters.filter_frame(frame, expression)
 
 
 # Launch ----------------------------------------------------------------------------------------
