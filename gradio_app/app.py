@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import html
 import shutil
 import tempfile
 import time
@@ -36,41 +35,16 @@ import gradio as gr
 import numpy as np
 from starlette.middleware import Middleware
 
+from gradio_app import render
 from gradio_app.card import banner, model_card
 from gradio_app.events import Events
 from gradio_app.flood import FairUse, Ledger
 from gradio_app.security import SecurityHeaders
-from gradio_app.service import (
-    ASSESSED,
-    CANNOT_ASSESS,
-    REFUSED,
-    Assessment,
-    Limits,
-    ModelSource,
-    no_model,
-)
-from pipeline.explain.heatmaps import LEGEND
+from gradio_app.service import CANNOT_ASSESS, Limits, ModelSource, no_model
 from pipeline.imaging import decode, decoded
-from pipeline.serving.predictor import NEGATIVE, POSITIVE
 
-TITLE = "TB X-ray Lab — chest X-ray TB screening (research tool)"
-INTRO = (
-    "# TB X-ray Lab\n"
-    "Upload a **frontal chest X-ray** (PNG, JPEG or DICOM): you get the probability of "
-    "tuberculosis, a verdict at the threshold the model was validated with, and a heatmap of the "
-    "regions that drove it. **This is a research tool, not a diagnosis.**"
-)
-PRIVACY = (
-    "Of a DICOM file only the image and its display settings are read: the identifying fields "
-    "of its header (name, ID, dates, institution) are not read, shown or kept."
-)
 # The image as read is shown at most this many pixels wide or high (enough for the 360 px box).
 PREVIEW_SIDE = 720
-_STYLES = {
-    NEGATIVE: ("#e7f6ec", "#1b7f3b"),
-    POSITIVE: ("#fff1e0", "#b35900"),
-    CANNOT_ASSESS: ("#eeeeee", "#444444"),
-}
 # Gradio finds the progress bar by a gr.Progress default; it gives every call its own.
 _PROGRESS = gr.Progress()
 # Heatmaps are S×S pixels (64-512) and uploads can be small: draw every image to fill its box.
@@ -87,14 +61,6 @@ CSS = (
     " #upload-note *, #banner * {font-size: 12px !important; line-height: 1.35 !important;}"
     " #upload-note p, #banner p {margin: 0 !important;}}"
 )
-LEGEND_HTML = (
-    "<div style='display:flex;align-items:center;gap:10px;flex-wrap:wrap;color:#444'>"
-    "<span>Heatmaps, all three:</span>"
-    "<span style='display:inline-block;width:160px;height:12px;border-radius:6px;background:"
-    "linear-gradient(90deg, rgb(30,80,230), #bbb, rgb(230,30,30))'></span>"
-    f"<span>{html.escape(LEGEND)}</span></div>"
-)
-_WAITING = "<div style='padding:12px;color:#666'>Upload a chest X-ray to get a verdict.</div>"
 
 
 def _undecoded(upload: gr.File) -> gr.File:
@@ -192,10 +158,15 @@ def build_demo(
 
     def predict(path: str | None) -> tuple[dict | None, str, str, str | None]:
         if path is None:
-            return None, "", _WAITING, None
+            return None, "", render.WAITING, None
         served = source.current()
         a = no_model(source.problem) if served is None else served.assess(Path(path), limits)
-        return a.as_dict(), _gauge_html(a), _verdict_html(a), outputs.png(_gradcam_overlay(a))
+        return (
+            a.as_dict(),
+            render.gauge_html(a),
+            render.verdict_html(a),
+            outputs.png(render.gradcam_overlay(a)),
+        )
 
     def explainer(method: str) -> Any:
         def run(
@@ -221,7 +192,7 @@ def build_demo(
             )
             if overlay is None:
                 return None, f"{CANNOT_ASSESS}: {a.reason}"
-            return outputs.png(overlay), _explain_note(method, a)
+            return outputs.png(overlay), render.explain_note(method, a)
 
         return run
 
@@ -238,9 +209,9 @@ def build_demo(
     def preview_of(path: str | None) -> str | None:
         return outputs.png(_as_read(path, limits))
 
-    with gr.Blocks(title=TITLE, delete_cache=cleanup) as demo:
+    with gr.Blocks(title=render.TITLE, delete_cache=cleanup) as demo:
         banner_md = gr.Markdown(elem_id="banner")
-        gr.Markdown(INTRO)
+        gr.Markdown(render.INTRO)
         with gr.Row():
             with gr.Column(scale=1):
                 image = _undecoded(
@@ -252,12 +223,7 @@ def build_demo(
                         elem_id="upload",
                     )
                 )
-                gr.Markdown(
-                    f"Drag and drop, or click to pick a file. Up to "
-                    f"{limits.max_bytes / 2**20:g} MB and {limits.max_pixels / 1e6:g} megapixels. "
-                    f"Uploads are used for this answer only and deleted within minutes. {PRIVACY}",
-                    elem_id="upload-note",
-                )
+                gr.Markdown(render.upload_note(limits), elem_id="upload-note")
                 preview = _shown_image("Your image, as read", "preview")
                 if examples:
                     gr.Examples(
@@ -268,7 +234,7 @@ def build_demo(
                         api_visibility="private",
                     )
             with gr.Column(scale=1):
-                verdict = gr.HTML(_WAITING, label="Verdict", elem_id="verdict")
+                verdict = gr.HTML(render.WAITING, label="Verdict", elem_id="verdict")
                 probability = gr.HTML(label="P(TB) against the threshold", elem_id="probability")
                 heatmap = _shown_image(
                     "Grad-CAM: what pushed towards TB (magenta line: the lungs)", "gradcam"
@@ -280,7 +246,7 @@ def build_demo(
             shap_button, shap_image, shap_note = _explainer_column(
                 "shap", "SHAP: image regions, blurred in turn"
             )
-        gr.HTML(LEGEND_HTML, elem_id="legend")
+        gr.HTML(render.LEGEND_HTML, elem_id="legend")
         with gr.Accordion("Details (what the API returns)", open=False):
             details = gr.JSON(label="Result")
         card_md = gr.Markdown(elem_id="model-card")
@@ -290,15 +256,7 @@ def build_demo(
             inputs=image,
             outputs=[details, probability, verdict, heatmap],
             api_name="predict",
-            api_description=(
-                "Verdict, P(TB) and Grad-CAM of one chest X-ray. Returns (result, P(TB) against "
-                "the threshold as HTML, verdict HTML, Grad-CAM overlay); result is a dict with "
-                "'verdict' (one "
-                f"of {NEGATIVE!r}, {POSITIVE!r}, {CANNOT_ASSESS!r}), 'probability' (None when "
-                "it cannot be assessed), 'reason', 'notes' (sentences to read beside the "
-                "verdict, e.g. text burned into a DICOM image), 'threshold' and 'run_id'. Takes "
-                "PNG, JPEG and DICOM files."
-            ),
+            api_description=render.PREDICT_API,
             concurrency_id="predict",
             concurrency_limit=predict_concurrency,
             show_progress="minimal",
@@ -383,59 +341,3 @@ def launch_options(limits: Limits | None = None, demo: gr.Blocks | None = None) 
         "css": CSS,
         "state_session_capacity": 256,
     }
-
-
-def _gauge_html(a: Assessment) -> str:
-    """P(TB) as a number and a bar with the threshold the verdict used marked on it: one reading,
-    the verdict's, never a competing "Normal 76 %" headline. Empty when there is no P(TB)."""
-    if a.probability is None or a.status != ASSESSED or a.threshold is None:
-        return ""
-    p, t = a.probability, a.threshold
-    side = "at or above" if p >= t else "below"
-    colour = _STYLES[a.verdict][1]
-    return (
-        "<div style='padding:8px 0'>"
-        f"<div style='font-size:1.15em'><b>P(TB) = {p:.2f}</b> — {side} the threshold "
-        f"{t:.2f} this verdict uses</div>"
-        "<div style='position:relative;height:14px;margin:8px 0 4px;background:#e5e5e5;"
-        "border-radius:7px' role='img' "
-        f"aria-label='P(TB) {p:.2f}, threshold {t:.2f}'>"
-        f"<div style='width:{p:.1%};height:100%;background:{colour};border-radius:7px'></div>"
-        f"<div style='position:absolute;left:{t:.1%};top:-4px;width:2px;height:22px;"
-        "background:#222'></div></div>"
-        "<div style='display:flex;justify-content:space-between;color:#666;font-size:0.85em'>"
-        f"<span>0</span><span>threshold {t:.2f}</span><span>1</span></div></div>"
-    )
-
-
-def _verdict_html(a: Assessment) -> str:
-    background, colour = _STYLES[a.verdict]
-    why = "Upload refused" if a.status == REFUSED else "Why"
-    return (
-        f"<div style='padding:14px;border-radius:8px;background:{background};'>"
-        f"<div style='font-size:1.6em;font-weight:600;color:{colour}'>"
-        f"{html.escape(a.verdict)}</div>"
-        f"<div style='margin-top:6px;color:#333'>{why}: {html.escape(a.reason)}</div>"
-        + "".join(
-            f"<div style='margin-top:6px;color:#8a4b00'>Note: {html.escape(n)}.</div>"
-            for n in a.notes
-        )
-        + "</div>"
-    )
-
-
-def _gradcam_overlay(a: Assessment) -> np.ndarray | None:
-    if a.heatmap is None or a.image is None:
-        return None
-    from pipeline.explain.heatmaps import overlay
-    from pipeline.lungs.masks import draw_outline
-
-    drawn = overlay(a.image, a.heatmap)
-    return drawn if a.lungs is None else draw_outline(drawn, a.lungs)
-
-
-def _explain_note(method: str, a: Assessment) -> str:
-    return (
-        f"{method.upper()} on the image as the model sees it ({a.image.shape[0]} px); "
-        f"P(TB) = {a.probability:.3f} — {a.verdict}. {a.reason}."
-    )

@@ -298,14 +298,14 @@ def test_the_size_limit_is_also_applied_to_files_that_reach_the_service(source):
 def test_the_lungs_are_outlined_and_an_upload_without_two_lungs_cannot_be_assessed(
     source, monkeypatch
 ):
-    from gradio_app.app import _gradcam_overlay
+    from gradio_app.render import gradcam_overlay
     from pipeline.lungs.segmenter import Segmenter
 
     normal, _ = phantom_pair(5)
     seen = source.current().assess(png(normal), LIMITS)
     assert seen.status == ASSESSED
     assert seen.lungs.any()
-    drawn = _gradcam_overlay(seen)
+    drawn = gradcam_overlay(seen)
     assert np.all(drawn == (255, 0, 255), axis=-1).any()  # the magenta outline
 
     def one_lung(self, image):

@@ -1,6 +1,6 @@
-"""The leaderboard's tables (dashboard/tables.py) called directly: the filter-expression
-language, the per-value group summary and dataset names. The pages that show them are tested in
-tests/test_dashboard.py.
+"""The leaderboard's tables (dashboard/tables.py) and filters (dashboard/filters.py) called
+directly: the filter-expression language, the per-value group summary and dataset names. The
+pages that show them are tested in tests/test_dashboard.py.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboard import tables
+from dashboard import filters, tables
 
 
 def test_group_summary_gives_mean_plus_minus_std_per_value():
@@ -53,7 +53,7 @@ def test_filter_expressions_evaluate_without_eval(expression, expected):
             "specificity": [0.8, 0.6, 0.5],
         }
     )
-    assert list(tables.filter_frame(frame, expression)["name"]) == expected
+    assert list(filters.filter_frame(frame, expression)["name"]) == expected
 
 
 @pytest.mark.parametrize(
@@ -69,8 +69,8 @@ def test_filter_expressions_evaluate_without_eval(expression, expected):
 )
 def test_filter_expressions_refuse_anything_but_columns_and_operators(expression):
     frame = pd.DataFrame({"name": ["a"], "auc": [0.9]})
-    with pytest.raises(tables.ExpressionError):
-        tables.filter_frame(frame, expression)
+    with pytest.raises(filters.ExpressionError):
+        filters.filter_frame(frame, expression)
 
 
 def test_a_runs_dataset_names_every_source():

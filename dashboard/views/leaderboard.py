@@ -12,7 +12,7 @@ from datetime import date
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, manage, tables, ui
+from dashboard import charts, filters, manage, tables, ui
 from db import RUN_STATUSES
 
 st.title("Leaderboard")
@@ -69,7 +69,7 @@ archived = c_archived.toggle(
 expression = c_expr.text_input(
     "Filter expression",
     key="lb.expr",
-    placeholder=tables.EXAMPLE,
+    placeholder=filters.EXAMPLE,
     help="Columns by name (auc, sensitivity, enhancement, learning_rate, status, …) or any "
     "config field by its dotted name (model.dropout); numbers, quoted text, comparisons, "
     '`in [...]`, and / or / not, + − × ÷. `"baseline" in tags` keeps runs with that tag, '
@@ -90,12 +90,12 @@ def apply_filters(frame: pd.DataFrame) -> pd.DataFrame:
         frame = frame[(day >= dates[0]) & (day <= dates[1])]
     elif isinstance(dates, date):
         frame = frame[frame["created"].dt.tz_convert(None).dt.date == dates]
-    return tables.filter_frame(frame, expression)
+    return filters.filter_frame(frame, expression)
 
 
 try:
     shown = apply_filters(frame)
-except tables.ExpressionError as err:
+except filters.ExpressionError as err:
     st.error(f"Filter expression: {err}", icon=":material/error:")
     shown = frame.iloc[0:0]
 
@@ -168,7 +168,7 @@ def run_table() -> None:
         st.rerun()
     try:
         rows = apply_filters(current)
-    except tables.ExpressionError:
+    except filters.ExpressionError:
         rows = current.iloc[0:0]
     rows = rows.sort_values(sort_by, ascending=not descending, na_position="last", kind="stable")
     counts = rows["status"].value_counts()
