@@ -17,6 +17,7 @@ import streamlit as st
 
 from dashboard import charts, ui
 from db import Calibration, Run, RunStore
+from pipeline import formats
 from pipeline.data.layouts import DatasetLayoutError
 from pipeline.imaging.decoded import ImageError
 
@@ -90,22 +91,22 @@ def _result_view(result: dict[str, Any], key: str) -> None:
     """Figures of one site calibration: both thresholds on the check part, chart, table."""
     site, at_run = result["check"], result["check_at_run_threshold"]
     row = ui.metric_row()
-    row.metric("site threshold", ui.fmt(result["threshold"], 4), width="content")
+    row.metric("site threshold", formats.number(result["threshold"], 4), width="content")
     for name in ("sensitivity", "specificity"):
         row.metric(
             f"{name} (check)",
-            ui.fmt(site[name]),
+            formats.number(site[name]),
             delta=f"{site[name] - at_run[name]:+.3f}",
             help="change: against the run's validated threshold on the same images; 95% CI "
-            f"{ui.fmt_ci(site[name], *(site[f'{name}_ci'] or [None] * 2))}",
+            f"{formats.with_interval(site[name], site[f'{name}_ci'])}",
             width="content",
         )
-    row.metric("AUC at the site", ui.fmt(site["auc"]), width="content")
+    row.metric("AUC at the site", formats.number(site["auc"]), width="content")
     st.caption(
         f"Threshold chosen on {result['n_calibration']} images, checked on the other "
         f"{result['n_check']}; the run's validated threshold {at_run['threshold']:.4f} gives "
-        f"sensitivity {ui.fmt(at_run['sensitivity'])} and specificity "
-        f"{ui.fmt(at_run['specificity'])} on the same check images."
+        f"sensitivity {formats.number(at_run['sensitivity'])} and specificity "
+        f"{formats.number(at_run['specificity'])} on the same check images."
     )
     st.plotly_chart(
         site_sweep(result["table"], result["threshold"], at_run["threshold"]), key=f"{key}.sweep"
@@ -130,8 +131,12 @@ def _stored(calibrations: list[Calibration]) -> None:
             "date": c.created_at,
             "images": c.n_images,
             "threshold": c.threshold,
-            "sensitivity (95% CI)": ui.fmt_ci(c.sensitivity, c.sensitivity_lo, c.sensitivity_hi),
-            "specificity (95% CI)": ui.fmt_ci(c.specificity, c.specificity_lo, c.specificity_hi),
+            "sensitivity (95% CI)": formats.with_interval(
+                c.sensitivity, (c.sensitivity_lo, c.sensitivity_hi)
+            ),
+            "specificity (95% CI)": formats.with_interval(
+                c.specificity, (c.specificity_lo, c.specificity_hi)
+            ),
             "prevalence": c.prevalence,
         }
         for c in calibrations

@@ -16,7 +16,7 @@ import streamlit as st
 
 from dashboard import ui
 from db import EvalJob, ExternalEval, ExternalSummary, Run, RunStore
-from pipeline import paths
+from pipeline import formats, paths
 
 ACTIVE = ("queued", "running")
 
@@ -28,7 +28,7 @@ def _table(run: Run, externals: list[ExternalEval]) -> None:
                 {
                     "dataset": e.dataset_path,
                     "images": e.n_images,
-                    "AUC (95% CI)": ui.fmt_ci(e.auc, e.auc_lo, e.auc_hi),
+                    "AUC (95% CI)": formats.with_interval(e.auc, (e.auc_lo, e.auc_hi)),
                     "sensitivity": e.sensitivity,
                     "specificity": e.specificity,
                     "F1": e.f1,
@@ -43,9 +43,10 @@ def _table(run: Run, externals: list[ExternalEval]) -> None:
     )
     summary = ExternalSummary.of(run.id, externals)
     st.caption(
-        f"Internal test AUC {ui.fmt(run.auc)} · external AUC mean {ui.fmt(summary.auc_mean)}, "
-        f"worst {ui.fmt(summary.auc_worst)} · external sensitivity worst "
-        f"{ui.fmt(summary.sensitivity_worst)} (newest evaluation per folder, at the "
+        f"Internal test AUC {formats.number(run.auc)} · external AUC mean "
+        f"{formats.number(summary.auc_mean)}, "
+        f"worst {formats.number(summary.auc_worst)} · external sensitivity worst "
+        f"{formats.number(summary.sensitivity_worst)} (newest evaluation per folder, at the "
         "threshold chosen on validation). A folder of one class has no AUC."
     )
 

@@ -11,6 +11,7 @@ import streamlit as st
 
 from dashboard import ui
 from db import Run, RunStore, StoreError
+from pipeline import formats
 from pipeline.runs.manage import delete_run, suite_progress
 from pipeline.runs.worker import log_path
 
@@ -132,7 +133,7 @@ def suite_panel(store: RunStore, suite_id: str) -> None:
     """A suite's progress (done / running / queued, time left) and a button to cancel the rest."""
     progress = suite_progress(store.list_runs(suite_id=suite_id))
     left = (
-        f" · about {ui.duration(progress.seconds_left)} left"
+        f" · about {formats.duration(progress.seconds_left)} left"
         if progress.seconds_left is not None
         else ""
     )

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from db import ExternalSummary, Run
+from pipeline import formats
 
 # Short names for the config fields people filter and sort by most; each is also present under
 # its dotted name with the rest of the config.
@@ -140,7 +141,7 @@ def leaderboard(
             **{m: getattr(run, m) for m in METRICS},
             "auc_lo": run.auc_lo,
             "auc_hi": run.auc_hi,
-            "auc_ci": f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "",
+            "auc_ci": formats.interval(ci),
             "who_met": run.who_met,
             **{c: getattr(ext, field) if ext else None for c, field in EXTERNAL.items()},
             "ext_sets": len(ext.datasets) if ext else 0,

@@ -257,28 +257,6 @@ def worker_panel(s: RunStore, *, key: str) -> None:
         st.rerun()
 
 
-def fmt(value: float | None, digits: int = 3) -> str:
-    """A metric for display; ``—`` when missing."""
-    return "—" if value is None or pd.isna(value) else f"{value:.{digits}f}"
-
-
-def fmt_ci(value: float | None, lo: float | None, hi: float | None) -> str:
-    """``0.912 (0.880–0.940)``, or the value alone without an interval."""
-    if value is None:
-        return "—"
-    if lo is None or hi is None:
-        return fmt(value)
-    return f"{value:.3f} ({lo:.3f}–{hi:.3f})"
-
-
-def duration(seconds: float | None) -> str:
-    """``42 s`` or ``3 min 07 s``; ``—`` when unknown."""
-    if seconds is None:
-        return "—"
-    s = round(seconds)
-    return f"{s} s" if s < 60 else f"{s // 60} min {s % 60:02d} s"
-
-
 @st.cache_data(show_spinner=False, max_entries=32)
 def _predictions(path: str, mtime: float) -> pd.DataFrame:
     return pd.read_csv(path)

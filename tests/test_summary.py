@@ -141,7 +141,7 @@ def test_format_summary_prints_p_values_and_marks_only_what_the_test_supports(wi
     assert "▲" not in narrow
     assert "▼" not in narrow
     assert "2/3" in narrow
-    assert "2m 30s" in narrow
+    assert "2 min 30 s" in narrow
     assert wide.startswith("★")
     assert "p 0.022 ▼" in wide  # internal AUC: worse
     assert "p 0.033 ▲" in wide  # external AUC: better

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, manage, tables, ui
+from pipeline import formats
 from pipeline.experiments import spec
 from pipeline.experiments import summary as suite_summary
 
@@ -57,33 +58,37 @@ with tab_runs:
         st.subheader("Metrics")
         rows = {
             "status": [r.status for r in chosen],
-            "AUC (95% CI)": [ui.fmt_ci(r.auc, r.auc_lo, r.auc_hi) for r in chosen],
+            "AUC (95% CI)": [formats.with_interval(r.auc, (r.auc_lo, r.auc_hi)) for r in chosen],
             "sensitivity (95% CI)": [
-                ui.fmt_ci(r.sensitivity, r.sensitivity_lo, r.sensitivity_hi) for r in chosen
+                formats.with_interval(r.sensitivity, (r.sensitivity_lo, r.sensitivity_hi))
+                for r in chosen
             ],
             "specificity (95% CI)": [
-                ui.fmt_ci(r.specificity, r.specificity_lo, r.specificity_hi) for r in chosen
+                formats.with_interval(r.specificity, (r.specificity_lo, r.specificity_hi))
+                for r in chosen
             ],
-            "F1": [ui.fmt(r.f1) for r in chosen],
-            "accuracy": [ui.fmt(r.accuracy) for r in chosen],
-            "threshold": [ui.fmt(r.threshold, 4) for r in chosen],
+            "F1": [formats.number(r.f1) for r in chosen],
+            "accuracy": [formats.number(r.accuracy) for r in chosen],
+            "threshold": [formats.number(r.threshold, 4) for r in chosen],
             "WHO target": [
                 "—" if r.who_met is None else "met" if r.who_met else "not met" for r in chosen
             ],
             "external AUC mean / worst": [],
             "external sensitivity mean / worst": [],
             "epochs trained": [str(r.metrics.get("epochs_trained", "—")) for r in chosen],
-            "duration": [ui.duration(r.duration_s) for r in chosen],
+            "duration": [formats.duration(r.duration_s) for r in chosen],
         }
         summaries = store.external_summaries()
         for r in chosen:
             ext = summaries.get(r.id)
             sets = f" ({len(ext.datasets)} sets)" if ext else ""
             rows["external AUC mean / worst"].append(
-                f"{ui.fmt(ext.auc_mean)} / {ui.fmt(ext.auc_worst)}{sets}" if ext else "none"
+                f"{formats.number(ext.auc_mean)} / {formats.number(ext.auc_worst)}{sets}"
+                if ext
+                else "none"
             )
             rows["external sensitivity mean / worst"].append(
-                f"{ui.fmt(ext.sensitivity_mean)} / {ui.fmt(ext.sensitivity_worst)}"
+                f"{formats.number(ext.sensitivity_mean)} / {formats.number(ext.sensitivity_worst)}"
                 if ext
                 else "none"
             )
@@ -196,14 +201,14 @@ with tab_suite:
             columns |= {
                 "ext AUC mean": cells("ext_auc"),
                 "ext AUC vs ref": vs_ref("ext_auc"),
-                "ext AUC worst": [ui.fmt(v) for v in summary["ext_auc_worst"]],
+                "ext AUC worst": [formats.number(v) for v in summary["ext_auc_worst"]],
                 "ext sens worst": cells("ext_sens"),
                 "ext sens vs ref": vs_ref("ext_sens"),
             }
         columns |= {
             "sensitivity": cells("sensitivity"),
             "specificity": cells("specificity"),
-            "wall time": [ui.duration(v) for v in summary["wall_time_s"]],
+            "wall time": [formats.duration(v) for v in summary["wall_time_s"]],
         }
         st.dataframe(pd.DataFrame(columns), hide_index=True, key="cmp.summary")
         best = "mean external AUC" if external else "mean AUC"

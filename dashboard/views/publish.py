@@ -7,6 +7,7 @@ import streamlit as st
 
 from dashboard import ui
 from db import Calibration, ExternalSummary, Run, StoreError
+from pipeline import formats
 from pipeline.config import make_config
 from pipeline.data import synth
 
@@ -22,23 +23,26 @@ def card(run: Run) -> None:
     row = ui.metric_row()
     row.metric(
         "AUC (test)",
-        ui.fmt(run.auc),
-        help=ui.fmt_ci(run.auc, run.auc_lo, run.auc_hi),
+        formats.number(run.auc),
+        help=formats.with_interval(run.auc, (run.auc_lo, run.auc_hi)),
         width="content",
     )
-    row.metric("sensitivity", ui.fmt(run.sensitivity), width="content")
-    row.metric("specificity", ui.fmt(run.specificity), width="content")
-    row.metric("threshold", ui.fmt(run.threshold, 4), help="chosen on validation", width="content")
+    row.metric("sensitivity", formats.number(run.sensitivity), width="content")
+    row.metric("specificity", formats.number(run.specificity), width="content")
+    row.metric(
+        "threshold", formats.number(run.threshold, 4), help="chosen on validation", width="content"
+    )
     row.metric("WHO target", "met" if run.who_met else "not met", width="content")
     ext = store.external_evals(run.id)
     size = run.config.get("data", {}).get("image_size")
     summary = ExternalSummary.of(run.id, ext)
     st.caption(
         f"`{run.id}` · {size} px · {run.config.get('data', {}).get('enhancement')} · "
-        f"AUC 95% CI {ui.fmt_ci(run.auc, run.auc_lo, run.auc_hi)}"
+        f"AUC 95% CI {formats.with_interval(run.auc, (run.auc_lo, run.auc_hi))}"
         + (
-            f" · external AUC mean {ui.fmt(summary.auc_mean)}, worst {ui.fmt(summary.auc_worst)}"
-            f", worst external sensitivity {ui.fmt(summary.sensitivity_worst)} "
+            f" · external AUC mean {formats.number(summary.auc_mean)}, "
+            f"worst {formats.number(summary.auc_worst)}"
+            f", worst external sensitivity {formats.number(summary.sensitivity_worst)} "
             f"({len(summary.datasets)} sets)"
             if ext
             else " · no external evaluation"
@@ -63,14 +67,17 @@ else:
     card(served)
     served_cal = store.served_calibration()
     if served_cal is None:
-        st.caption(f"The public gets the run's validated threshold, {ui.fmt(served.threshold, 4)}.")
+        st.caption(
+            f"The public gets the run's validated threshold, {formats.number(served.threshold, 4)}."
+        )
     else:
         c = served_cal
         st.caption(
             f"The public gets the threshold calibrated for **{c.site}**, "
-            f"{ui.fmt(c.threshold, 4)} (check part: sensitivity "
-            f"{ui.fmt_ci(c.sensitivity, c.sensitivity_lo, c.sensitivity_hi)}, specificity "
-            f"{ui.fmt_ci(c.specificity, c.specificity_lo, c.specificity_hi)})."
+            f"{formats.number(c.threshold, 4)} (check part: sensitivity "
+            f"{formats.with_interval(c.sensitivity, (c.sensitivity_lo, c.sensitivity_hi))}, "
+            "specificity "
+            f"{formats.with_interval(c.specificity, (c.specificity_lo, c.specificity_hi))})."
         )
 
 st.subheader("Promote a run")
@@ -92,10 +99,10 @@ calibration = st.selectbox(
     "Threshold the public gets",
     choices,
     format_func=lambda c: (
-        f"validated on the run's own data: {ui.fmt(candidate.threshold, 4)}"
+        f"validated on the run's own data: {formats.number(candidate.threshold, 4)}"
         if c is None
         else f"calibrated for {c.site} ({c.created_at:%Y-%m-%d}, {c.n_images} images): "
-        f"{ui.fmt(c.threshold, 4)}"
+        f"{formats.number(c.threshold, 4)}"
     ),
     key="pub.calibration",
     help="Site calibrations are made on the run page (Calibrate).",

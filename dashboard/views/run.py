@@ -10,6 +10,7 @@ import streamlit as st
 
 from dashboard import calibrate, charts, externals, manage, ui
 from db import Run, StoreError
+from pipeline import formats
 from pipeline.evaluation import metrics
 from pipeline.imaging import decode, decoded
 
@@ -26,7 +27,7 @@ suite = store.get_suite(run.suite_id).name if run.suite_id else "—"
 st.caption(
     f"`{run.id}` · **{run.status}** · suite {suite} · created "
     f"{run.created_at:%Y-%m-%d %H:%M} UTC · worker {run.worker or '—'} · "
-    f"duration {ui.duration(run.duration_s)}"
+    f"duration {formats.duration(run.duration_s)}"
 )
 
 actions = st.container(horizontal=True)
@@ -106,33 +107,36 @@ if run.status == "succeeded":
     row = ui.metric_row()
     row.metric(
         "AUC (test)",
-        ui.fmt(run.auc),
-        help=f"95% CI {ui.fmt_ci(run.auc, run.auc_lo, run.auc_hi)}",
+        formats.number(run.auc),
+        help=f"95% CI {formats.with_interval(run.auc, (run.auc_lo, run.auc_hi))}",
         width="content",
     )
     row.metric(
         "sensitivity",
-        ui.fmt(run.sensitivity),
-        help=f"95% CI {ui.fmt_ci(run.sensitivity, run.sensitivity_lo, run.sensitivity_hi)}",
+        formats.number(run.sensitivity),
+        help="95% CI "
+        + formats.with_interval(run.sensitivity, (run.sensitivity_lo, run.sensitivity_hi)),
         width="content",
     )
     row.metric(
         "specificity",
-        ui.fmt(run.specificity),
-        help=f"95% CI {ui.fmt_ci(run.specificity, run.specificity_lo, run.specificity_hi)}",
+        formats.number(run.specificity),
+        help="95% CI "
+        + formats.with_interval(run.specificity, (run.specificity_lo, run.specificity_hi)),
         width="content",
     )
-    row.metric("F1", ui.fmt(run.f1), width="content")
-    row.metric("accuracy", ui.fmt(run.accuracy), width="content")
+    row.metric("F1", formats.number(run.f1), width="content")
+    row.metric("accuracy", formats.number(run.accuracy), width="content")
     row.metric(
         "threshold",
-        ui.fmt(run.threshold, 4),
+        formats.number(run.threshold, 4),
         help=f"chosen on validation by the {m.get('threshold_rule', '?')!r} rule",
         width="content",
     )
     row.metric("WHO target", "met" if run.who_met else "not met", width="content")
     st.caption(
-        f"AUC 95% CI {ui.fmt_ci(run.auc, run.auc_lo, run.auc_hi)} · test n={m.get('n')} "
+        f"AUC 95% CI {formats.with_interval(run.auc, (run.auc_lo, run.auc_hi))} · "
+        f"test n={m.get('n')} "
         f"({m.get('n_pos')} TB, {m.get('n_neg')} normal) · {m.get('epochs_trained')} epochs · "
         "WHO target for TB screening: sensitivity ≥ 0.90 and specificity ≥ 0.70"
     )
@@ -183,9 +187,9 @@ if run.status == "succeeded":
             delta = at[key] - chosen[key]
             row.metric(
                 label,
-                ui.fmt(at[key]),
+                formats.number(at[key]),
                 delta=None if abs(delta) < 1e-12 or np.isnan(delta) else f"{delta:+.3f}",
-                help=f"at the chosen threshold: {ui.fmt(chosen[key])}",
+                help=f"at the chosen threshold: {formats.number(chosen[key])}",
                 width="content",
             )
         row.metric(

@@ -6,13 +6,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from pipeline import formats
 from pipeline.config import absolute_paths, parse_overrides
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -25,21 +25,12 @@ err_console = Console(stderr=True, soft_wrap=True, width=_WIDTH)
 
 
 def fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "—"
+    """A table cell: yes/no for a flag, a number as :func:`pipeline.formats.number` writes it."""
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, float):
-        return "nan" if value != value else f"{value:.{digits}f}"
+    if value is None or isinstance(value, float):
+        return formats.number(value, digits)
     return str(value)
-
-
-def ci(point: float | None, interval: Sequence[float] | None) -> str:
-    if point is None:
-        return "—"
-    if not interval or interval[0] is None:
-        return fmt(point)
-    return f"{point:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
 def open_store():  # noqa: ANN201 - RunStore (imported lazily)
@@ -84,9 +75,9 @@ def build_config(args: argparse.Namespace):  # noqa: ANN201 - RunConfig
 def metrics_table(run: Any) -> Table:
     table = Table("metric", "test (95% CI)", title=f"run {run.id} · {run.name} · {run.status}")
     m = run.metrics
-    table.add_row("AUC", ci(run.auc, m.get("auc_ci")))
-    table.add_row("sensitivity", ci(run.sensitivity, m.get("sensitivity_ci")))
-    table.add_row("specificity", ci(run.specificity, m.get("specificity_ci")))
+    table.add_row("AUC", formats.with_interval(run.auc, m.get("auc_ci")))
+    table.add_row("sensitivity", formats.with_interval(run.sensitivity, m.get("sensitivity_ci")))
+    table.add_row("specificity", formats.with_interval(run.specificity, m.get("specificity_ci")))
     table.add_row("F1", fmt(run.f1))
     table.add_row("accuracy", fmt(run.accuracy))
     table.add_row(
@@ -99,7 +90,7 @@ def metrics_table(run: Any) -> Table:
         "{tn} {fp} / {fn} {tp}".format(**confusion) if confusion else "—",
     )
     table.add_row("epochs trained", fmt(m.get("epochs_trained")))
-    table.add_row("duration", f"{run.duration_s:.1f} s" if run.duration_s else "—")
+    table.add_row("duration", formats.duration(run.duration_s))
     table.add_row("artifacts", run.artifacts_dir or "—")
     return table
 

@@ -8,6 +8,7 @@ import json
 
 from rich.table import Column, Table
 
+from pipeline import formats
 from pipeline.cli.common import build_config, config_overrides, console, open_store
 
 
@@ -147,7 +148,7 @@ def cmd_suite(args: argparse.Namespace) -> int:
     store = open_store()
     suite = store.get_suite(args.suite_id)
     p = suite_progress(store.list_runs(suite_id=suite.id))
-    left = f", about {p.seconds_left / 60:.0f} min left" if p.seconds_left is not None else ""
+    left = f", about {formats.duration(p.seconds_left)} left" if p.seconds_left is not None else ""
     console.print(
         f"{p.done} of {p.total} done ({p.succeeded} succeeded, {p.failed} failed, {p.cancelled} "
         f"cancelled), {p.running} running, {p.queued} queued{left}"

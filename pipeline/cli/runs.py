@@ -8,9 +8,9 @@ from pathlib import Path
 
 from rich.table import Column, Table
 
+from pipeline import formats
 from pipeline.cli.common import (
     build_config,
-    ci,
     console,
     err_console,
     fmt,
@@ -79,7 +79,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             fmt(r.f1),
             fmt(r.who_met),
             fmt(ext[0].auc) if ext else "—",
-            f"{r.duration_s:.0f} s" if r.duration_s else "—",
+            formats.duration(r.duration_s),
             ", ".join(r.tags) + (" (archived)" if r.archived_at else ""),
         )
     console.print(table)
@@ -108,7 +108,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     for ev in store.external_evals(run.id):
         console.print(
             f"external: {ev.dataset_path} · n={ev.n_images} · "
-            f"AUC {ci(ev.auc, [ev.auc_lo, ev.auc_hi])} · "
+            f"AUC {formats.with_interval(ev.auc, [ev.auc_lo, ev.auc_hi])} · "
             f"sens {fmt(ev.sensitivity)} · spec {fmt(ev.specificity)}"
         )
     if run.error:
@@ -127,7 +127,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     run = store.get_run(args.run_id)
     table = Table("", "internal test", "external", title=f"run {run.id} on {ev.dataset_path}")
     table.add_row("images", fmt(run.metrics.get("n")), fmt(ev.n_images))
-    table.add_row("AUC", ci(run.auc, run.metrics.get("auc_ci")), ci(ev.auc, [ev.auc_lo, ev.auc_hi]))
+    table.add_row(
+        "AUC",
+        formats.with_interval(run.auc, run.metrics.get("auc_ci")),
+        formats.with_interval(ev.auc, [ev.auc_lo, ev.auc_hi]),
+    )
     table.add_row("sensitivity", fmt(run.sensitivity), fmt(ev.sensitivity))
     table.add_row("specificity", fmt(run.specificity), fmt(ev.specificity))
     table.add_row("F1", fmt(run.f1), fmt(ev.f1))

@@ -7,7 +7,8 @@ import getpass
 
 from rich.table import Table
 
-from pipeline.cli.common import ci, console, fmt, open_store
+from pipeline import formats
+from pipeline.cli.common import console, fmt, open_store
 from pipeline.config import make_config
 from pipeline.data import synth
 
@@ -39,9 +40,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         threshold = cal.threshold if label == "site" else part["threshold"]
         table.add_row(
             f"{label} {threshold:.4f}",
-            ci(part["sensitivity"], part["sensitivity_ci"]),
-            ci(part["specificity"], part["specificity_ci"]),
-            ci(part["auc"], part["auc_ci"]),
+            formats.with_interval(part["sensitivity"], part["sensitivity_ci"]),
+            formats.with_interval(part["specificity"], part["specificity_ci"]),
+            formats.with_interval(part["auc"], part["auc_ci"]),
         )
     console.print(table)
     run_threshold = d["check_at_run_threshold"]["threshold"]
@@ -106,8 +107,8 @@ def cmd_calibrations(args: argparse.Namespace) -> int:
             f"{c.created_at:%Y-%m-%d}",
             str(c.n_images),
             f"{c.threshold:.4f}",
-            ci(c.sensitivity, [c.sensitivity_lo, c.sensitivity_hi]),
-            ci(c.specificity, [c.specificity_lo, c.specificity_hi]),
+            formats.with_interval(c.sensitivity, [c.sensitivity_lo, c.sensitivity_hi]),
+            formats.with_interval(c.specificity, [c.specificity_lo, c.specificity_hi]),
             c.dataset_path,
         )
     console.print(table)

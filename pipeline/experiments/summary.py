@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from db import ExternalSummary
+from pipeline import formats
 from pipeline.config import PRESETS, preset
 from pipeline.evaluation.compare import delong, paired_seeds
 from pipeline.experiments.spec import key_of, setting_label, values_at
@@ -263,15 +264,6 @@ def p_text(p: float, verdict: str) -> str:
     return (f"p {p:.3f}" if p < 0.1 else f"p {p:.2f}") + arrow
 
 
-def duration(seconds: float) -> str:
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    return f"{s // 3600}h {s % 3600 // 60:02d}m"
-
-
 def format_summary(df: pd.DataFrame) -> str:
     """:func:`summary` as an aligned plain-text table, with a legend and any skipped settings.
 
@@ -294,7 +286,7 @@ def format_summary(df: pd.DataFrame) -> str:
             f"{r.succeeded}/{r.runs}",
             mean_std(r.auc_mean, r.auc_std),
             "ref" if r.reference else p_text(r.auc_p, r.auc_vs_ref),
-            "—" if pd.isna(r.auc_lo) else f"[{r.auc_lo:.3f}, {r.auc_hi:.3f}]",
+            formats.interval((r.auc_lo, r.auc_hi)),
         ]
         if external:
             row += [
@@ -308,7 +300,7 @@ def format_summary(df: pd.DataFrame) -> str:
             mean_std(r.sensitivity_mean, r.sensitivity_std),
             mean_std(r.specificity_mean, r.specificity_std),
             "—" if pd.isna(r.epochs_mean) else f"{r.epochs_mean:.1f}",
-            duration(r.wall_time_s),
+            formats.duration(r.wall_time_s),
         ]
         rows.append(tuple(row))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
