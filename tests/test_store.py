@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 import db.store
-from db import RunNotFound, RunStore, StoreError
+from db import RunNotFound, RunStore, StoreError, default_url
 from db.models import EpochRow, ExternalEvalRow, RunRow, SuiteRow
 
 CONFIG = {"data": {"image_size": 64}, "train": {"epochs": 2}, "seed": 0}
@@ -364,7 +364,7 @@ def test_default_url_is_a_sqlite_file_in_the_runs_dir(tmp_path, monkeypatch):
     monkeypatch.delenv("TBXRAY_DB_URL", raising=False)
     monkeypatch.delenv("TBXRAY_RUNS_DIR", raising=False)
     monkeypatch.chdir(tmp_path)
-    assert db.store.default_url() == "sqlite:///runs/tbxray.db"
+    assert default_url() == "sqlite:///runs/tbxray.db"
     assert (tmp_path / "runs").is_dir()
 
     monkeypatch.setenv("TBXRAY_RUNS_DIR", str(tmp_path / "elsewhere"))
