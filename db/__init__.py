@@ -5,6 +5,7 @@ SQLite file ``runs/tbxray.db`` by default; ``TBXRAY_DB_URL`` selects any SQLAlch
 
 from __future__ import annotations
 
+from db.engine import default_url, make_engine
 from db.errors import RunNotFound, StoreError
 from db.migrate import StoreVersionError
 from db.models import RUN_STATUSES
@@ -19,7 +20,7 @@ from db.records import (
     Suite,
     Worker,
 )
-from db.store import EPOCH_METRICS, RunStore, default_url
+from db.store import EPOCH_METRICS, RunStore
 
 __all__ = [
     "EPOCH_METRICS",
@@ -38,4 +39,5 @@ __all__ = [
     "Suite",
     "Worker",
     "default_url",
+    "make_engine",
 ]

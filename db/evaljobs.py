@@ -1,33 +1,37 @@
 """Evaluation jobs: external evaluations that the dashboard queues and workers run.
 
-A job follows a run's queue discipline (:mod:`db.queue`): it is claimed by one conditional
-``UPDATE ... WHERE status = 'queued'``, so two workers never both run it; the worker heart-beats
-it while scoring and reports how many images are scored; a job whose worker stopped
-heart-beating is failed (or re-queued) by the next worker that looks.
+A job follows the run queue's discipline (:mod:`db.jobs`): it is claimed by one conditional
+``UPDATE ... WHERE status = 'queued'`` (on PostgreSQL after ``FOR UPDATE SKIP LOCKED``), so two
+workers never both run it; the worker heart-beats it while scoring and reports how many images
+are scored; a job whose worker stopped heart-beating is failed (or re-queued) by the next worker
+that looks.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
-
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.base import StoreBase, not_found
 from db.errors import StoreError
+from db.jobs import JobTable
 from db.models import EvalJobRow, RunRow
 from db.records import EvalJob, eval_job_record, utc_now
 
 ACTIVE = ("queued", "running")
-_REQUEUED: dict[str, Any] = {
-    "status": "queued",
-    "started_at": None,
-    "heartbeat_at": None,
-    "worker": None,
-    "n_done": None,
-    "n_total": None,
-}
+
+
+def _missing(job_id: int) -> StoreError:
+    return StoreError(f"no evaluation job with id {job_id}")
+
+
+EVAL_JOBS: JobTable[EvalJobRow, EvalJob] = JobTable(
+    row=EvalJobRow,
+    record=eval_job_record,
+    missing=_missing,
+    progress=("n_done", "n_total"),
+    retry="Evaluate the folder again to retry.",
+)
 
 
 class EvalJobMixin(StoreBase):
@@ -67,7 +71,7 @@ class EvalJobMixin(StoreBase):
     def get_eval_job(self, job_id: int) -> EvalJob:
         """The job; StoreError when there is none."""
         with self.session() as s:
-            return eval_job_record(_row(s, job_id))
+            return eval_job_record(EVAL_JOBS.fresh(s, job_id))
 
     def eval_jobs(self, run_id: str) -> list[EvalJob]:
         """The run's evaluation jobs, newest first."""
@@ -80,112 +84,53 @@ class EvalJobMixin(StoreBase):
             return [eval_job_record(row) for row in s.scalars(query)]
 
     def claim_next_eval(self, worker: str) -> EvalJob | None:
-        """Start the oldest queued job for ``worker``; None when none is queued."""
-        oldest = (
-            select(EvalJobRow.id)
-            .where(EvalJobRow.status == "queued")
-            .order_by(EvalJobRow.created_at, EvalJobRow.id)
-            .limit(8)
-        )
-        while True:
-            with self.session() as s:
-                candidates = list(s.scalars(oldest))
-            if not candidates:
-                return None
-            now = utc_now()
-            for job_id in candidates:
-                with self.session() as s:
-                    if _update(
-                        s,
-                        job_id,
-                        ("queued",),
-                        status="running",
-                        started_at=now,
-                        heartbeat_at=now,
-                        worker=worker,
-                    ):
-                        return eval_job_record(_row(s, job_id))
+        """Start the oldest queued job for ``worker``; None when none is queued.
+
+        Safe with many workers on one database, as :meth:`db.queue.QueueMixin.claim_next`.
+        """
+        return EVAL_JOBS.claim_next(self, worker)
 
     def eval_progress(self, job_id: int, n_done: int, n_total: int) -> None:
         """Record ``n_done`` of ``n_total`` images scored; also a heartbeat."""
         with self.session() as s:
-            _update(s, job_id, ("running",), n_done=n_done, n_total=n_total, heartbeat_at=utc_now())
+            EVAL_JOBS.heartbeat(s, job_id, n_done=n_done, n_total=n_total)
 
     def heartbeat_eval(self, job_id: int) -> None:
-        """Mark the job's worker as alive now."""
+        """Mark the job's worker as alive now (while the job is running)."""
         with self.session() as s:
-            _update(s, job_id, ("running",), heartbeat_at=utc_now())
+            EVAL_JOBS.heartbeat(s, job_id)
 
     def finish_eval_job(self, job_id: int, external_eval_id: int) -> EvalJob:
         """The running job succeeded with the stored evaluation ``external_eval_id``."""
-        values = {"external_eval_id": external_eval_id, "status": "succeeded"}
-        return self._end(job_id, "finish", finished_at=utc_now(), **values)
+        succeeded = {"status": "succeeded", "finished_at": utc_now()}
+        with self.session() as s:
+            if not EVAL_JOBS.update(
+                s, job_id, ("running",), external_eval_id=external_eval_id, **succeeded
+            ):
+                raise _not_running(s, job_id, "finish")
+            return eval_job_record(EVAL_JOBS.fresh(s, job_id))
 
     def fail_eval_job(self, job_id: int, error: str) -> EvalJob:
         """The running job failed; ``error`` says why, for the run page."""
-        return self._end(job_id, "fail", status="failed", finished_at=utc_now(), error=error)
+        return self.release_eval_job(job_id, requeue=False, reason=error)
 
     def release_eval_job(self, job_id: int, *, requeue: bool, reason: str) -> EvalJob:
         """Give back a running job whose worker was told to stop: re-queued, or failed."""
-        if requeue:
-            return self._end(job_id, "release", **_REQUEUED)
-        return self.fail_eval_job(job_id, reason)
+        with self.session() as s:
+            if not EVAL_JOBS.release(s, job_id, requeue=requeue, reason=reason):
+                raise _not_running(s, job_id, "release" if requeue else "fail")
+            return eval_job_record(EVAL_JOBS.fresh(s, job_id))
 
     def reap_stale_evals(self, older_than_s: float, *, requeue: bool = False) -> list[EvalJob]:
         """Running jobs without a heartbeat for ``older_than_s``: failed saying why, or
         re-queued. Returns them as they are afterwards."""
-        cutoff = datetime.fromtimestamp(utc_now().timestamp() - older_than_s, UTC)
-        stale = (EvalJobRow.status == "running", EvalJobRow.heartbeat_at < cutoff)
-        reaped = []
         with self.session() as s:
-            for row in s.scalars(select(EvalJobRow).where(*stale)).all():
-                values = (
-                    dict(_REQUEUED)
-                    if requeue
-                    else {
-                        "status": "failed",
-                        "finished_at": utc_now(),
-                        "error": (
-                            f"worker {row.worker!r} stopped sending heartbeats (last at "
-                            f"{row.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC, more than "
-                            f"{older_than_s:.0f} s ago): it was killed or its machine was lost. "
-                            "Evaluate the folder again to retry."
-                        ),
-                    }
-                )
-                result = s.execute(
-                    update(EvalJobRow)
-                    .where(EvalJobRow.id == row.id, *stale)
-                    .values(**values)
-                    .execution_options(synchronize_session=False)
-                )
-                if result.rowcount:
-                    reaped.append(row.id)
-            return [eval_job_record(_row(s, job_id)) for job_id in reaped]
-
-    def _end(self, job_id: int, action: str, **values: Any) -> EvalJob:
-        with self.session() as s:
-            if not _update(s, job_id, ("running",), **values):
-                raise StoreError(
-                    f"cannot {action} evaluation job {job_id}: it is {_row(s, job_id).status}, "
-                    "not running (a worker that stopped heart-beating is reaped)"
-                )
-            return eval_job_record(_row(s, job_id))
+            return EVAL_JOBS.reap_stale(s, older_than_s, requeue=requeue)
 
 
-def _update(s: Session, job_id: int, allowed: tuple[str, ...], **values: Any) -> bool:
-    """Apply ``values`` if the job's status is in ``allowed``; whether it was."""
-    result = s.execute(
-        update(EvalJobRow)
-        .where(EvalJobRow.id == job_id, EvalJobRow.status.in_(allowed))
-        .values(**values)
-        .execution_options(synchronize_session=False)
+def _not_running(s: Session, job_id: int, action: str) -> StoreError:
+    """Why the job cannot ``action``: it is not running (StoreError too if it does not exist)."""
+    return StoreError(
+        f"cannot {action} evaluation job {job_id}: it is {EVAL_JOBS.fresh(s, job_id).status}, "
+        "not running (a worker that stopped heart-beating is reaped)"
     )
-    return bool(result.rowcount)
-
-
-def _row(s: Session, job_id: int) -> EvalJobRow:
-    row = s.get(EvalJobRow, job_id, populate_existing=True)
-    if row is None:
-        raise StoreError(f"no evaluation job with id {job_id}")
-    return row

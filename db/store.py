@@ -3,7 +3,9 @@
 ``RunStore`` is the only way in; it returns frozen dataclasses and never hands out ORM rows, so
 the dashboard, the CLI and the worker never hold a session. The default database is the SQLite
 file ``runs/tbxray.db``; ``TBXRAY_DB_URL`` points the whole team at one PostgreSQL database
-instead, unchanged.
+instead, unchanged (:mod:`db.engine`). This module holds suites, runs and their epochs; the
+other parts of the store are its mixins (:mod:`db.queue`, :mod:`db.evaljobs`,
+:mod:`db.externals`, :mod:`db.manage`, :mod:`db.serving`).
 
 Lifecycle: ``queued -> running -> succeeded | failed | cancelled``. Every transition is a single
 conditional ``UPDATE ... WHERE status IN (...)``, so two workers can never both claim a run, and a
@@ -13,41 +15,29 @@ run that is finished (succeeded, failed or cancelled) is never silently rewritte
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, event, select
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import sessionmaker
 
 from db import migrate
 from db.base import not_found, suite_row, touch, transition, upsert
+from db.engine import default_url, make_engine
 from db.errors import RunNotFound
 from db.evaljobs import EvalJobMixin
+from db.externals import ExternalsMixin, external_row
 from db.manage import ManageMixin
-from db.models import (
-    RUN_STATUSES,
-    EpochRow,
-    ExternalEvalRow,
-    RunRow,
-    SuiteRow,
-)
+from db.models import RUN_STATUSES, EpochRow, RunRow, SuiteRow
 from db.queue import QueueMixin
 from db.records import (
-    EXTERNAL_INTERVALS,
-    EXTERNAL_SCALARS,
     RUN_INTERVALS,
     RUN_SCALARS,
     Epoch,
-    ExternalEval,
-    ExternalSummary,
-    Measured,
     Run,
     Suite,
     epoch_record,
-    external_eval_record,
     metric_columns,
     metric_float,
     new_id,
@@ -72,30 +62,7 @@ EPOCH_METRICS: tuple[str, ...] = (
 _MAX_LISTED = 10
 
 
-def default_url() -> str:
-    """The database URL to use when none is given.
-
-    ``TBXRAY_DB_URL`` if set (any SQLAlchemy URL, e.g. PostgreSQL for a team); otherwise the
-    SQLite file ``<runs_dir>/tbxray.db``, where runs_dir is ``TBXRAY_RUNS_DIR`` or ``runs``
-    relative to the current directory. That folder is created if missing.
-    """
-    url = os.environ.get("TBXRAY_DB_URL")
-    if url:
-        return url
-    runs_dir = Path(os.environ.get("TBXRAY_RUNS_DIR") or "runs")
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{runs_dir / 'tbxray.db'}"
-
-
-def make_engine(url: str) -> Engine:
-    """An engine for the store at ``url``, with the settings every SQLite connection needs."""
-    engine = create_engine(url)
-    if engine.dialect.name == "sqlite":
-        _prepare_sqlite(engine)
-    return engine
-
-
-class RunStore(QueueMixin, ManageMixin, EvalJobMixin, ServingMixin):
+class RunStore(QueueMixin, ManageMixin, EvalJobMixin, ExternalsMixin, ServingMixin):
     """Read and write runs, suites, epochs and external evaluations in one database.
 
     Opening a store checks its schema revision (:func:`db.migrate.check_on_open`): a local
@@ -291,7 +258,7 @@ class RunStore(QueueMixin, ManageMixin, EvalJobMixin, ServingMixin):
                     **metric_columns(metrics, RUN_SCALARS, RUN_INTERVALS),
                 )
             )
-            s.add_all(_external_row(run_id, *e) for e in external_evals)
+            s.add_all(external_row(run_id, *e) for e in external_evals)
             return finished
 
     def fail_run(self, run_id: str, error: str, duration_s: float | None = None) -> Run:
@@ -322,82 +289,6 @@ class RunStore(QueueMixin, ManageMixin, EvalJobMixin, ServingMixin):
             )
             if result.rowcount == 0:
                 raise not_found(run_id)
-
-    # External validation
-
-    def add_external_eval(
-        self, run_id: str, *, dataset_path: str, data_fingerprint: str, metrics: Mapping[str, Any]
-    ) -> ExternalEval:
-        """Store the run's evaluation on another dataset; typed columns as in finish_run.
-
-        ``metrics["n"]`` is the number of images evaluated. Raises RunNotFound for an unknown
-        run.
-        """
-        with self.session() as s:
-            if s.get(RunRow, run_id) is None:
-                raise not_found(run_id)
-            row = _external_row(run_id, dataset_path, data_fingerprint, metrics)
-            s.add(row)
-            s.flush()
-            return external_eval_record(row)
-
-    def external_evals(self, run_id: str) -> list[ExternalEval]:
-        """The run's external evaluations, newest first."""
-        query = _newest_first(select(ExternalEvalRow).where(ExternalEvalRow.run_id == run_id))
-        with self.session() as s:
-            return [external_eval_record(row) for row in s.scalars(query)]
-
-    def external_summaries(self) -> dict[str, ExternalSummary]:
-        """Every run that has external evaluations -> their :class:`ExternalSummary`, read in
-        one query of the few columns a summary needs (the leaderboard shows it for every run,
-        so the evaluations' full metrics, curves included, are not read)."""
-        columns = select(
-            ExternalEvalRow.run_id,
-            ExternalEvalRow.dataset_path,
-            ExternalEvalRow.auc,
-            ExternalEvalRow.sensitivity,
-        )
-        by_run: dict[str, list[Measured]] = {}
-        with self.session() as s:
-            for row in s.execute(_newest_first(columns)):
-                by_run.setdefault(row.run_id, []).append(row)
-        return {run_id: ExternalSummary.of(run_id, rows) for run_id, rows in by_run.items()}
-
-
-def _newest_first(query: Any) -> Any:
-    return query.order_by(ExternalEvalRow.created_at.desc(), ExternalEvalRow.id.desc())
-
-
-def _external_row(
-    run_id: str, dataset_path: str, data_fingerprint: str, metrics: Mapping[str, Any]
-) -> ExternalEvalRow:
-    n = metrics.get("n")
-    return ExternalEvalRow(
-        run_id=run_id,
-        dataset_path=dataset_path,
-        data_fingerprint=data_fingerprint,
-        n_images=None if n is None else int(n),
-        metrics_json=to_json(metrics),
-        created_at=utc_now(),
-        **metric_columns(metrics, EXTERNAL_SCALARS, EXTERNAL_INTERVALS),
-    )
-
-
-def _prepare_sqlite(engine: Engine) -> None:
-    """Create the database's folder and set the pragmas every SQLite connection needs."""
-    database = engine.url.database
-    if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, connection_record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        # WAL lets the dashboard read while a worker writes; foreign keys are off by default in
-        # SQLite and the cascades depend on them; the busy timeout makes concurrent writers wait.
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
 
 
 def _queued_row(config: dict[str, Any], name: str, suite_id: str | None) -> RunRow:

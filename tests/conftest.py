@@ -90,8 +90,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The URL of a current, empty run store: a SQLite file, then a real PostgreSQL database."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
-    from db import migrate
-    from db.store import make_engine
+    from db import make_engine, migrate
 
     url = request.getfixturevalue("postgres_url")
     engine = make_engine(url)

@@ -14,9 +14,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from db import RunStore, StoreVersionError, migrate
+from db import RunStore, StoreVersionError, make_engine, migrate
 from db.models import Base
-from db.store import make_engine
 from pipeline.cli import main
 
 # Made with the store as it was before migrations (commit 5dd62d7): 1 suite, 5 runs (2

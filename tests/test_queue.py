@@ -1,7 +1,8 @@
 """The queue on SQLite and on a real PostgreSQL: concurrent claims, presence, stops, folders.
 
 Workers here are real processes (``tests.queue_worker``: the real worker loop with runs that
-train nothing), except where a real training run is the point.
+train nothing; ``tests.eval_claimer``: evaluation jobs claimed and scoring nothing), except
+where a real training run is the point.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from db import RunStore
+from db.models import EvalJobRow, RunRow
 from pipeline.cli import main
 from pipeline.config import preset
 from pipeline.runs.worker import WorkerOptions, work
@@ -64,6 +68,33 @@ def queue_worker(url: str, name: str, *extra: str, runs_dir: Path | None = None)
     )
 
 
+def eval_claimer(url: str, name: str, seconds: float) -> subprocess.Popen:
+    env = {**os.environ, "TBXRAY_DB_URL": url, "PYTHONPATH": str(ROOT)}
+    return spawn(
+        [sys.executable, "-m", "tests.eval_claimer", "--name", name, "--seconds", str(seconds)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def succeeded_run(store: RunStore) -> str:
+    """The id of a run that succeeded, so that it has a model to evaluate."""
+    run = store.create_run({"seed": 0}, name="evaluated")
+    store.start_run(run.id, worker="trainer")
+    store.finish_run(
+        run.id,
+        metrics={"auc": 0.5},
+        artifacts_dir=f"nowhere/{run.id}",
+        data_fingerprint="-",
+        versions={},
+        duration_s=0.0,
+    )
+    return run.id
+
+
 def test_presence_from_two_threads_at_once_never_collides(store_url):
     """The worker's presence thread and its main thread register the same name together."""
     store = RunStore(store_url)
@@ -105,6 +136,53 @@ def test_four_workers_drain_24_runs_each_claimed_exactly_once(store_url):
     assert all(runs[run_id].status == "succeeded" for run_id in ids)
     assert all(runs[run_id].worker == name for run_id, name in claims)
     assert store.workers() == []  # each removed its presence on the way out
+
+
+def test_four_claimers_drain_24_evaluation_jobs_each_claimed_exactly_once(store_url):
+    store = RunStore(store_url)
+    run_id = succeeded_run(store)
+    ids = [store.queue_eval(run_id, f"/data/set{i}").id for i in range(24)]
+    claimers = [eval_claimer(store_url, f"w{i}", 0.2) for i in range(4)]
+    outputs = [c.communicate(timeout=120)[0] for c in claimers]
+    assert [c.returncode for c in claimers] == [0] * 4, outputs
+
+    claims = [
+        (int(line.split("evaluating job ")[1]), f"w{i}")
+        for i, out in enumerate(outputs)
+        for line in out.splitlines()
+        if "evaluating job " in line
+    ]
+    assert sorted(job_id for job_id, _ in claims) == sorted(ids)  # 24 claims, no job twice
+    jobs = {job.id: job for job in store.eval_jobs(run_id)}
+    assert all(jobs[job_id].status == "succeeded" for job_id in ids)
+    assert all(jobs[job_id].worker == name for job_id, name in claims)
+    assert all((jobs[job_id].n_done, jobs[job_id].n_total) == (1, 1) for job_id in ids)
+    assert len(store.external_evals(run_id)) == 24
+
+
+@pytest.mark.parametrize("kind", ["run", "evaluation job"])
+def test_a_claim_on_postgresql_skips_the_job_another_transaction_holds(store_url, kind):
+    """``FOR UPDATE SKIP LOCKED``: a claimer takes the next queued job at once instead of
+    waiting for the transaction that holds the oldest one (another claimer, mid-claim)."""
+    if not store_url.startswith("postgresql"):
+        pytest.skip("SQLite locks the whole database, not rows: there is no held row to skip")
+    store = RunStore(store_url)
+    if kind == "run":
+        row, claim = RunRow, RunStore.claim_next
+        first, second = (store.create_run({"seed": i}, name=f"r{i}").id for i in range(2))
+    else:
+        row, claim = EvalJobRow, RunStore.claim_next_eval
+        run_id = succeeded_run(store)
+        first, second = (store.queue_eval(run_id, f"/data/set{i}").id for i in range(2))
+    other = RunStore(store_url)
+    with ThreadPoolExecutor(1) as pool:
+        with store.session() as s:
+            s.execute(select(row.id).where(row.id == first).with_for_update())
+            claimed = pool.submit(claim, other, "b").result(timeout=10)
+            assert (claimed.id, claimed.status, claimed.worker) == (second, "running", "b")
+        # Once the holder lets go, the oldest job is the next one claimed.
+        assert claim(other, "c").id == first
+        assert claim(other, "c") is None
 
 
 def test_sigterm_mid_run_requeues_it_and_a_second_worker_finishes_it(store_url):

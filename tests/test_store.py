@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 import db.store
-from db import RunNotFound, RunStore, StoreError
+from db import RunNotFound, RunStore, StoreError, default_url
 from db.models import EpochRow, ExternalEvalRow, RunRow, SuiteRow
 
 CONFIG = {"data": {"image_size": 64}, "train": {"epochs": 2}, "seed": 0}
@@ -176,6 +176,33 @@ def test_cancel_stops_queued_and_running_runs_but_not_finished_ones(store):
         store.cancel_run(done.id)
 
 
+@pytest.mark.parametrize("requeue", [False, True])
+def test_reaping_returns_the_stale_runs_as_they_are_afterwards(store, requeue):
+    stale = make_run(store, "running")
+    store.log_epoch(stale.id, 0, {"loss": 0.7})
+    alive = make_run(store, "running")
+    with store.session() as s:
+        long_ago = datetime(2000, 1, 1, tzinfo=UTC)
+        s.execute(update(RunRow).where(RunRow.id == stale.id).values(heartbeat_at=long_ago))
+    (reaped,) = store.reap_stale(60.0, requeue=requeue)
+    assert reaped == store.get_run(stale.id)
+    if requeue:
+        assert (reaped.status, reaped.worker, reaped.heartbeat_at) == ("queued", None, None)
+        assert store.epochs(stale.id) == []
+    else:
+        assert reaped.status == "failed"
+        assert "worker 'test-worker' stopped sending heartbeats" in reaped.error
+        assert "Re-queue the run to train it again." in reaped.error
+    assert store.get_run(alive.id).status == "running"
+    assert store.reap_stale(60.0, requeue=requeue) == []
+
+
+def test_a_heartbeat_lands_whatever_the_runs_status(store):
+    done = make_run(store, "cancelled")
+    store.heartbeat(done.id)
+    assert store.get_run(done.id).heartbeat_at is not None
+
+
 def test_check_constraint_refuses_a_bogus_status(store):
     run = make_run(store)
     with pytest.raises(IntegrityError), store.session() as s:
@@ -337,7 +364,7 @@ def test_default_url_is_a_sqlite_file_in_the_runs_dir(tmp_path, monkeypatch):
     monkeypatch.delenv("TBXRAY_DB_URL", raising=False)
     monkeypatch.delenv("TBXRAY_RUNS_DIR", raising=False)
     monkeypatch.chdir(tmp_path)
-    assert db.store.default_url() == "sqlite:///runs/tbxray.db"
+    assert default_url() == "sqlite:///runs/tbxray.db"
     assert (tmp_path / "runs").is_dir()
 
     monkeypatch.setenv("TBXRAY_RUNS_DIR", str(tmp_path / "elsewhere"))
