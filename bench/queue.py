@@ -65,8 +65,7 @@ def drain(url: str, runs: int, claimers: int) -> dict:
 def _postgres_database(base: str) -> str:
     from sqlalchemy import create_engine, text
 
-    from db import migrate
-    from db.store import make_engine
+    from db import make_engine, migrate
 
     name = f"bench_{uuid.uuid4().hex[:8]}"
     admin = create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")

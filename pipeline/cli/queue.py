@@ -93,8 +93,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------- db
 def cmd_db(args: argparse.Namespace) -> int:
-    from db import default_url, migrate
-    from db.store import make_engine
+    from db import default_url, make_engine, migrate
 
     url = default_url()
     engine = make_engine(url)
