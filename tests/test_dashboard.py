@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import imaging, ui
 from db import RunStore
+from pipeline import formats
 from pipeline.config import preset
 from pipeline.data import synth
 from pipeline.evaluation.metrics import metrics as computed_metrics
@@ -264,10 +265,10 @@ def test_run_page_shows_metrics_and_a_live_threshold(ids):
         at.slider(key="run.threshold").set_value(threshold).run()
         expected = computed_metrics(labels, scores, threshold)
         shown = {m.label: m.value for m in at.metric[7:]}
-        assert shown["sensitivity"] == ui.fmt(expected["sensitivity"])
-        assert shown["specificity"] == ui.fmt(expected["specificity"])
-        assert shown["PPV"] == ui.fmt(expected["precision"])
-        assert shown["NPV"] == ui.fmt(expected["npv"])
+        assert shown["sensitivity"] == formats.number(expected["sensitivity"])
+        assert shown["specificity"] == formats.number(expected["specificity"])
+        assert shown["PPV"] == formats.number(expected["precision"])
+        assert shown["NPV"] == formats.number(expected["npv"])
     assert at.image or "No test image is misclassified" in texts(at, "success")
 
 
