@@ -35,7 +35,7 @@ import gradio as gr
 import numpy as np
 from starlette.middleware import Middleware
 
-from gradio_app import render
+from gradio_app import reads, render
 from gradio_app.card import banner, model_card
 from gradio_app.events import Events
 from gradio_app.flood import FairUse, Ledger
@@ -43,8 +43,6 @@ from gradio_app.security import SecurityHeaders
 from gradio_app.service import CANNOT_ASSESS, Limits, ModelSource, no_model
 from pipeline.imaging import decode, decoded
 
-# The image as read is shown at most this many pixels wide or high (enough for the 360 px box).
-PREVIEW_SIDE = 720
 # Gradio finds the progress bar by a gr.Progress default; it gives every call its own.
 _PROGRESS = gr.Progress()
 # Heatmaps are S×S pixels (64-512) and uploads can be small: draw every image to fill its box.
@@ -107,11 +105,15 @@ class OwnFiles:
         return str(path)
 
 
-def _as_read(path: str | None, limits: Limits) -> np.ndarray | None:
+def _as_read(path: str | None, source: ModelSource, limits: Limits) -> np.ndarray | None:
     """The upload as the app reads it (a DICOM file windowed), at most PREVIEW_SIDE pixels; None
-    when it cannot be read (the verdict box says why)."""
+    when it cannot be read (the verdict box says why). The prediction before it has read the
+    file already: its read is reused, and only without a model is the file decoded here."""
     if path is None:
         return None
+    served = source.current()
+    if served is not None:
+        return served.read(Path(path), limits).preview
     try:
         gray = decode.decode(
             path,
@@ -121,11 +123,7 @@ def _as_read(path: str | None, limits: Limits) -> np.ndarray | None:
         ).pixels
     except decoded.ImageError:
         return None
-    scale = PREVIEW_SIDE / max(gray.shape)
-    if scale >= 1:
-        return gray
-    size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
-    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+    return reads.preview(gray)
 
 
 def build_demo(
@@ -207,7 +205,7 @@ def build_demo(
         return banner(source.current())
 
     def preview_of(path: str | None) -> str | None:
-        return outputs.png(_as_read(path, limits))
+        return outputs.png(_as_read(path, source, limits))
 
     with gr.Blocks(title=render.TITLE, delete_cache=cleanup) as demo:
         banner_md = gr.Markdown(elem_id="banner")
@@ -262,7 +260,8 @@ def build_demo(
             show_progress="minimal",
         )
         predicted.then(card, outputs=card_md, queue=False, api_visibility="private")
-        image.change(
+        # After the prediction, which has decoded the upload: the preview reuses that read.
+        predicted.then(
             preview_of,
             inputs=image,
             outputs=preview,

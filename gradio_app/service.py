@@ -6,8 +6,9 @@ when that changes, so a promotion takes effect without a restart. :meth:`ServedM
 answers one upload with the assessment every front end shares (:mod:`pipeline.serving.assess`: a
 verdict from the run's threshold, or "Cannot assess" and the reason), under the upload limits
 and with predictions going before explanations (:class:`PredictionsFirst`). Nothing here keeps
-an upload or writes a file: uploads are read and dropped, and of a DICOM header only what the
-image needs is read (:mod:`pipeline.imaging.dicom`).
+an upload or writes a file: an upload is decoded once, and what that gave is kept in memory only
+while the uploaded file lasts (:mod:`gradio_app.reads`); of a DICOM header only what the image
+needs is read (:mod:`pipeline.imaging.dicom`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from db import Calibration, Run, RunStore
+from gradio_app.reads import Read, Reads, preview
 from pipeline.data import synth
 from pipeline.explain import heatmaps
 from pipeline.serving.assess import (
@@ -163,6 +165,7 @@ class ServedModel:
             )
         self.assessor = Assessor(self.predictor, run.id, origin)
         self.priority = PredictionsFirst()
+        self.reads = Reads()
 
     @property
     def size(self) -> int:
@@ -186,11 +189,23 @@ class ServedModel:
         """Where the served threshold comes from, in words (a site calibration, or validation)."""
         return self.assessor.threshold_origin
 
-    def _screen(self, src: Upload, limits: Limits) -> Assessment:
+    def read(self, src: Upload, limits: Limits) -> Read:
+        """The upload read and screened once: the prediction, the preview and each explanation
+        of the same uploaded file share one decode (:class:`~gradio_app.reads.Reads`)."""
         refusal = _refuse_unreadable(src)
         if refusal is not None:
-            return self.assessor.refused(refusal)
-        return self.assessor.screen(src, limits.decoding)
+            return Read(self.assessor.refused(refusal), None)
+        kept = self.reads.get(src, limits.decoding) if isinstance(src, Path) else None
+        if kept is not None:
+            return kept
+        decoded = self.assessor.read(src, limits.decoding)
+        if isinstance(decoded, Assessment):
+            read = Read(decoded, None)
+        else:
+            read = Read(self.assessor.judge(decoded), preview(decoded.pixels))
+        if isinstance(src, Path):
+            self.reads.put(src, limits.decoding, read)
+        return read
 
     def assess(self, src: Upload, limits: Limits | None = None) -> Assessment:
         """Verdict, P(TB) and Grad-CAM of an encoded image (bytes or a file).
@@ -199,7 +214,7 @@ class ServedModel:
         """
         start = time.perf_counter()
         with self.priority.prediction():
-            a = self._screen(src, limits or Limits())
+            a = self.read(src, limits or Limits()).assessment
             if a.status == ASSESSED:
                 a = replace(a, heatmap=heatmaps.gradcam(self.predictor.model, a.image))
         return replace(a, seconds=time.perf_counter() - start)
@@ -221,7 +236,7 @@ class ServedModel:
         start = time.perf_counter()
         limits = limits or Limits()
         self.priority.wait_turn()  # screening costs as much as a prediction: let those go first
-        a = self._screen(src, limits)
+        a = self.read(src, limits).assessment
         if a.status != ASSESSED:
             return replace(a, seconds=time.perf_counter() - start), None
         result = heatmaps.explain(

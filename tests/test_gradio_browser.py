@@ -175,3 +175,27 @@ def test_on_a_phone_the_verdict_shows_without_scrolling_after_an_upload(browser,
         _keep(page, tmp_path, "gradio-phone.png")
     finally:
         context.close()
+
+
+def test_an_upload_is_decoded_once_for_its_verdict_preview_and_explanations(
+    page, tmp_path, monkeypatch
+):
+    from pipeline.imaging import decode
+
+    decodes = []
+    real = decode.decode
+
+    def counted(src, **kwargs):
+        decodes.append(src)
+        return real(src, **kwargs)
+
+    monkeypatch.setattr(decode, "decode", counted)
+    upload = tmp_path / "chest.png"
+    upload.write_bytes(png(phantom_pair(4)[1]))
+    page.set_input_files("#upload input[type=file]", str(upload))
+    page.wait_for_function(f"({VERDICT_SHOWN})(document.querySelector('#verdict'))")
+    page.locator("#preview img").wait_for(state="visible", timeout=30_000)
+    for method in ("LIME", "SHAP"):
+        page.get_by_role("button", name=f"Explain with {method}").click()
+        page.get_by_text(f"{method} on the image as the model sees it").wait_for(timeout=60_000)
+    assert len(decodes) == 1, decodes

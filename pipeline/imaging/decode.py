@@ -53,6 +53,7 @@ def decode(
     max_pixels: int = 50_000_000,
     max_bytes: int | None = None,
     for_processing: str = "refuse",
+    measure_colour: bool = False,
 ) -> Decoded:
     """Decode a PNG / JPEG / DICOM (or BMP / TIFF) file or its bytes into a grayscale image.
 
@@ -69,6 +70,10 @@ def decode(
     the file size (``None``: no limit). Raises :class:`ImageError` for a missing or empty file,
     data that is not an image, truncated or corrupt pixel data, too many pixels or bytes, and
     images smaller than 8×8.
+
+    ``measure_colour``: also measure the file's :func:`colourfulness` from the decoded pixels
+    (``Decoded.colourfulness``; DICOM files are grayscale and measure 0), so that a check for
+    colour pictures needs no second decode.
     """
     source = None if isinstance(src, bytes) else str(src)
     with _open_source(src, source, max_bytes) as fp:
@@ -87,7 +92,25 @@ def decode(
                 )
             with DECODE_BUDGET.reserve(decode_cost(im), source):
                 _decode_pixels(im, source)
-                return Decoded(pixels=_to_gray_uint8(_reduced(im)), format=str(im.format))
+                reduced = _reduced(im)
+                return Decoded(
+                    pixels=_to_gray_uint8(reduced),
+                    format=str(im.format),
+                    colourfulness=colourfulness(reduced) if measure_colour else 0.0,
+                )
+
+
+def colourfulness(im: Image.Image, max_side: int = 256) -> float:
+    """Hasler & Süsstrunk's colourfulness of a decoded image (0 for any grayscale image, also
+    one saved as RGB), measured at most ``max_side`` pixels a side."""
+    if im.mode in ("1", "L", "LA") or im.mode in _SIXTEEN_BIT_MODES:
+        return 0.0
+    small = im.copy()
+    small.thumbnail((max_side, max_side))
+    x = np.asarray(small.convert("RGB"), dtype=np.float64)
+    rg = x[..., 0] - x[..., 1]
+    yb = 0.5 * (x[..., 0] + x[..., 1]) - x[..., 2]
+    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
 
 
 def describe(src: str | Path | bytes) -> tuple[int, int, str]:

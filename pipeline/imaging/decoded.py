@@ -30,13 +30,15 @@ class ImageError(ValueError):
 class Decoded:
     """A decoded image: ``pixels`` (H×W uint8), the file's ``format`` (``"PNG"``, ``"JPEG"``,
     ``"DICOM"``...), and for DICOM the header's ``view`` (View Position such as ``"PA"`` or
-    ``"LL"``; None when absent or for other formats) and ``notes``: sentences a reader of the
-    result must see (e.g. text burned into the image)."""
+    ``"LL"``; None when absent or for other formats), ``notes``: sentences a reader of the
+    result must see (e.g. text burned into the image), and ``colourfulness`` of the file's
+    colours when decoding was asked to measure it (0 for grayscale images and otherwise)."""
 
     pixels: np.ndarray
     format: str
     view: str | None = None
     notes: tuple[str, ...] = ()
+    colourfulness: float = 0.0
 
 
 def check_dimensions(width: int, height: int, source: str | None, max_pixels: int | None) -> None:

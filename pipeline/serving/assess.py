@@ -20,7 +20,7 @@ import numpy as np
 
 from pipeline.explain import heatmaps
 from pipeline.imaging import decode, dicom
-from pipeline.imaging.decoded import ImageError
+from pipeline.imaging.decoded import Decoded, ImageError
 from pipeline.lungs import view
 from pipeline.serving import ood
 from pipeline.serving.predictor import NEGATIVE, POSITIVE, Predictor
@@ -132,22 +132,33 @@ class Assessor:
         A refused file or a picture that is not a chest X-ray gives "Cannot assess" and the
         reason; otherwise the verdict at the run's threshold, with the prepared image.
         """
+        read = self.read(src, decoding)
+        return read if isinstance(read, Assessment) else self.judge(read)
+
+    def read(self, src: Source, decoding: Decoding | None = None) -> Decoded | Assessment:
+        """Decode an image file (or its bytes) once, measuring its colour on the way; a file
+        that cannot be used gives its "Cannot assess" (refused) instead."""
         d = decoding or Decoding()
         try:
-            decoded = decode.decode(
-                src, max_pixels=d.max_pixels, max_bytes=d.max_bytes, for_processing=d.for_processing
+            return decode.decode(
+                src,
+                max_pixels=d.max_pixels,
+                max_bytes=d.max_bytes,
+                for_processing=d.for_processing,
+                measure_colour=True,
             )
         except ImageError as err:
             return self.refused(err.reason)
+
+    def judge(self, decoded: Decoded) -> Assessment:
+        """Check and score a decoded image (:meth:`read`): :meth:`screen` after the decode."""
         if decoded.view in dicom.LATERAL_VIEWS:
             return self.not_xray(
                 f"this is a lateral view (DICOM View Position {decoded.view}); a frontal view "
                 "(PA or AP) is needed — upload the frontal image of the study"
             )
         gray = decoded.pixels
-        # A DICOM file that reached here is grayscale (pipeline.imaging.dicom refuses colour ones).
-        colour = 0.0 if decoded.format == "DICOM" else ood.colourfulness(src)
-        reason = ood.image_checks(gray, colour)
+        reason = ood.image_checks(gray, decoded.colourfulness)
         if reason is not None:
             return self.not_xray(reason)
         prepared, lungs, found = self.predictor.prepare_with_lungs(gray)

@@ -20,7 +20,6 @@ while its dataset still exists (:func:`fit_from_split`).
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-from PIL import Image
 
 if TYPE_CHECKING:
     from pipeline.data.splits import Split
@@ -55,29 +53,11 @@ MAX_ASPECT = 2.0
 _CHECK_SIDE = 128
 
 
-def colourfulness(src: bytes | str | Path, max_side: int = 256) -> float:
-    """Hasler & Süsstrunk's colourfulness of an encoded image (0 for any grayscale image).
-
-    Decodes the file (or its bytes) again, reduced to at most ``max_side`` pixels (a JPEG is
-    decoded at reduced scale directly); call it only on files that
-    :func:`pipeline.imaging.decode.read_image` accepted, which checked their size and pixel count.
-    """
-    with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as im:
-        if im.mode in ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
-            return 0.0
-        im.draft("RGB", (max_side, max_side))
-        rgb = im.convert("RGB")
-    rgb.thumbnail((max_side, max_side))
-    x = np.asarray(rgb, dtype=np.float64)
-    rg = x[..., 0] - x[..., 1]
-    yb = 0.5 * (x[..., 0] + x[..., 1]) - x[..., 2]
-    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
-
-
 def image_checks(gray: np.ndarray, colour: float = 0.0) -> str | None:
     """Why ``gray`` (H×W uint8, as decoded) cannot be a chest X-ray, or None if it may be one.
 
-    ``colour`` is :func:`colourfulness` of the original file. The reason names the problem and
+    ``colour`` is the original file's colourfulness
+    (:func:`pipeline.imaging.decode.colourfulness`). The reason names the problem and
     what to upload instead.
     """
     height, width = gray.shape
