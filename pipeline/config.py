@@ -191,6 +191,31 @@ class ModelConfig(_Section):
     batch_norm: bool = True
     dropout: float = Field(0.3, ge=0, lt=1)
     dense_units: tuple[int, ...] = Field((64,), max_length=4)
+    # Why: 930 labelled films of one collection teach that collection; conv blocks pretrained on
+    # many hospitals' unlabelled X-rays are the largest lever on unseen sites (pipeline.pretraining).
+    init: str = Field(
+        "scratch",
+        min_length=1,
+        description="scratch: random conv weights; or a pretrained encoder — a shipped one by "
+        "name (pipeline/pretraining/weights) or an encoder.keras file made by `python -m "
+        "pipeline pretrain`",
+    )
+    freeze_encoder_epochs: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="epochs the pretrained conv blocks stay frozen (only the head learns) "
+        "before all layers are fine-tuned; 0 = fine-tune from the start",
+    )
+
+    @model_validator(mode="after")
+    def _freeze_needs_an_encoder(self) -> ModelConfig:
+        if self.freeze_encoder_epochs and self.init == "scratch":
+            raise ValueError(
+                "freeze_encoder_epochs needs a pretrained encoder: set model.init to one (e.g. "
+                "the shipped 'cxr-vicreg') or set freeze_encoder_epochs to 0"
+            )
+        return self
 
     @field_validator("filters", "dense_units")
     @classmethod
