@@ -64,6 +64,12 @@ class JobTable(Generic[Row, Record]):
     retry: str
     # What goes with a job that is re-queued (a run's epochs), in the same transaction.
     on_requeue: Callable[[Session, Any], None] = _nothing_else
+    # Column values of the jobs a worker may claim (runs: only a classifier's training; a
+    # pretraining runs in the command that started it). Others are never claimed or re-queued.
+    claimable: tuple[tuple[str, Any], ...] = ()
+
+    def _claimable(self) -> list[ColumnElement[bool]]:
+        return [getattr(self.row, column) == value for column, value in self.claimable]
 
     def requeued(self) -> dict[str, Any]:
         """The columns of a job given back to the queue: a fresh start for the next worker."""
@@ -82,7 +88,7 @@ class JobTable(Generic[Row, Record]):
         """
         oldest = (
             select(self.row.id)
-            .where(self.row.status == "queued")
+            .where(self.row.status == "queued", *self._claimable())
             .order_by(self.row.created_at, self.row.id)
         )
         if store.engine.dialect.name == "postgresql":
@@ -139,7 +145,8 @@ class JobTable(Generic[Row, Record]):
                 f"{row.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC, more than "
                 f"{older_than_s:.0f} s ago): it was killed or its machine was lost. {self.retry}"
             )
-            if self._give_back(s, row.id, stale, requeue, reason):
+            claimable = all(getattr(row, c) == v for c, v in self.claimable)
+            if self._give_back(s, row.id, stale, requeue and claimable, reason):
                 reaped.append(row.id)
         return [self.record(self.fresh(s, job_id)) for job_id in reaped]
 

@@ -29,6 +29,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 RUN_STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
+RUN_KINDS: tuple[str, ...] = ("train", "pretrain")
 
 # Named constraints and indexes, so that a later Alembic migration can address them by name.
 _NAMING = {
@@ -96,6 +97,8 @@ class RunRow(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(Text)
+    # "train" (a classifier) or "pretrain" (an encoder, python -m pipeline pretrain).
+    kind: Mapped[str] = mapped_column(String(16), default="train", server_default=text("'train'"))
     status: Mapped[str] = mapped_column(String(16), index=True)
     suite_id: Mapped[str | None] = mapped_column(
         ForeignKey("suites.id", ondelete="SET NULL"), index=True

@@ -29,6 +29,7 @@ RUNS: JobTable[RunRow, Run] = JobTable(
     progress=("current_epoch",),
     retry="Re-queue the run to train it again.",
     on_requeue=_delete_epochs,
+    claimable=(("kind", "train"),),
 )
 
 

@@ -53,11 +53,13 @@ class Run:
     ``config``, ``metrics`` (the full evaluation dict, curves included) and ``versions`` are
     parsed JSON, empty when not recorded yet. Non-finite numbers were stored as None.
     ``archived_at`` is set while the run is archived (hidden from the leaderboard); ``tags``
-    and ``note`` are the researcher's labels, sorted and free text.
+    and ``note`` are the researcher's labels, sorted and free text. ``kind`` is ``"train"``
+    (a classifier) or ``"pretrain"`` (an encoder made by ``python -m pipeline pretrain``).
     """
 
     id: str
     name: str
+    kind: str
     status: str
     suite_id: str | None
     config: dict[str, Any]

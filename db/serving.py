@@ -27,7 +27,7 @@ from db.records import (
 _SERVED_PROMOTION = (
     select(PromotionRow, RunRow)
     .join(RunRow, PromotionRow.run_id == RunRow.id)
-    .where(RunRow.status == "succeeded")
+    .where(RunRow.status == "succeeded", RunRow.kind == "train")
     .order_by(PromotionRow.promoted_at.desc(), PromotionRow.id.desc())
     .limit(1)
 )
@@ -56,6 +56,12 @@ class ServingMixin(StoreBase):
             run = s.get(RunRow, run_id)
             if run is None:
                 raise not_found(run_id)
+            if run.kind != "train":
+                raise StoreError(
+                    f"cannot promote run {run.id}: it is a pretraining run, an encoder with no "
+                    "classifier to serve; train a classifier from it (--set model.init=...) and "
+                    "promote that"
+                )
             if run.status != "succeeded":
                 raise StoreError(f"cannot promote run {run.id}: it is {run.status}, not succeeded")
             if calibration_id is not None:
@@ -96,7 +102,7 @@ class ServingMixin(StoreBase):
                 return run_record(promoted.RunRow)
             succeeded = s.scalars(
                 select(RunRow)
-                .where(RunRow.status == "succeeded")
+                .where(RunRow.status == "succeeded", RunRow.kind == "train")
                 .order_by(RunRow.created_at.desc(), RunRow.id)
             )
             for row in succeeded:

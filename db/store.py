@@ -29,7 +29,7 @@ from db.errors import RunNotFound
 from db.evaljobs import EvalJobMixin
 from db.externals import ExternalsMixin, external_row
 from db.manage import ManageMixin
-from db.models import RUN_STATUSES, EpochRow, RunRow, SuiteRow
+from db.models import RUN_KINDS, RUN_STATUSES, EpochRow, RunRow, SuiteRow
 from db.queue import QueueMixin
 from db.records import (
     RUN_INTERVALS,
@@ -130,16 +130,26 @@ class RunStore(QueueMixin, ManageMixin, EvalJobMixin, ExternalsMixin, ServingMix
 
     # Runs: creation and lookup
 
-    def create_run(self, config: dict[str, Any], name: str, suite_id: str | None = None) -> Run:
+    def create_run(
+        self,
+        config: dict[str, Any],
+        name: str,
+        suite_id: str | None = None,
+        kind: str = "train",
+    ) -> Run:
         """Enqueue a run (status ``queued``); a worker picks it up with :meth:`start_run`.
 
-        ``config`` is the resolved run config as a JSON-able dict. Raises StoreError if
-        ``suite_id`` names no suite.
+        ``config`` is the resolved run config as a JSON-able dict. ``kind``: ``"train"`` (a
+        classifier) or ``"pretrain"`` (an encoder; started by the command that made it, never
+        claimed by a worker). Raises StoreError if ``suite_id`` names no suite.
         """
+        if kind not in RUN_KINDS:
+            raise ValueError(f"unknown run kind {kind!r}; expected one of {RUN_KINDS}")
         with self.session() as s:
             if suite_id is not None:
                 suite_row(s, suite_id)
             row = _queued_row(config, name, suite_id)
+            row.kind = kind
             s.add(row)
             s.flush()
             return run_record(row)
@@ -176,10 +186,22 @@ class RunStore(QueueMixin, ManageMixin, EvalJobMixin, ExternalsMixin, ServingMix
             return run_record(rows[0])
 
     def list_runs(
-        self, status: str | None = None, suite_id: str | None = None, limit: int | None = None
+        self,
+        status: str | None = None,
+        suite_id: str | None = None,
+        limit: int | None = None,
+        kind: str | None = "train",
     ) -> list[Run]:
-        """Runs newest first, optionally only those with this status and/or in this suite."""
+        """Runs newest first, optionally only those with this status and/or in this suite.
+
+        ``kind``: classifier runs (``"train"``, the default), pretraining runs
+        (``"pretrain"``), or all (None).
+        """
         query = select(RunRow).order_by(RunRow.created_at.desc(), RunRow.id)
+        if kind is not None:
+            if kind not in RUN_KINDS:
+                raise ValueError(f"unknown run kind {kind!r}; expected one of {RUN_KINDS}")
+            query = query.where(RunRow.kind == kind)
         if status is not None:
             if status not in RUN_STATUSES:
                 raise ValueError(f"unknown run status {status!r}; expected one of {RUN_STATUSES}")
