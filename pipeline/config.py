@@ -191,8 +191,9 @@ class ModelConfig(_Section):
     batch_norm: bool = True
     dropout: float = Field(0.3, ge=0, lt=1)
     dense_units: tuple[int, ...] = Field((64,), max_length=4)
-    # Why: 930 labelled films of one collection teach that collection; conv blocks pretrained on
-    # many hospitals' unlabelled X-rays are the largest lever on unseen sites (pipeline.pretraining).
+    # Why: 930 labelled films of one collection teach that collection; conv blocks pretrained
+    # on many hospitals' unlabelled X-rays are the largest lever on unseen sites
+    # (pipeline.pretraining).
     init: str = Field(
         "scratch",
         min_length=1,

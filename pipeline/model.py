@@ -11,6 +11,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from pipeline import encoder
 from pipeline.config import RunConfig
 
 # Grad-CAM reads this layer: the activation of the last conv block.
@@ -52,12 +53,11 @@ def _optimizer(cfg: RunConfig) -> keras.optimizers.Optimizer:
     return keras.optimizers.RMSprop(learning_rate=o.learning_rate, epsilon=o.epsilon)
 
 
-def build_model(cfg: RunConfig) -> keras.Model:
-    """A compiled binary classifier for ``cfg``; output: P(TB) from one sigmoid unit."""
-    size, m = cfg.data.image_size, cfg.model
-    inputs = keras.Input((size, size, 1), name="image")
-    x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
-    for layer in _augmentation(cfg):
+def _inputs_to_features(x, cfg: RunConfig, augment: bool):  # noqa: ANN001 - Keras tensors
+    """Rescaling, (augmentation), normalisation, channels and the conv blocks: the encoder."""
+    m = cfg.model
+    x = layers.Rescaling(1.0 / 255.0, name="rescale")(x)
+    for layer in _augmentation(cfg) if augment else ():
         x = layer(x)
     if cfg.data.normalisation == "zscore":
         x = PerImageStandardization(name="zscore")(x)
@@ -83,8 +83,28 @@ def build_model(cfg: RunConfig) -> keras.Model:
         x = layers.Activation("relu", name=LAST_CONV if last else f"block{i}_relu")(x)
         if not last:
             x = pool(2, name=f"block{i}_pool")(x)
+    return layers.GlobalAveragePooling2D(name="gap")(x)
 
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
+
+def build_encoder(cfg: RunConfig, side: int | None = None) -> keras.Model:
+    """The classifier's encoder alone: image (``side`` px, default any size) -> pooled features.
+
+    The same layers, names and normalisation as :func:`build_model` up to global pooling, so
+    weights learned here (``python -m pipeline pretrain``) load into a classifier by name.
+    """
+    inputs = keras.Input((side, side, 1), name="image")
+    return keras.Model(inputs, _inputs_to_features(inputs, cfg, augment=False), name="encoder")
+
+
+def build_model(cfg: RunConfig) -> keras.Model:
+    """A compiled binary classifier for ``cfg``; output: P(TB) from one sigmoid unit.
+
+    With ``model.init`` naming a pretrained encoder, its conv blocks start from that encoder's
+    weights (:func:`pipeline.encoder.load_into`).
+    """
+    size, m = cfg.data.image_size, cfg.model
+    inputs = keras.Input((size, size, 1), name="image")
+    x = _inputs_to_features(inputs, cfg, augment=True)
     x = layers.Dropout(m.dropout, seed=cfg.seed, name="dropout")(x)
     for j, units in enumerate(m.dense_units, start=1):
         x = layers.Dense(units, activation="relu", name=f"dense{j}")(x)
@@ -92,9 +112,16 @@ def build_model(cfg: RunConfig) -> keras.Model:
     outputs = layers.Dense(1, activation="sigmoid", name=OUTPUT)(x)
 
     model = keras.Model(inputs, outputs, name="tb_cnn")
+    if m.init != "scratch":
+        encoder.load_into(model, cfg)
+    compile_model(model, cfg)
+    return model
+
+
+def compile_model(model: keras.Model, cfg: RunConfig) -> None:
+    """Compile ``model`` with the run's optimiser, loss and metrics (again after (un)freezing)."""
     model.compile(
         optimizer=_optimizer(cfg),
         loss="binary_crossentropy",
         metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
     )
-    return model

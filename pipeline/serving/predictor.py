@@ -57,6 +57,11 @@ class Predictor:
                 "that trained it wrote to another runs folder. Workers and apps sharing a store "
                 "must share one runs folder (TBXRAY_RUNS_DIR; README, 'Scaling out')"
             )
+        if (self.run_dir / "encoder.keras").is_file():
+            raise ValueError(
+                f"{self.run_dir} is a pretraining run: an encoder, not a classifier; train a "
+                f"classifier from it with --set model.init={self.run_dir / 'encoder.keras'}"
+            )
         missing = [
             f
             for f in ("model.keras", "config.json", "metrics.json")

@@ -17,10 +17,19 @@ class RunCancelled(Exception):  # noqa: N818 - a signal, not an error
 class StoreLogger(keras.callbacks.Callback):
     """Writes every epoch's train/val metrics to the run store and shows an epoch progress bar."""
 
-    def __init__(self, store: RunStore, run_id: str, epochs: int, progress: bool) -> None:
+    def __init__(
+        self,
+        store: RunStore,
+        run_id: str,
+        epochs: int,
+        progress: bool,
+        *,
+        desc: str = "train",
+        shown: tuple[str, ...] = ("loss", "val_auc"),
+    ) -> None:
         super().__init__()
-        self.store, self.run_id = store, run_id
-        self.bar = tqdm(total=epochs, desc="train", unit="epoch", disable=not progress)
+        self.store, self.run_id, self.shown = store, run_id, shown
+        self.bar = tqdm(total=epochs, desc=desc, unit="epoch", disable=not progress)
         self.t0 = time.perf_counter()
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -34,10 +43,7 @@ class StoreLogger(keras.callbacks.Callback):
         )
         self.store.log_epoch(self.run_id, epoch + 1, {k: float(v) for k, v in logs.items()})
         self.bar.update(1)
-        self.bar.set_postfix(
-            loss=f"{logs.get('loss', float('nan')):.3f}",
-            val_auc=f"{logs.get('val_auc', float('nan')):.3f}",
-        )
+        self.bar.set_postfix({k: f"{logs.get(k, float('nan')):.3f}" for k in self.shown})
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self.bar.close()

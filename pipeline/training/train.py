@@ -27,14 +27,14 @@ import keras
 import numpy as np
 
 from db import Run, RunStore
-from pipeline import paths
+from pipeline import encoder, paths
 from pipeline.config import RunConfig
 from pipeline.data import overlap
 from pipeline.data.scan import DatasetIndex
 from pipeline.data.splits import Split, stratified_group_split
 from pipeline.evaluation import calibration, metrics
 from pipeline.heartbeat import beating
-from pipeline.model import build_model
+from pipeline.model import build_model, compile_model
 from pipeline.preprocessing import sources
 from pipeline.preprocessing.enhance import PCADenoiser
 from pipeline.serving import ood
@@ -138,37 +138,54 @@ def _fit(
         data.arrays, labels, data.split.val, batch_size=cfg.train.batch_size
     )
     model = build_model(cfg)
-    callbacks: list[keras.callbacks.Callback] = [
-        StoreLogger(store, run_id, cfg.train.epochs, progress),
-        CancelWatch(store, run_id),
-        # `tensorboard --logdir runs`: per-epoch scalars only, a few writes an epoch.
-        EventWriter(events_dir),
-    ]
-    if cfg.train.early_stopping_patience > 0:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_auc",
-                mode="max",
-                patience=cfg.train.early_stopping_patience,
-                restore_best_weights=True,
-            )
-        )
     # With balanced sources the per-image weights already balance the classes.
     weights = (
         inputs.class_weights(labels[train])
         if cfg.train.imbalance == "class_weight" and sample_weights is None
         else None
     )
-    history = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=cfg.train.epochs,
-        class_weight=weights,
-        callbacks=callbacks,
-        shuffle=False,  # the dataset reshuffles itself every epoch
-        verbose=0,
-    )
-    return model, history.history
+
+    def fit(first: int, last: int, desc: str, stop_early: bool) -> dict[str, list[float]]:
+        callbacks: list[keras.callbacks.Callback] = [
+            StoreLogger(store, run_id, last - first, progress, desc=desc),
+            CancelWatch(store, run_id),
+            # `tensorboard --logdir runs`: per-epoch scalars only, a few writes an epoch.
+            EventWriter(events_dir),
+        ]
+        if stop_early and cfg.train.early_stopping_patience > 0:
+            callbacks.append(
+                keras.callbacks.EarlyStopping(
+                    monitor="val_auc",
+                    mode="max",
+                    patience=cfg.train.early_stopping_patience,
+                    restore_best_weights=True,
+                )
+            )
+        return model.fit(
+            train_ds,
+            validation_data=val_ds,
+            initial_epoch=first,
+            epochs=last,
+            class_weight=weights,
+            callbacks=callbacks,
+            shuffle=False,  # the dataset reshuffles itself every epoch
+            verbose=0,
+        ).history
+
+    # A pretrained encoder may first stay frozen while the new head learns, so that the head's
+    # random start does not wash out what pretraining learned; then everything is fine-tuned.
+    frozen = min(cfg.model.freeze_encoder_epochs, cfg.train.epochs)
+    history: dict[str, list[float]] = {}
+    if frozen:
+        encoder.set_trainable(model, cfg, False)
+        compile_model(model, cfg)
+        history = fit(0, frozen, "train (encoder frozen)", stop_early=False)
+        encoder.set_trainable(model, cfg, True)
+        compile_model(model, cfg)
+    if frozen < cfg.train.epochs:
+        tuned = fit(frozen, cfg.train.epochs, "train", stop_early=True)
+        history = {k: history.get(k, []) + v for k, v in tuned.items()}
+    return model, history
 
 
 def _calibrate(
