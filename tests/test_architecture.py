@@ -29,6 +29,7 @@ FLOORS = {
     "experiments": 5,
     "training": 6,
     "runs": 7,
+    "pretraining": 7,
     "cli": 8,
 }
 # The root modules that are entry points rather than contract: they sit on the top floor.

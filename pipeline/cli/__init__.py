@@ -192,6 +192,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_lungs(sub)
 
+    from pipeline.cli.pretrain import add_parser as add_pretrain
+
+    add_pretrain(sub)
+
     p = add("up", queue.cmd_up, "start the dashboard, the public app and a worker until Ctrl-C")
     p.add_argument("--dashboard-port", type=int, default=8501, help="default 8501")
     p.add_argument("--public-port", type=int, default=7860, help="default 7860")
