@@ -71,12 +71,17 @@ def is_loaded() -> bool:
     return all(PREFIX + dotted in st.session_state for dotted in fields())
 
 
-def render(check: Callable[[dict[str, Any]], list[str]] | None = None) -> RunConfig | None:
+def render(
+    check: Callable[[dict[str, Any]], list[str]] | None = None,
+    choices: dict[str, dict[str, str]] | None = None,
+) -> RunConfig | None:
     """Draw the form from the widgets' session state and validate it.
 
     ``check`` may add problems of its own (``"data.path: no such folder"``) from the dotted
-    values. Returns the validated config, or None after showing every problem at once, each
-    under its field (or its section, for a problem across fields).
+    values. ``choices``: text fields offered as a picker of values (value -> label), in which
+    another value can still be typed (e.g. ``model.init``: the encoders there are). Returns the
+    validated config, or None after showing every problem at once, each under its field (or its
+    section, for a problem across fields).
     """
     all_fields = fields()
     values: dict[str, Any] = {}
@@ -86,7 +91,7 @@ def render(check: Callable[[dict[str, Any]], list[str]] | None = None) -> RunCon
     top = st.columns(3)
     for col, dotted in zip(top, _TOP, strict=False):
         with col:
-            values[dotted] = _widget(dotted, all_fields[dotted], parse_problems)
+            values[dotted] = _widget(dotted, all_fields[dotted], parse_problems, choices)
             slots[dotted] = st.empty()
     grid = st.columns(3)
     for section, title in SECTIONS.items():
@@ -95,7 +100,7 @@ def render(check: Callable[[dict[str, Any]], list[str]] | None = None) -> RunCon
             slots[section] = st.empty()
             for dotted, info in all_fields.items():
                 if dotted.startswith(section + "."):
-                    values[dotted] = _widget(dotted, info, parse_problems)
+                    values[dotted] = _widget(dotted, info, parse_problems, choices)
                     slots[dotted] = st.empty()
     general = st.empty()
 
@@ -162,12 +167,29 @@ def _optional_int(annotation: Any) -> bool:
     }
 
 
-def _widget(dotted: str, info: FieldInfo, problems: list[str]) -> Any:
+def _widget(
+    dotted: str,
+    info: FieldInfo,
+    problems: list[str],
+    choices: dict[str, dict[str, str]] | None = None,
+) -> Any:
     """One field's widget; its value as the config model expects it (tuples parsed)."""
     key = PREFIX + dotted
     label = dotted.rpartition(".")[2].replace("_", " ")
     annotation = info.annotation
     help_text = _help(info)
+    offered = (choices or {}).get(dotted)
+    if offered:
+        current = st.session_state.get(key)
+        options = list(offered) + ([current] if current and current not in offered else [])
+        return st.selectbox(
+            label,
+            options,
+            key=key,
+            help=help_text,
+            format_func=lambda v: offered.get(v, v),
+            accept_new_options=True,
+        )
     if typing.get_origin(annotation) is Literal:
         return st.selectbox(label, typing.get_args(annotation), key=key, help=help_text)
     if annotation is bool:

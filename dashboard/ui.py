@@ -71,6 +71,8 @@ def metric_row() -> DeltaGenerator:
 
 def run_label(run: Run) -> str:
     """``baseline · 3f9a1c · AUC 0.912`` for pickers (the status instead while it has none)."""
+    if run.kind == "pretrain":
+        return f"{run.name} · {run.id[:6]} · pretraining, {run.status}"
     result = f"AUC {run.auc:.3f}" if run.auc is not None else run.status
     return f"{run.name} · {run.id[:6]} · {result}"
 

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from dashboard import forms, tables, ui
+from dashboard import forms, pretraining, tables, ui
 from db import RunNotFound, StoreError
 from pipeline.config import PRESETS, ConfigError, absolute_paths, override, parse_overrides, preset
 from pipeline.experiments.plan import enqueue, expand, missing_folders
@@ -91,7 +91,9 @@ with tab_run:
     dataset_picker(c_found, forms.PREFIX + "data.path", "path", key="launch.found")
     st.caption(ui.data_roots_note())
 
-    config = forms.render(check=folder_problems)
+    config = forms.render(
+        check=folder_problems, choices={"model.init": pretraining.encoder_choices(store)}
+    )
     c_seeds, c_go = st.columns([1, 3], vertical_alignment="bottom")
     repeats = c_seeds.number_input(
         "Seeds",

@@ -12,7 +12,7 @@ from datetime import date
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, filters, manage, tables, ui
+from dashboard import charts, filters, manage, pretraining, tables, ui
 from db import RUN_STATUSES
 
 st.title("Leaderboard")
@@ -45,6 +45,7 @@ if frame.empty:
         ui.worker_panel(store, key="lb.start_worker")
 
     first_run()
+    pretraining.section(store)
     st.stop()
 
 # The date range needs about 220 px and the toggle's label 160: three filters a row, and the
@@ -220,6 +221,7 @@ st.subheader("Charts")
 done = shown[shown["status"] == "succeeded"]
 if done.empty:
     st.info("Charts appear when the filtered runs include succeeded ones.")
+    pretraining.section(store)
     st.stop()
 st.markdown("**Parallel coordinates**: each line is a run, from its params to a metric")
 params = tables.config_columns(done)
@@ -261,3 +263,5 @@ x = cx.selectbox("x", plottable, index=plottable.index("specificity"), key="lb.x
 y = cy.selectbox("y", plottable, index=plottable.index("sensitivity"), key="lb.y")
 colour = cc.selectbox("colour", ["status", "suite", *tables.config_columns(frame)], key="lb.colour")
 st.plotly_chart(charts.scatter(shown, x, y, colour), key="lb.scatterfig")
+
+pretraining.section(store)

@@ -8,14 +8,14 @@ from datetime import UTC, datetime
 import numpy as np
 import streamlit as st
 
-from dashboard import calibrate, charts, externals, manage, ui
+from dashboard import calibrate, charts, externals, manage, pretraining, ui
 from db import Run, StoreError
 from pipeline import formats
 from pipeline.evaluation import metrics
 from pipeline.imaging import decode, decoded
 
 store = ui.store()
-runs = store.list_runs()
+runs = store.list_runs(kind=None)
 if not runs:
     st.title("Run")
     ui.no_runs_yet()
@@ -29,6 +29,9 @@ st.caption(
     f"{run.created_at:%Y-%m-%d %H:%M} UTC · worker {run.worker or '—'} · "
     f"duration {formats.duration(run.duration_s)}"
 )
+if run.kind == "pretrain":
+    pretraining.page(store, run)
+    st.stop()
 
 actions = st.container(horizontal=True)
 if actions.button("Re-launch with changes", icon=":material/edit:", key="run.relaunch"):
