@@ -31,6 +31,7 @@ EXPECTED_SETTINGS = {
     "width": 3,
     "input-size": 3,
     "generalisation": 9,  # base, 6 single remedies, all together, the two that helped
+    "pretraining": 4,  # scratch, pretrained fine-tuned, frozen 5 epochs first, frozen throughout
 }
 
 

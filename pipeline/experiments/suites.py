@@ -122,6 +122,22 @@ SUITES: dict[str, SuiteSpec] = {
             ],
         ),
         SuiteSpec(
+            name="pretraining",
+            question="does an encoder pretrained on unlabelled chest X-rays from many hospitals "
+            "(model.init=cxr-vicreg, python -m pipeline pretrain) find TB better on X-rays from "
+            "other hospitals? the lungs-only baseline from scratch against the pretrained "
+            "encoder fine-tuned from the start, frozen for 5 epochs first, and frozen "
+            "throughout (a head on its features); read by external AUC and sensitivity on "
+            "nlm-224 and Montgomery, over 3 seeds",
+            base={**_AT_128, "data.external": list(GENERALISATION_EXTERNAL)},
+            settings=[
+                {},
+                {"model.init": "cxr-vicreg"},
+                {"model.init": "cxr-vicreg", "model.freeze_encoder_epochs": 5},
+                {"model.init": "cxr-vicreg", "model.freeze_encoder_epochs": 30},
+            ],
+        ),
+        SuiteSpec(
             name="input-size",
             question="does resolution matter: 128, 224 or 512 px, at about 3x and 16x the "
             "compute of 128 px?",
