@@ -168,3 +168,20 @@ def test_an_untrained_encoder_has_the_classifier_layers():
     cfg = preset("smoke", **TINY)
     names = {layer.name for layer in build_encoder(cfg).layers}
     assert set(encoder.encoder_layers(cfg)) <= names
+
+
+def test_the_shipped_encoder_starts_the_baseline_and_its_card_says_how_it_was_made():
+    assert "cxr-vicreg" in encoder.shipped_names()
+    path = encoder.resolve("cxr-vicreg")
+    assert path.stat().st_size <= 20 * 2**20
+    card = encoder.card("cxr-vicreg")
+    for field in ("method", "images", "epochs", "seconds", "device", "linear_probe", "command"):
+        assert card[field], field
+    assert card["command"].startswith("python -m pipeline pretrain")
+    cfg = preset("baseline", **{"model.init": "cxr-vicreg"})
+    model = build_model(cfg)
+    shipped = keras.saving.load_model(path, compile=False)
+    np.testing.assert_array_equal(
+        model.get_layer("block4_conv").get_weights()[0],
+        shipped.get_layer("block4_conv").get_weights()[0],
+    )
