@@ -1,7 +1,8 @@
-"""Benchmark: the generalisation suite, read on the external sets, with the Grad-CAM artefact check.
+"""Benchmark: a suite read on the external sets (generalisation, pretraining), with the Grad-CAM
+artefact check.
 
-    .venv/bin/python -m bench.generalisation [--store bench-runs/generalisation] [--suite ID]
-        [--gradcam] [--markdown EXPERIMENTS.md]
+    .venv/bin/python -m bench.generalisation [--name generalisation] [--store bench-runs/NAME]
+        [--suite ID] [--gradcam] [--markdown EXPERIMENTS.md]
 
 Reads a finished (or partly finished) ``generalisation`` suite from the run store under
 ``--store`` (made by ``TBXRAY_RUNS_DIR=bench-runs/generalisation python -m pipeline enqueue
@@ -33,7 +34,11 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parents[1]
-START, END = "<!-- generalisation: start -->", "<!-- generalisation: end -->"
+
+
+def markers(name: str) -> tuple[str, str]:
+    """The comments around a suite's section of EXPERIMENTS.md."""
+    return f"<!-- {name}: start -->", f"<!-- {name}: end -->"
 
 
 def mean_sd(values: list[float]) -> str:
@@ -129,28 +134,33 @@ def _sets(store: Any, groups: dict[str, list[Any]]) -> set[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", default=str(ROOT / "bench-runs" / "generalisation"))
-    parser.add_argument("--suite", help="suite id (default: the newest generalisation suite)")
+    parser.add_argument("--name", default="generalisation", help="the suite (generalisation)")
+    parser.add_argument("--store", help="its run store (default bench-runs/NAME)")
+    parser.add_argument("--suite", help="suite id (default: the newest suite of that name)")
     parser.add_argument("--gradcam", action="store_true", help="add the Grad-CAM artefact check")
     parser.add_argument("--markdown", help="write the section into this file")
     args = parser.parse_args()
+    store_dir = Path(args.store or ROOT / "bench-runs" / args.name)
+    start, end = markers(args.name)
 
-    os.environ["TBXRAY_RUNS_DIR"] = str(Path(args.store).resolve())
+    os.environ["TBXRAY_RUNS_DIR"] = str(store_dir.resolve())
     os.environ.pop("TBXRAY_DB_URL", None)
     from db import RunStore
     from pipeline.experiments import summary
 
     store = RunStore()
-    suites = [s for s in store.list_suites() if s.name == "generalisation"]
+    suites = [s for s in store.list_suites() if s.name == args.name]
     suite_id = args.suite or (suites[0].id if suites else None)
     if suite_id is None:
-        raise SystemExit(f"no generalisation suite in {args.store}; enqueue one first")
+        raise SystemExit(f"no {args.name} suite in {store_dir}; enqueue one first")
     table = summary.format_summary(summary.summary(store, suite_id))
     rows = per_setting(store, suite_id, args.gradcam)
-    command = "`.venv/bin/python -m bench.generalisation" + (" --gradcam" if args.gradcam else "")
+    command = "`.venv/bin/python -m bench.generalisation"
+    command += "" if args.name == "generalisation" else f" --name {args.name}"
+    command += " --gradcam" if args.gradcam else ""
     section = [
-        START,
-        "## generalisation",
+        start,
+        f"## {args.name}",
         "",
         store.get_suite(suite_id).description,
         "",
@@ -163,15 +173,15 @@ def main() -> None:
         "```",
         "",
         *rows,
-        END,
+        end,
     ]
     text = "\n".join(section)
     print(text)
     if args.markdown:
         path = Path(args.markdown)
         old = path.read_text() if path.exists() else ""
-        if START in old:
-            old = old[: old.index(START)] + old[old.index(END) + len(END) :].lstrip("\n")
+        if start in old:
+            old = old[: old.index(start)] + old[old.index(end) + len(end) :].lstrip("\n")
         path.write_text(old.rstrip("\n") + "\n\n" + text + "\n")
 
 
