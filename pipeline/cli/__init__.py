@@ -163,6 +163,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
     p.add_argument("--rows", type=int, default=15, help="rows of the threshold table shown")
 
+    p = add(
+        "adapt",
+        sites.cmd_adapt,
+        "adapt a run to a site from its unlabelled X-rays (AdaBN), stored as a new run",
+    )
+    p.add_argument("run_id")
+    p.add_argument("--data", required=True, help="the site's X-rays (labels not needed)")
+
     p = add("calibrations", sites.cmd_calibrations, "a run's stored site calibrations")
     p.add_argument("run_id")
 

@@ -13,6 +13,29 @@ from pipeline.config import make_config
 from pipeline.data import synth
 
 
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from pipeline.cli.common import metrics_table
+    from pipeline.runs.adapt import adapt
+
+    store = open_store()
+    run = adapt(store, args.run_id, args.data, progress=True)
+    note = run.metrics["adaptation"]
+    console.print(
+        f"run {run.id} ({run.name}): run {note['parent']} with {note['layers']} batch-norm "
+        f"layers re-estimated on {note['n_images']:,} X-rays of {note['site']}"
+    )
+    console.print(metrics_table(run))
+    for e in store.external_evals(run.id):
+        console.print(
+            f"external {e.dataset_path}: AUC {fmt(e.auc)}, sensitivity {fmt(e.sensitivity)}"
+        )
+    console.print(
+        f"choose the site's threshold on it: python -m pipeline calibrate {run.id} --data "
+        "SITE_LABELLED_FOLDER --site NAME --prevalence P"
+    )
+    return 0
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from pipeline.runs.external import calibrate_for_site
 

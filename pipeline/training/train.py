@@ -22,6 +22,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -251,8 +252,14 @@ def run(
     run_id: str | None = None,
     progress: bool = False,
     heartbeat_s: float = 10.0,
+    trained: keras.Model | None = None,
+    notes: dict[str, Any] | None = None,
 ) -> Run:
     """Train and evaluate ``cfg``, recording everything in ``store``; returns the finished run.
+
+    ``trained``: a model to evaluate and store as this run instead of fitting one (a run's
+    model adapted to a site, :mod:`pipeline.runs.adapt`); ``notes`` go into the run's metrics
+    beside the evaluation (e.g. what the adaptation was).
 
     ``run_id``: a run already claimed by a worker (status running) to execute; without it a new
     run is created and started here. Raises :class:`RunCancelled` when the run is cancelled
@@ -271,7 +278,7 @@ def run(
     shutil.rmtree(final, ignore_errors=True)
     try:
         with heartbeat(store, run_id, heartbeat_s):
-            return _train(cfg, store, run_id, partial, final, started, progress)
+            return _train(cfg, store, run_id, (partial, final), started, progress, trained, notes)
     except StopRequested:
         # The stop may land after the run was recorded as succeeded: then its folder stays.
         if store.get_run(run_id).status != "succeeded":
@@ -299,19 +306,24 @@ def _train(
     cfg: RunConfig,
     store: RunStore,
     run_id: str,
-    partial: Path,
-    final: Path,
+    folders: tuple[Path, Path],
     started: float,
     progress: bool,
+    trained: keras.Model | None,
+    notes: dict[str, Any] | None,
 ) -> Run:
     """The body of :func:`run`: everything that can fail and must then be cleaned up."""
+    partial, final = folders
     keras.utils.set_random_seed(cfg.seed)
     data = prepare_data(cfg, progress=progress)
     # Checked before training: a missing or overlapping external folder fails the run at once.
     externals = [
         overlap.load_external(folder, data.index, progress=progress) for folder in cfg.data.external
     ]
-    model, history = _fit(cfg, data, store, run_id, progress, partial / EVENTS_DIR)
+    if trained is None:
+        model, history = _fit(cfg, data, store, run_id, progress, partial / EVENTS_DIR)
+    else:
+        model, history = trained, {}
     batch = cfg.train.batch_size
     scores = {part: _scores(model, data, data.split.part(part), batch) for part in ("val", "test")}
     labels = data.index.labels
@@ -327,6 +339,7 @@ def _train(
         seed=cfg.seed,
     )
     result["epochs_trained"] = len(history.get("loss", []))
+    result.update(notes or {})
     if before is not None:
         result["calibration_before"] = before
     _write_artifacts(partial, cfg, data, model, history, scores, result)
