@@ -185,3 +185,26 @@ def test_the_shipped_encoder_starts_the_baseline_and_its_card_says_how_it_was_ma
         model.get_layer("block4_conv").get_weights()[0],
         shipped.get_layer("block4_conv").get_weights()[0],
     )
+
+
+def test_ctrl_c_stops_pretraining_with_one_line_and_the_same_command_resumes(
+    phantoms, capsys, monkeypatch
+):
+    real = callbacks.StoreLogger.on_epoch_end
+
+    def ctrl_c_after_one(self, epoch, logs=None):
+        real(self, epoch, logs)
+        raise KeyboardInterrupt
+
+    command = ["pretrain", "--data", str(phantoms), "--preset", "smoke", "--epochs", "2"]
+    command += ["--set", "model.filters=[8, 16]", "--batch-size", "16", "--view-side", "32"]
+    monkeypatch.setattr(callbacks.StoreLogger, "on_epoch_end", ctrl_c_after_one)
+    assert main(command) == 130
+    assert "the same command resumes it" in capsys.readouterr().err
+    (stopped,) = RunStore().list_runs(kind="pretrain")
+    assert stopped.status == "failed"
+    assert "stopped" in stopped.error
+    monkeypatch.setattr(callbacks.StoreLogger, "on_epoch_end", real)
+    assert main(command) == 0
+    resumed = next(r for r in RunStore().list_runs(kind="pretrain") if r.id != stopped.id)
+    assert [e.epoch for e in RunStore().epochs(resumed.id)] == [2]

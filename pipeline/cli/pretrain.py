@@ -87,6 +87,11 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     except RunCancelled as cancelled:
         err_console.print(f"run {cancelled} was cancelled; the same command resumes it")
         return 1
+    except KeyboardInterrupt:
+        err_console.print(
+            "pretraining stopped; its last epoch is checkpointed: the same command resumes it"
+        )
+        return 130
     card = run.metrics["pretrain"]
     console.print(
         f"run {run.id}: {card['n_images']:,} images, {card['epochs']} epochs in "

@@ -114,7 +114,12 @@ def run(
         shutil.rmtree(partial, ignore_errors=True)
         if store.get_run(run_id).status == "cancelled":
             raise RunCancelled(run_id) from err
-        store.fail_run(run_id, traceback.format_exc(), duration_s=time.perf_counter() - started)
+        why = (
+            "stopped (Ctrl-C or a signal); its checkpoint is kept: the same command resumes it"
+            if isinstance(err, KeyboardInterrupt)
+            else traceback.format_exc()
+        )
+        store.fail_run(run_id, why, duration_s=time.perf_counter() - started)
         raise
     finally:
         keras.backend.clear_session()
