@@ -50,6 +50,19 @@ def mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
+def write_section(name: str, lines: list[str], markdown: str | None) -> str:
+    """``lines`` between the suite's markers; replaces its section of ``markdown`` when given."""
+    start, end = markers(name)
+    text = "\n".join([start, *lines, end])
+    if markdown:
+        path = Path(markdown)
+        old = path.read_text() if path.exists() else ""
+        if start in old:
+            old = old[: old.index(start)] + old[old.index(end) + len(end) :].lstrip("\n")
+        path.write_text(old.rstrip("\n") + "\n\n" + text + "\n")
+    return text
+
+
 def boxed_band_energy(run: Any) -> float:
     """Mean Grad-CAM energy in the bottom band of the model input, over the run's TB test images
     whose original film carries a bottom anonymisation box."""
@@ -141,7 +154,6 @@ def main() -> None:
     parser.add_argument("--markdown", help="write the section into this file")
     args = parser.parse_args()
     store_dir = Path(args.store or ROOT / "bench-runs" / args.name)
-    start, end = markers(args.name)
 
     os.environ["TBXRAY_RUNS_DIR"] = str(store_dir.resolve())
     os.environ.pop("TBXRAY_DB_URL", None)
@@ -159,7 +171,6 @@ def main() -> None:
     command += "" if args.name == "generalisation" else f" --name {args.name}"
     command += " --gradcam" if args.gradcam else ""
     section = [
-        start,
         f"## {args.name}",
         "",
         store.get_suite(suite_id).description,
@@ -173,16 +184,8 @@ def main() -> None:
         "```",
         "",
         *rows,
-        end,
     ]
-    text = "\n".join(section)
-    print(text)
-    if args.markdown:
-        path = Path(args.markdown)
-        old = path.read_text() if path.exists() else ""
-        if start in old:
-            old = old[: old.index(start)] + old[old.index(end) + len(end) :].lstrip("\n")
-        path.write_text(old.rstrip("\n") + "\n\n" + text + "\n")
+    print(write_section(args.name, section, args.markdown))
 
 
 if __name__ == "__main__":
