@@ -122,5 +122,5 @@ def loss_terms(history: dict[str, list[float]]) -> go.Figure:
             row=1,
             col=col,
         )
-        fig.update_xaxes(title_text="epoch", row=1, col=col)
+        fig.update_xaxes(title_text="epoch", dtick=1, row=1, col=col)
     return charts.layout(fig, height=300, panels=True)
