@@ -2,7 +2,7 @@
 sets, paired with the same runs unadapted.
 
     .venv/bin/python -m bench.adaptation [--store bench-runs/pretraining] [--suite ID]
-        [--markdown EXPERIMENTS.md]
+        [--setting LABEL ...] [--markdown EXPERIMENTS.md]
 
 For every succeeded run of the newest ``pretraining`` suite in ``--store`` (or ``--suite``) and
 every external set the run was evaluated on, adapts the run to that set's images (their labels
@@ -48,7 +48,7 @@ def adapted_runs(store: Any, run: Any) -> dict[str, Any]:
     return done
 
 
-def table(store: Any, suite_id: str) -> list[str]:
+def table(store: Any, suite_id: str, only: list[str] | None = None) -> list[str]:
     from pipeline.evaluation.compare import paired_seeds
     from pipeline.experiments.summary import settings_of
 
@@ -57,6 +57,8 @@ def table(store: Any, suite_id: str) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for label, runs in settings_of(store, suite_id).values():
+        if only and label not in only:
+            continue
         runs = [r for r in runs if r.status == "succeeded"]
         rows: dict[str, dict[str, dict[int, float]]] = {}
         for run in runs:
@@ -84,6 +86,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", default=str(ROOT / "bench-runs" / "pretraining"))
     parser.add_argument("--suite", help="suite id (default: the newest pretraining suite)")
+    parser.add_argument(
+        "--setting", action="append", help="only this setting's runs, by label (repeatable)"
+    )
     parser.add_argument("--markdown", help="write the section into this file")
     args = parser.parse_args()
     os.environ["TBXRAY_RUNS_DIR"] = str(Path(args.store).resolve())
@@ -95,16 +100,17 @@ def main() -> None:
     suite_id = args.suite or (suites[0].id if suites else None)
     if suite_id is None:
         raise SystemExit(f"no pretraining suite in {args.store}; enqueue one first")
+    settings = "".join(f' --setting "{label}"' for label in args.setting or ())
     section = [
         "## adaptation",
         "",
         "Each succeeded run of the pretraining suite adapted by AdaBN to each external set's "
         "images (labels unused), read on that set at the adapted run's validated threshold.",
         "",
-        f"Command: `.venv/bin/python -m bench.adaptation --markdown EXPERIMENTS.md`, "
+        f"Command: `.venv/bin/python -m bench.adaptation{settings} --markdown EXPERIMENTS.md`, "
         f"{datetime.now(UTC):%Y-%m-%d}, 2-core CPU.",
         "",
-        *table(store, suite_id),
+        *table(store, suite_id, args.setting),
     ]
     text = write_section("adaptation", section, args.markdown)
     print(text)
