@@ -208,3 +208,11 @@ def test_ctrl_c_stops_pretraining_with_one_line_and_the_same_command_resumes(
     assert main(command) == 0
     resumed = next(r for r in RunStore().list_runs(kind="pretrain") if r.id != stopped.id)
     assert [e.epoch for e in RunStore().epochs(resumed.id)] == [2]
+
+
+def test_runs_lists_pretraining_runs_when_asked(pretrained, capsys):
+    _, run = pretrained
+    assert main(["runs"]) == 0
+    assert run.id not in capsys.readouterr().out
+    assert main(["runs", "--kind", "pretrain"]) == 0
+    assert run.id in capsys.readouterr().out

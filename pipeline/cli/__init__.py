@@ -136,6 +136,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--archived", action="store_true", help="also list archived runs")
+    p.add_argument(
+        "--kind",
+        choices=["train", "pretrain", "all"],
+        default="train",
+        help="classifier runs (train, default), pretraining runs, or all",
+    )
     manage.add_parsers(add)
 
     p = add("show", runs.cmd_show, "one run: metrics, epochs, external evaluations, error")

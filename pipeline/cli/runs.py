@@ -37,7 +37,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     store = open_store()
-    runs = store.list_runs(status=args.status, limit=args.limit)
+    kind = None if args.kind == "all" else args.kind
+    runs = store.list_runs(status=args.status, limit=args.limit, kind=kind)
     hidden = sum(r.archived_at is not None for r in runs)
     if not args.archived:
         runs = [r for r in runs if r.archived_at is None]
