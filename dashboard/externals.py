@@ -17,6 +17,7 @@ import streamlit as st
 from dashboard import ui
 from db import EvalJob, ExternalEval, ExternalSummary, Run, RunStore
 from pipeline import formats, paths
+from pipeline.runs import loso
 
 ACTIVE = ("queued", "running")
 
@@ -160,3 +161,51 @@ def section(store: RunStore, run: Run) -> None:
             f"evaluate on one below, or from a terminal: `{cli_hint(run)}`"
         )
     _form(store, run)
+
+
+def loso_section(run: Run) -> None:
+    """A multi-source run's figures with each source held out in turn (``pipeline loso``)."""
+    figures = run.metrics.get(loso.KEY)
+    sources = run.config.get("data", {}).get("path")
+    if figures is None:
+        if isinstance(sources, list) and len(sources) > 1:
+            st.caption(
+                f"This run trained on {len(sources)} collections, so none of them is unseen. "
+                "Its figure for a new hospital is leave-one-source-out: "
+                f"`python -m pipeline loso {run.id}` trains its recipe without each source in "
+                "turn and stores the figures here."
+            )
+        else:
+            st.caption(
+                "Trained on one collection: its external evaluations above are its figures on "
+                "hospitals it did not train on."
+            )
+        return
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "held out (never trained on)": name,
+                    "images": f["n"],
+                    "AUC (95% CI)": formats.with_interval(f["auc"], f["auc_ci"]),
+                    "sensitivity (95% CI)": formats.with_interval(
+                        f["sensitivity"], f["sensitivity_ci"]
+                    ),
+                    "specificity (95% CI)": formats.with_interval(
+                        f["specificity"], f["specificity_ci"]
+                    ),
+                    "fold run": f["run_id"],
+                }
+                for name, f in figures["folds"].items()
+            ]
+        ),
+        hide_index=True,
+        key="run.loso",
+    )
+    st.caption(
+        f"Unseen-hospital AUC mean {formats.number(figures['auc_mean'])}, worst "
+        f"{formats.number(figures['auc_worst'])} · sensitivity worst "
+        f"{formats.number(figures['sensitivity_worst'])}. Each fold is this run's recipe trained "
+        "on the other sources (same seed) and read on the held-out one at the threshold chosen "
+        "on its own validation split; the held-out source chose nothing."
+    )

@@ -18,6 +18,7 @@ import pandas as pd
 
 from db import ExternalSummary, Run
 from pipeline import formats
+from pipeline.runs import loso
 
 # Short names for the config fields people filter and sort by most; each is also present under
 # its dotted name with the rest of the config.
@@ -52,6 +53,14 @@ EXTERNAL: dict[str, str] = {
     "ext_sens_mean": "sensitivity_mean",
     "ext_sens_worst": "sensitivity_worst",
 }
+# A run's figures with each of its sources held out in turn (pipeline.runs.loso), from its
+# metrics: the honest figure for hospitals a multi-source run did not train on.
+LOSO: dict[str, str] = {
+    "loso_auc_mean": "auc_mean",
+    "loso_auc_worst": "auc_worst",
+    "loso_sens_mean": "sensitivity_mean",
+    "loso_sens_worst": "sensitivity_worst",
+}
 # The leaderboard's default columns, in order (the rest can be added in the page).
 DEFAULT_COLUMNS: tuple[str, ...] = (
     "name",
@@ -67,6 +76,8 @@ DEFAULT_COLUMNS: tuple[str, ...] = (
     "ext_auc_mean",
     "ext_auc_worst",
     "ext_sens_worst",
+    "loso_auc_worst",
+    "loso_sens_worst",
     "duration_s",
     "tags",
     "note",
@@ -145,6 +156,7 @@ def leaderboard(
             "who_met": run.who_met,
             **{c: getattr(ext, field) if ext else None for c, field in EXTERNAL.items()},
             "ext_sets": len(ext.datasets) if ext else 0,
+            **{c: (run.metrics.get(loso.KEY) or {}).get(key) for c, key in LOSO.items()},
             "duration_s": run.duration_s,
             "tags": run.tags,
             "note": run.note,

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Select, select
 
-from db.base import StoreBase, not_found
+from db.base import StoreBase, not_found, transition
 from db.models import ExternalEvalRow, RunRow
 from db.records import (
     EXTERNAL_INTERVALS,
@@ -20,8 +20,11 @@ from db.records import (
     ExternalEval,
     ExternalSummary,
     Measured,
+    Run,
     external_eval_record,
+    from_json,
     metric_columns,
+    run_record,
     to_json,
     utc_now,
 )
@@ -51,6 +54,25 @@ class ExternalsMixin(StoreBase):
         query = _newest_first(select(ExternalEvalRow).where(ExternalEvalRow.run_id == run_id))
         with self.session() as s:
             return [external_eval_record(row) for row in s.scalars(query)]
+
+    def add_run_figures(self, run_id: str, figures: Mapping[str, Any]) -> Run:
+        """Add keys to a succeeded run's metrics: figures measured after it finished, such as its
+        recipe left one source out at a time (``leave_one_source_out``). Keys already there are
+        replaced; the rest of the metrics stay as they were.
+
+        Raises RunNotFound for an unknown run and StoreError unless the run succeeded.
+        """
+        with self.session() as s:
+            # Locked on PostgreSQL, so two writers cannot drop each other's keys.
+            row = s.get(RunRow, run_id, with_for_update=True)
+            if row is None:
+                raise not_found(run_id)
+            metrics = {**from_json(row.metrics_json), **figures}
+            return run_record(
+                transition(
+                    s, run_id, "add figures to", ("succeeded",), metrics_json=to_json(metrics)
+                )
+            )
 
     def external_summaries(self) -> dict[str, ExternalSummary]:
         """Every run that has external evaluations -> their :class:`ExternalSummary`, read in

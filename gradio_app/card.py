@@ -7,6 +7,7 @@ from pathlib import Path
 
 from db import ExternalEval
 from gradio_app.service import ServedModel
+from pipeline.runs.loso import KEY as LOSO_KEY
 
 DISCLAIMER = (
     "**A research tool, not a diagnosis.** It has not been cleared for clinical use. A verdict "
@@ -48,7 +49,9 @@ def model_card(
         f"{cfg.data.image_size}×{cfg.data.image_size} px, enhancement `{cfg.data.enhancement}`, "
         f"region `{cfg.data.roi}`"
         + (" (the lungs found by the project's own segmenter)." if cfg.data.roi != "full" else "."),
-        f"- **Held-out test set of the same collection** ({m.get('n', '?')} images, "
+        f"- **Held-out test set of the same "
+        f"{'collections' if len(cfg.data.sources) > 1 else 'collection'}** "
+        f"({m.get('n', '?')} images, "
         f"{m.get('n_pos', '?')} TB): "
         f"AUC {_ci(run.auc, m.get('auc_ci'))}, sensitivity "
         f"{_ci(run.sensitivity, m.get('sensitivity_ci'))}, specificity "
@@ -78,7 +81,10 @@ def model_card(
             "- **P(TB)** is the network's raw output, not a calibrated probability: compare it "
             "with the threshold, not with 50 %."
         )
-    if not external:
+    loso = m.get(LOSO_KEY)
+    if loso:
+        lines += _loso_lines(loso)
+    if not external and not loso:
         lines.append(
             "- **On X-rays from other hospitals: not measured.** Nobody has evaluated this model "
             "on a collection it was not trained on; models like it often do much worse there "
@@ -106,6 +112,21 @@ def model_card(
         DISCLAIMER,
     ]
     return "\n".join(lines)
+
+
+def _loso_lines(loso: dict) -> list[str]:
+    """The card's lines for a run's recipe with each of its sources held out in turn."""
+    folds = "; ".join(
+        f"{name} ({f['n']} images): AUC {_ci(f['auc'], f['auc_ci'])}, sensitivity "
+        f"{_pct(f['sensitivity'])}, specificity {_pct(f['specificity'])}"
+        for name, f in loso["folds"].items()
+    )
+    return [
+        f"- **On hospitals it did not train on** (leave-one-source-out: the same recipe trained "
+        f"without each collection in turn, read on the one left out at its own validated "
+        f"threshold): {folds}. Worst AUC {_ci(loso['auc_worst'], None)}, worst sensitivity "
+        f"{_pct(loso['sensitivity_worst'])} — the figure to expect on X-rays from a new hospital."
+    ]
 
 
 def banner(served: ServedModel | None) -> str:

@@ -266,6 +266,14 @@ class EvalConfig(_Section):
         "none",
         description="map the network's output to a calibrated P(TB), fitted on validation",
     )
+    # Why: a pooled validation AUC over several sources rewards knowing the largest one and
+    # telling the collections apart (pipeline/evaluation/by_source.py).
+    per_source: bool = Field(
+        False,
+        description="several data.path folders: choose the checkpoint on the mean per-source "
+        "validation AUC and the threshold on a validation ROC in which every source weighs the "
+        "same; no effect with one training folder",
+    )
 
 
 class RunConfig(_Section):
@@ -322,12 +330,27 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def absolute_paths(paths: str | Sequence[str]) -> str | list[str]:
+def absolute_paths(paths: str | Sequence[str], roots: Sequence[str | Path] = ()) -> str | list[str]:
     """Data folders made absolute (``~`` expanded), one kept a string and several a list, so a
-    worker started in another directory finds the same folders."""
+    worker started in another directory finds the same folders.
+
+    A relative folder that does not exist from the working directory is looked for under each of
+    ``roots`` in turn (the data roots, :func:`pipeline.data.catalog.data_roots`), so a preset can
+    name its sources (``tb-cxr``); one found nowhere is made absolute from the working directory
+    and left for the scan to report.
+    """
+
+    def one(path: str) -> str:
+        p = Path(path).expanduser()
+        if not p.is_absolute() and not p.is_dir():
+            for root in roots:
+                if (Path(root) / p).is_dir():
+                    return str((Path(root) / p).resolve())
+        return str(p.resolve())
+
     if isinstance(paths, str):
-        return str(Path(paths).expanduser().resolve())
-    return [str(Path(p).expanduser().resolve()) for p in paths]
+        return one(paths)
+    return [one(p) for p in paths]
 
 
 def data_root(path: str | list[str] | tuple[str, ...]) -> str:
@@ -406,6 +429,10 @@ def override(cfg: RunConfig, changes: dict[str, Any]) -> RunConfig:
     return make_config(_deep_merge(cfg.model_dump(mode="json"), nested))
 
 
+# The screening preset's sources: names of dataset folders under the data roots
+# (pipeline.data.catalog.locate finds them there when they are not under the working directory).
+SCREENING_SOURCES = ("tb-cxr", "nlm-224", "montgomery")
+
 # Presets: each carries a one-line *why*. Values not named keep the RunConfig defaults.
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "smoke": (
@@ -427,6 +454,18 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
             "name": "baseline",
             "data": {"roi": "lung_mask"},
             "train": {"epochs": 30, "early_stopping_patience": 10},
+        },
+    ),
+    "screening": (
+        "the model meant for serving: the baseline trained on three collections (tb-cxr, "
+        "nlm-224, Montgomery, found under the data roots) with every source weighing the same in "
+        "the loss, and the checkpoint and threshold chosen on a per-source-balanced validation "
+        "score; its honest figure is leave-one-source-out (`python -m pipeline loso RUN`)",
+        {
+            "name": "screening",
+            "data": {"roi": "lung_mask", "path": SCREENING_SOURCES},
+            "train": {"epochs": 30, "early_stopping_patience": 10, "balance_sources": True},
+            "eval": {"per_source": True},
         },
     ),
     "baseline-v1": (

@@ -12,6 +12,7 @@ from streamlit.delta_generator import DeltaGenerator
 from dashboard import forms, pretraining, tables, ui
 from db import RunNotFound, StoreError
 from pipeline.config import PRESETS, ConfigError, absolute_paths, override, parse_overrides, preset
+from pipeline.data import catalog
 from pipeline.experiments.plan import enqueue, expand, missing_folders
 from pipeline.experiments.spec import MODES, setting_label
 from pipeline.experiments.suites import SUITES
@@ -78,9 +79,14 @@ with tab_run:
             bases[f"run {run.name} · {run.id[:6]} (re-launch with changes)"] = run.config
         except RunNotFound as err:
             st.error(f"Cannot re-launch: {err}")
+    # A preset's sources are looked for under the data roots (screening names three).
+    roots = catalog.data_roots()
     for name, (why, _) in PRESETS.items():
         config = preset(name).model_dump(mode="json")
-        if datasets and not all(Path(p).is_dir() for p in preset(name).data.sources):
+        found = absolute_paths(list(preset(name).data.sources), roots)
+        if all(Path(p).is_dir() for p in found):
+            config["data"]["path"] = found[0] if len(found) == 1 else found
+        elif datasets:
             config["data"]["path"] = datasets[0]
         bases[f"preset {name}: {why}"] = config
     c_base, c_found = st.columns([3, 2])
@@ -112,8 +118,8 @@ with tab_run:
                     {
                         "seed": config.seed + i,
                         "name": config.name if repeats == 1 else f"{config.name} · seed {i}",
-                        "data.path": absolute_paths(config.data.path),
-                        "data.external": absolute_paths(config.data.external),
+                        "data.path": absolute_paths(config.data.path, roots),
+                        "data.external": absolute_paths(config.data.external, roots),
                     },
                 )
                 for i in range(repeats)

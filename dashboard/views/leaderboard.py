@@ -114,6 +114,10 @@ with st.expander("Columns and sorting"):
     )
     descending = c_desc.toggle("Descending", value=True, key="lb.desc")
 
+LOSO_HELP = (
+    "leave-one-source-out (`python -m pipeline loso RUN`): the run's recipe trained without each "
+    "of its sources in turn and read on the one left out, at the threshold chosen on validation"
+)
 COLUMN_CONFIG = {
     "name": st.column_config.TextColumn("name", width="medium", pinned=True),
     "auc": st.column_config.NumberColumn("AUC", format="%.3f", help="test AUC"),
@@ -146,6 +150,18 @@ COLUMN_CONFIG = {
         "ext sens worst",
         format="%.3f",
         help="lowest sensitivity on external folders, at the threshold chosen on validation",
+    ),
+    "loso_auc_mean": st.column_config.NumberColumn(
+        "unseen-hospital AUC mean", format="%.3f", help=LOSO_HELP
+    ),
+    "loso_auc_worst": st.column_config.NumberColumn(
+        "unseen-hospital AUC worst", format="%.3f", help=LOSO_HELP
+    ),
+    "loso_sens_mean": st.column_config.NumberColumn(
+        "unseen-hospital sens. mean", format="%.3f", help=LOSO_HELP
+    ),
+    "loso_sens_worst": st.column_config.NumberColumn(
+        "unseen-hospital sens. worst", format="%.3f", help=LOSO_HELP
     ),
     "duration_s": st.column_config.NumberColumn("duration (s)", format="%.0f"),
     "tags": st.column_config.ListColumn("tags", help='filter with "baseline" in tags'),

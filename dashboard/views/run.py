@@ -222,6 +222,9 @@ if run.status == "succeeded":
     st.subheader("External evaluations")
     externals.section(store, run)
 
+    st.subheader("On hospitals it did not train on")
+    externals.loso_section(run)
+
     st.subheader("Calibrate")
     calibrate.section(store, run)
 

@@ -77,6 +77,25 @@ def _parser() -> argparse.ArgumentParser:
 
     p = add("train", runs.cmd_train, "train and evaluate one run now, in this process")
     config_flags(p)
+    p.add_argument(
+        "--loso",
+        action="store_true",
+        help="then leave each of its sources out in turn (`loso`): its figure on hospitals it "
+        "did not train on",
+    )
+
+    p = add(
+        "loso",
+        runs.cmd_loso,
+        "a run's recipe on hospitals it did not train on: each source held out in turn, trained "
+        "on the others, figures stored with the run",
+    )
+    p.add_argument("run_id")
+    p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train every fold again, even where a run of the same config is in the store",
+    )
 
     p = add(
         "enqueue", queue.cmd_enqueue, "queue one run, or a whole experiment suite, for the workers"

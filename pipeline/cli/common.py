@@ -67,9 +67,28 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def build_config(args: argparse.Namespace):  # noqa: ANN201 - RunConfig
     """The run config from --config or --preset, then the flags, then --set overrides."""
     from pipeline.config import load_config_file, override, preset
+    from pipeline.data import catalog
 
     cfg = load_config_file(args.config) if args.config else preset(args.preset)
-    return override(cfg, config_overrides(args))
+    cfg = override(cfg, config_overrides(args))
+    # A preset's own sources (``screening``) are named folders under the data roots.
+    roots = catalog.data_roots()
+    named = [f for f in cfg.data.sources if os.sep not in f and not Path(f).is_dir()]
+    missing = [f for f in named if not any((root / f).is_dir() for root in roots)]
+    if missing:
+        where = ", ".join(str(root) for root in roots) or "none configured"
+        raise ValueError(
+            f"data.path: cannot find {', '.join(missing)} in the working directory or under the "
+            f"data roots ({where}); put the dataset folders under a data root, set "
+            "TBXRAY_DATA_DIRS to the folder that holds them, or pass --data"
+        )
+    return override(
+        cfg,
+        {
+            "data.path": absolute_paths(cfg.data.path, roots),
+            "data.external": absolute_paths(list(cfg.data.external), roots),
+        },
+    )
 
 
 def metrics_table(run: Any) -> Table:
@@ -89,6 +108,19 @@ def metrics_table(run: Any) -> Table:
         "confusion (tn fp / fn tp)",
         "{tn} {fp} / {fn} {tp}".format(**confusion) if confusion else "—",
     )
+    by_source = m.get("val", {}).get("by_source") or {}
+    if len(by_source) > 1:
+        table.add_row(
+            "validation AUC by source",
+            ", ".join(f"{name} {fmt(auc)}" for name, auc in by_source.items()),
+        )
+    loso = m.get("leave_one_source_out")
+    if loso:
+        table.add_row(
+            "on hospitals it did not train on (leave-one-source-out)",
+            f"AUC mean {fmt(loso['auc_mean'])}, worst {fmt(loso['auc_worst'])}; "
+            f"sensitivity worst {fmt(loso['sensitivity_worst'])}",
+        )
     table.add_row("epochs trained", fmt(m.get("epochs_trained")))
     table.add_row("duration", formats.duration(run.duration_s))
     table.add_row("artifacts", run.artifacts_dir or "—")
@@ -97,7 +129,10 @@ def metrics_table(run: Any) -> Table:
 
 def config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--preset", default="baseline", help="smoke | baseline | baseline-v1 (default baseline)"
+        "--preset",
+        default="baseline",
+        help="smoke | baseline | screening | baseline-v1 (default baseline); screening trains "
+        "on tb-cxr, nlm-224 and montgomery found under the data roots unless --data is given",
     )
     p.add_argument("--config", help="a config.json (e.g. from an earlier run) instead of a preset")
     p.add_argument(

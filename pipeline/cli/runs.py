@@ -32,7 +32,76 @@ def cmd_train(args: argparse.Namespace) -> int:
         err_console.print(f"run {cancelled} was cancelled; its epochs so far are kept in the store")
         return 1
     console.print(metrics_table(run))
+    if args.loso:
+        return _loso(store, run.id, reuse=True)
     return 0
+
+
+def cmd_loso(args: argparse.Namespace) -> int:
+    return _loso(open_store(), args.run_id, reuse=not args.retrain)
+
+
+def _loso(store, run_id: str, *, reuse: bool) -> int:  # noqa: ANN001 - RunStore
+    from pipeline.runs import loso
+    from pipeline.training import callbacks, train
+
+    run = store.get_run(run_id)
+    console.print(
+        f"leave-one-source-out for run {run.id} ({run.name}): each source held out in turn, "
+        "trained on the others"
+    )
+
+    def fit(cfg, notes):  # noqa: ANN001
+        console.print(f"training [bold]{cfg.name}[/bold] on {' + '.join(cfg.data.sources)}")
+        return train.run(cfg, store, progress=True, notes=notes)
+
+    try:
+        run, done = loso.leave_one_source_out(store, run.id, fit, reuse=reuse)
+    except callbacks.RunCancelled as cancelled:
+        err_console.print(
+            f"fold run {cancelled} was cancelled; nothing was added to run {run.id} (finished "
+            "folds are kept and reused next time)"
+        )
+        return 1
+    console.print(loso_table(run))
+    reused = [r.id for _, r, was in done if was]
+    if reused:
+        console.print(f"reused fold runs already in the store: {', '.join(reused)}")
+    return 0
+
+
+def loso_table(run) -> Table:  # noqa: ANN001 - db.Run
+    """The run's leave-one-source-out figures: one row per held-out source, then the mean."""
+    from pipeline.runs.loso import KEY
+
+    figures = run.metrics[KEY]
+    table = Table(
+        "held out (never trained on)",
+        "images",
+        "AUC (95% CI)",
+        "sensitivity (95% CI)",
+        "specificity (95% CI)",
+        "fold run",
+        title=f"run {run.id} on hospitals it did not train on (leave-one-source-out)",
+    )
+    for name, f in figures["folds"].items():
+        table.add_row(
+            name,
+            fmt(f["n"]),
+            formats.with_interval(f["auc"], f["auc_ci"]),
+            formats.with_interval(f["sensitivity"], f["sensitivity_ci"]),
+            formats.with_interval(f["specificity"], f["specificity_ci"]),
+            f["run_id"],
+        )
+    table.add_row(
+        "mean (worst)",
+        "",
+        f"{fmt(figures['auc_mean'])} ({fmt(figures['auc_worst'])})",
+        f"{fmt(figures['sensitivity_mean'])} ({fmt(figures['sensitivity_worst'])})",
+        "",
+        "",
+    )
+    return table
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

@@ -81,7 +81,12 @@ def _ratio(num: int, den: int) -> float:
 
 
 def choose_threshold(
-    y_true: Any, y_score: Any, rule: str = "who", min_sensitivity: float = WHO_MIN_SENSITIVITY
+    y_true: Any,
+    y_score: Any,
+    rule: str = "who",
+    min_sensitivity: float = WHO_MIN_SENSITIVITY,
+    *,
+    weights: Any = None,
 ) -> float:
     """Choose an operating threshold on validation data; a score ``>= threshold`` is TB.
 
@@ -95,6 +100,10 @@ def choose_threshold(
     scores (never infinite). Ties left after the rule go to the higher sensitivity (the lower
     threshold), because in screening a missed TB case costs more than a false alarm.
 
+    ``weights``: per-image weights for the ROC (e.g. every source weighing the same within each
+    class, :func:`pipeline.evaluation.by_source.balanced_weights`); sensitivity and specificity
+    are then weighted shares.
+
     Raises ValueError on empty or mismatched input, labels other than 0/1, non-finite scores, an
     unknown rule, ``min_sensitivity`` outside [0, 1], or when ``y_true`` holds only one class.
     Use it on validation data only: a threshold chosen on the test set biases the test metrics.
@@ -105,16 +114,21 @@ def choose_threshold(
         raise ValueError(f"min_sensitivity must be in [0, 1] (got {min_sensitivity})")
     y, s = _check(y_true, y_score, "choose_threshold")
     _require_both_classes(y, "choose_threshold")
-    n_pos = int(y.sum())
-    n_neg = y.size - n_pos
+    w = np.ones(y.size) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != y.shape or not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError("choose_threshold: weights must be one finite value >= 0 per image")
+    # Weighted counts on an integer scale (exact for unit weights), so that equal
+    # sensitivities compare equal below.
+    scale = 1.0 if weights is None else 1e9 / w.sum()
+    n_pos = int(np.rint(w[y == 1].sum() * scale))
+    n_neg = int(np.rint(w[y == 0].sum() * scale))
 
     # drop_intermediate=False keeps one point per distinct score; point 0 is sklearn's `inf`
     # threshold (nothing called positive), which is not a real score and is dropped.
-    fpr, tpr, thresholds = roc_curve(y, s, drop_intermediate=False)
+    fpr, tpr, thresholds = roc_curve(y, s, sample_weight=w, drop_intermediate=False)
     thresholds = thresholds[1:]
-    # Back to exact integer counts, so that equal sensitivities compare equal below.
-    tp = np.rint(tpr[1:] * n_pos).astype(int)
-    fp = np.rint(fpr[1:] * n_neg).astype(int)
+    tp = np.rint(tpr[1:] * n_pos).astype(np.int64)
+    fp = np.rint(fpr[1:] * n_neg).astype(np.int64)
     sensitivity = tp / n_pos
     specificity = (n_neg - fp) / n_neg
 
@@ -285,6 +299,7 @@ def evaluate(
     min_sensitivity: float = WHO_MIN_SENSITIVITY,
     n_boot: int = 1000,
     seed: int = 0,
+    val_weights: Any = None,
 ) -> dict[str, Any]:
     """Choose the threshold on validation, apply it unchanged to test, and report test metrics.
 
@@ -295,13 +310,16 @@ def evaluate(
     ``min_sensitivity`` (the target the "who" rule used) and ``val``: the validation ``n``, ``auc``
     (threshold-free) and the ``sensitivity`` / ``specificity`` the chosen threshold reached there.
     Raises ValueError as :func:`choose_threshold` does, naming the split at fault: validation must
-    hold both classes; test may hold one (its AUC is then nan).
+    hold both classes; test may hold one (its AUC is then nan). ``val_weights`` weigh the
+    validation images in the threshold's ROC (see :func:`choose_threshold`).
     """
     # Checked here first so that a refusal names the split at fault.
     y_checked, _ = _check(y_val, s_val, "validation split")
     _require_both_classes(y_checked, "validation split")
     _check(y_test, s_test, "test split")
-    threshold = choose_threshold(y_val, s_val, rule=rule, min_sensitivity=min_sensitivity)
+    threshold = choose_threshold(
+        y_val, s_val, rule=rule, min_sensitivity=min_sensitivity, weights=val_weights
+    )
     result = metrics(y_test, s_test, threshold)
     _with_cis(result, bootstrap_ci(y_test, s_test, threshold, n=n_boot, seed=seed))
     result["calibration"] = calibration_report(y_test, s_test)

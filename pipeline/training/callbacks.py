@@ -1,13 +1,17 @@
-"""Keras callbacks of a run: every epoch to the run store, and a stop when the run is cancelled."""
+"""Keras callbacks of a run: every epoch to the run store, a stop when the run is cancelled, and
+the per-source validation score that several sources are monitored by."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import keras
+import numpy as np
 from tqdm import tqdm
 
 from db import RunStore
+from pipeline.evaluation import by_source
 
 
 class RunCancelled(Exception):  # noqa: N818 - a signal, not an error
@@ -66,3 +70,24 @@ class CancelWatch(keras.callbacks.Callback):
         self.last = time.monotonic()
         if self.store.get_run(self.run_id).status == "cancelled":
             raise RunCancelled(self.run_id)
+
+
+class SourceBalancedAUC(keras.callbacks.Callback):
+    """Adds ``val_source_auc`` to every epoch's logs: the mean per-source validation AUC
+    (:func:`pipeline.evaluation.by_source.balanced_auc`), for early stopping to monitor.
+
+    Placed before :class:`keras.callbacks.EarlyStopping` in the callback list: Keras hands every
+    callback the same logs, so the value is there when the stopper and the store read them.
+    """
+
+    KEY = "val_source_auc"
+
+    def __init__(self, dataset: Any, labels: np.ndarray, sources: np.ndarray) -> None:
+        super().__init__()
+        self.dataset, self.labels, self.sources = dataset, labels, sources
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is None:
+            return
+        scores = self.model.predict(self.dataset, verbose=0).reshape(-1)
+        logs[self.KEY] = by_source.balanced_auc(self.labels, scores, self.sources)

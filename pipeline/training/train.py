@@ -33,16 +33,15 @@ from pipeline.config import RunConfig
 from pipeline.data import overlap
 from pipeline.data.scan import DatasetIndex
 from pipeline.data.splits import Split, stratified_group_split
-from pipeline.evaluation import calibration, metrics
+from pipeline.evaluation import by_source, calibration, metrics
 from pipeline.heartbeat import beating
 from pipeline.model import build_model, compile_model
 from pipeline.preprocessing import sources
 from pipeline.preprocessing.enhance import PCADenoiser
 from pipeline.serving import ood
-from pipeline.serving.scorer import Scorer
 from pipeline.stop import StopRequested
-from pipeline.training import inputs
-from pipeline.training.callbacks import CancelWatch, RunCancelled, StoreLogger
+from pipeline.training import externals, inputs
+from pipeline.training.callbacks import CancelWatch, RunCancelled, SourceBalancedAUC, StoreLogger
 from pipeline.training.events import EVENTS_DIR, EventWriter
 
 _VERSIONED = ("tensorflow", "keras", "numpy", "scikit-learn", "opencv-python-headless", "pillow")
@@ -146,17 +145,29 @@ def _fit(
         else None
     )
 
+    # Several sources in validation: the checkpoint is chosen on their mean AUC, not the pooled
+    # one (pipeline.evaluation.by_source); first in the list, so every callback sees it.
+    per_source = _per_source(cfg, data, data.split.val)
+    monitor = SourceBalancedAUC.KEY if per_source else "val_auc"
+
     def fit(first: int, last: int, desc: str, stop_early: bool) -> dict[str, list[float]]:
         callbacks: list[keras.callbacks.Callback] = [
-            StoreLogger(store, run_id, last - first, progress, desc=desc),
+            StoreLogger(store, run_id, last - first, progress, desc=desc, shown=("loss", monitor)),
             CancelWatch(store, run_id),
             # `tensorboard --logdir runs`: per-epoch scalars only, a few writes an epoch.
             EventWriter(events_dir),
         ]
+        if per_source:
+            callbacks.insert(
+                0,
+                SourceBalancedAUC(
+                    val_ds, labels[data.split.val], data.index.sources[data.split.val]
+                ),
+            )
         if stop_early and cfg.train.early_stopping_patience > 0:
             callbacks.append(
                 keras.callbacks.EarlyStopping(
-                    monitor="val_auc",
+                    monitor=monitor,
                     mode="max",
                     patience=cfg.train.early_stopping_patience,
                     restore_best_weights=True,
@@ -187,6 +198,11 @@ def _fit(
         tuned = fit(frozen, cfg.train.epochs, "train", stop_early=True)
         history = {k: history.get(k, []) + v for k, v in tuned.items()}
     return model, history
+
+
+def _per_source(cfg: RunConfig, data: PreparedData, part: np.ndarray) -> bool:
+    """Whether ``eval.per_source`` applies: asked for, and ``part`` holds several sources."""
+    return cfg.eval.per_source and len(np.unique(data.index.sources[part])) > 1
 
 
 def _calibrate(
@@ -317,7 +333,7 @@ def _train(
     keras.utils.set_random_seed(cfg.seed)
     data = prepare_data(cfg, progress=progress)
     # Checked before training: a missing or overlapping external folder fails the run at once.
-    externals = [
+    external_sets = [
         overlap.load_external(folder, data.index, progress=progress) for folder in cfg.data.external
     ]
     if trained is None:
@@ -328,6 +344,8 @@ def _train(
     scores = {part: _scores(model, data, data.split.part(part), batch) for part in ("val", "test")}
     labels = data.index.labels
     calibrator, before = _calibrate(cfg, labels, data, scores)
+    val = data.split.val
+    per_source = _per_source(cfg, data, val)
     result = metrics.evaluate(
         labels[data.split.val],
         scores["val"],
@@ -337,14 +355,20 @@ def _train(
         min_sensitivity=cfg.eval.min_sensitivity,
         n_boot=cfg.eval.bootstrap,
         seed=cfg.seed,
+        val_weights=by_source.balanced_weights(labels[val], data.index.sources[val])
+        if per_source
+        else None,
     )
+    result["val"]["by_source"] = _by_source(data, val, scores["val"])
     result["epochs_trained"] = len(history.get("loss", []))
     result.update(notes or {})
     if before is not None:
         result["calibration_before"] = before
     _write_artifacts(partial, cfg, data, model, history, scores, result)
-    evaluations = _evaluate_externals(cfg, data, model, calibrator, result["threshold"], externals)
-    _write_external_predictions(partial, evaluations)
+    evaluations = externals.evaluate(
+        cfg, data.pca, model, calibrator, result["threshold"], external_sets
+    )
+    externals.write_predictions(partial, evaluations)
     if calibrator is not None:
         calibrator.save(partial)
     # The public app's "Cannot assess" check: distance to these training features.
@@ -361,42 +385,7 @@ def _train(
     )
 
 
-@dataclass(frozen=True)
-class _External:
-    index: DatasetIndex
-    scores: np.ndarray
-    metrics: dict
-
-
-def _evaluate_externals(
-    cfg: RunConfig,
-    data: PreparedData,
-    model: keras.Model,
-    calibrator: calibration.Calibrator | None,
-    threshold: float,
-    externals: list[DatasetIndex],
-) -> list[_External]:
-    """Each external set scored with the run's preprocessing, PCA and calibration, and evaluated
-    at the threshold chosen on validation (never re-fitted on the external set)."""
-    scorer = Scorer(model, cfg.data, data.pca, calibrator)
-    out = []
-    for index in externals:
-        scores = scorer.score_index(index, batch_size=cfg.train.batch_size)
-        scored = metrics.external(
-            index.labels, scores, threshold, n_boot=cfg.eval.bootstrap, seed=cfg.seed
-        )
-        out.append(_External(index, scores, scored))
-    return out
-
-
-def _write_external_predictions(folder: Path, evaluations: list[_External]) -> None:
-    """``external_predictions.csv``: every external image's P(TB), for paired tests between runs."""
-    if not evaluations:
-        return
-    with (folder / "external_predictions.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["dataset", "path", "label", "score"])
-        for e in evaluations:
-            for record, score in zip(e.index.records, e.scores, strict=True):
-                rel = os.path.relpath(record.path, e.index.root)
-                writer.writerow([e.index.root, rel, record.label, repr(float(score))])
+def _by_source(data: PreparedData, part: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """Validation AUC of each source folder that holds both classes, by folder name."""
+    aucs = by_source.per_source_auc(data.index.labels[part], scores, data.index.sources[part])
+    return {Path(data.index.roots[s]).name: auc for s, auc in aucs.items()}
