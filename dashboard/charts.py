@@ -65,6 +65,19 @@ def learning_curves(epochs: Sequence[Epoch]) -> go.Figure:
                 col=col,
             )
         fig.update_xaxes(title_text="epoch", row=1, col=col)
+    # Several sources checkpointed per source (eval.per_source): the AUC early stopping reads.
+    if any(e.val_source_auc is not None for e in epochs):
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=[e.val_source_auc for e in epochs],
+                mode="lines+markers",
+                name="validation, mean per source",
+                line={"dash": "dot", "color": "#54A24B"},
+            ),
+            row=1,
+            col=3,
+        )
     return layout(fig, height=320, panels=True)
 
 

@@ -152,6 +152,8 @@ class EpochRow(Base):
     val_loss: Mapped[float | None] = mapped_column(Float)
     val_accuracy: Mapped[float | None] = mapped_column(Float)
     val_auc: Mapped[float | None] = mapped_column(Float)
+    # The mean per-source validation AUC (eval.per_source with several sources), else None.
+    val_source_auc: Mapped[float | None] = mapped_column(Float)
     learning_rate: Mapped[float | None] = mapped_column(Float)
     seconds: Mapped[float | None] = mapped_column(Float)
 

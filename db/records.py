@@ -116,6 +116,8 @@ class Epoch:
     val_auc: float | None
     learning_rate: float | None
     seconds: float | None
+    # The mean per-source validation AUC, for runs checkpointed on it (eval.per_source).
+    val_source_auc: float | None = None
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ EPOCH_METRICS: tuple[str, ...] = (
     "val_loss",
     "val_accuracy",
     "val_auc",
+    "val_source_auc",
     "learning_rate",
     "seconds",
 )

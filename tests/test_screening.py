@@ -246,3 +246,27 @@ def test_the_figures_show_on_the_leaderboard_run_page_and_public_card(trained_on
     assert "not measured" not in card
     for name in ("tb-cxr", "nlm-224", "montgomery"):
         assert f"{name} (" in card
+
+
+def test_a_0007_store_gains_the_per_source_epoch_column_and_keeps_its_epochs(tmp_path):
+    import importlib
+    import shutil
+
+    from db import RunStore, make_engine, migrate
+
+    legacy = Path(__file__).parent / "fixtures" / "store-pre-migrations.db"
+    path = tmp_path / "tbxray.db"
+    shutil.copy(legacy, path)
+    previous = importlib.import_module("db.migrations.versions.0008_val_source_auc").down_revision
+    engine = make_engine(f"sqlite:///{path}")
+    migrate.upgrade(engine, previous)
+    engine.dispose()
+    store = RunStore(f"sqlite:///{path}")
+    assert store.backup_path == path.with_name(f"tbxray.db.bak-{previous}")
+    runs = [r for r in store.list_runs() if store.epochs(r.id)]
+    assert runs, "the fixture's runs have epochs"
+    kept = store.epochs(runs[0].id)
+    assert all(e.val_source_auc is None for e in kept)
+    assert all(e.loss is not None for e in kept)
+    store.log_epoch(runs[0].id, len(kept) + 1, {"loss": 0.5, "val_source_auc": 0.81})
+    assert store.epochs(runs[0].id)[-1].val_source_auc == pytest.approx(0.81)
