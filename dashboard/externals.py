@@ -185,15 +185,11 @@ def loso_section(run: Run) -> None:
         pd.DataFrame(
             [
                 {
-                    "held out (never trained on)": name,
+                    "held out": name,
                     "images": f["n"],
                     "AUC (95% CI)": formats.with_interval(f["auc"], f["auc_ci"]),
-                    "sensitivity (95% CI)": formats.with_interval(
-                        f["sensitivity"], f["sensitivity_ci"]
-                    ),
-                    "specificity (95% CI)": formats.with_interval(
-                        f["specificity"], f["specificity_ci"]
-                    ),
+                    "sens. (95% CI)": formats.with_interval(f["sensitivity"], f["sensitivity_ci"]),
+                    "spec. (95% CI)": formats.with_interval(f["specificity"], f["specificity_ci"]),
                     "fold run": f["run_id"],
                 }
                 for name, f in figures["folds"].items()
@@ -205,7 +201,7 @@ def loso_section(run: Run) -> None:
     st.caption(
         f"Unseen-hospital AUC mean {formats.number(figures['auc_mean'])}, worst "
         f"{formats.number(figures['auc_worst'])} · sensitivity worst "
-        f"{formats.number(figures['sensitivity_worst'])}. Each fold is this run's recipe trained "
-        "on the other sources (same seed) and read on the held-out one at the threshold chosen "
-        "on its own validation split; the held-out source chose nothing."
+        f"{formats.number(figures['sensitivity_worst'])}. Each row is this run's recipe trained "
+        "on the other sources only (same seed) and read on the source it never saw, at the "
+        "threshold chosen on its own validation split: the held-out source chose nothing."
     )
