@@ -270,3 +270,21 @@ def test_a_0007_store_gains_the_per_source_epoch_column_and_keeps_its_epochs(tmp
     assert all(e.loss is not None for e in kept)
     store.log_epoch(runs[0].id, len(kept) + 1, {"loss": 0.5, "val_source_auc": 0.81})
     assert store.epochs(runs[0].id)[-1].val_source_auc == pytest.approx(0.81)
+
+
+def test_the_launch_page_fills_the_screening_presets_sources_from_the_data_roots(
+    tmp_path, monkeypatch
+):
+    from tests.pages import page
+
+    root = tmp_path / "datasets"
+    folders = three_sources(root)
+    monkeypatch.setenv("TBXRAY_DATA_DIRS", str(root))
+    at = page("views/launch.py")
+    base = at.selectbox(key="launch.base")
+    (screening,) = [o for o in base.options if o.startswith("preset screening")]
+    base.set_value(screening).run()
+    assert at.text_area(key="cfg.data.path").value.splitlines() == [
+        str(f.resolve()) for f in folders
+    ]
+    assert at.checkbox(key="cfg.eval.per_source").value
