@@ -216,3 +216,33 @@ def test_runs_lists_pretraining_runs_when_asked(pretrained, capsys):
     assert run.id not in capsys.readouterr().out
     assert main(["runs", "--kind", "pretrain"]) == 0
     assert run.id in capsys.readouterr().out
+
+
+def test_an_encoder_can_be_made_without_one_collection_even_where_folders_mix_them(
+    tmp_path, monkeypatch
+):
+    import cv2
+
+    from pipeline.pretraining import images
+
+    root = tmp_path / "data"
+    mixed = root / "lung-masks" / "images"
+    mixed.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("montgomery-1", "montgomery-2", "jsrt-1", "jsrt-2", "jsrt-3"):
+        cv2.imwrite(str(mixed / f"{name}.png"), rng.integers(0, 255, (64, 64), np.uint8))
+    (root / "montgomery").mkdir()
+    monkeypatch.setenv("TBXRAY_DATA_DIRS", str(root))
+    assert [f.name for f in images.default_folders()] == ["montgomery", "lung-masks"]
+    assert [f.name for f in images.default_folders(without=("montgomery",))] == ["lung-masks"]
+    cfg = preset("smoke")
+    arrays, counts = images.pretraining_arrays(
+        [root / "lung-masks"],
+        cfg.data,
+        max_images=None,
+        seed=0,
+        progress=False,
+        without=("montgomery",),
+    )
+    assert len(arrays) == 3
+    assert counts == {"lung-masks": 3}

@@ -33,6 +33,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="labelled folders for the linear probe on the card (default: the labelled ones "
         "among --data)",
     )
+    p.add_argument(
+        "--without",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="leave a collection out (repeatable): its default folder, and its films in "
+        "folders that mix several (lung-masks' NAME-* files), e.g. --without montgomery for an "
+        "encoder to test leave-one-source-out on Montgomery honestly",
+    )
     p.add_argument("--preset", default="baseline", help="the classifier it is made for (baseline)")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="data.* / model.* change")
     p.add_argument("--epochs", type=int, default=20, help="default 20")
@@ -55,7 +64,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from pipeline.training.callbacks import RunCancelled
 
     cfg = override(preset(args.preset), parse_overrides(args.set or []))
-    folders = [Path(f) for f in args.data] if args.data else images.default_folders()
+    without = tuple(args.without)
+    folders = [Path(f) for f in args.data] if args.data else images.default_folders(without=without)
     for folder in folders:
         if not folder.is_dir():
             raise ValueError(f"--data {folder}: no such folder; pass a folder of X-rays")
@@ -78,6 +88,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         seed=args.seed,
         name=args.name,
         probe=tuple(str(Path(f).resolve()) for f in probe),
+        without=without,
     )
     names = ", ".join(f.name for f in folders)
     console.print(f"pretraining [bold]{args.name}[/bold] ({pretrain.METHOD}) on {names}")

@@ -20,24 +20,44 @@ from pipeline.preprocessing.cache import cached_arrays
 DEFAULT_SETS = ("cxr-unlabelled", "tb-cxr", "nlm-224", "montgomery", "lung-masks")
 
 
-def default_folders() -> list[Path]:
-    """The :data:`DEFAULT_SETS` found under the data roots (``$TBXRAY_DATA_DIRS``)."""
+def default_folders(without: tuple[str, ...] = ()) -> list[Path]:
+    """The :data:`DEFAULT_SETS` found under the data roots (``$TBXRAY_DATA_DIRS``), but for the
+    collections named in ``without``."""
     found = {}
     for root in catalog.data_roots():
         for name in DEFAULT_SETS:
-            if name not in found and (root / name).is_dir():
+            if name not in found and name not in without and (root / name).is_dir():
                 found[name] = (root / name).resolve()
     return [found[n] for n in DEFAULT_SETS if n in found]
 
 
 def pretraining_arrays(
-    folders: list[Path], data: DataConfig, *, max_images: int | None, seed: int, progress: bool
+    folders: list[Path],
+    data: DataConfig,
+    *,
+    max_images: int | None,
+    seed: int,
+    progress: bool,
+    without: tuple[str, ...] = (),
 ) -> tuple[np.ndarray, dict[str, int]]:
     """All images of ``folders`` preprocessed for ``data`` (uint8 (N, S, S)) and the count per
-    folder; at most ``max_images`` in all, drawn at random (``seed``) in proportion."""
+    folder; at most ``max_images`` in all, drawn at random (``seed``) in proportion.
+
+    ``without``: collections left out of a folder that mixes several, by file-name prefix
+    (lung-masks' ``montgomery-*`` films are Montgomery's), so that an encoder can be made that
+    never saw a held-out collection.
+    """
     parts, counts = [], {}
     for folder in folders:
-        arrays = cached_arrays(folder_index(folder, progress=progress), data, progress=progress)
+        index = folder_index(folder, progress=progress)
+        arrays = cached_arrays(index, data, progress=progress)
+        if without:
+            keep = [
+                i
+                for i, r in enumerate(index.records)
+                if not Path(r.path).name.startswith(tuple(f"{name}-" for name in without))
+            ]
+            arrays = np.asarray(arrays)[keep]
         parts.append(arrays)
         counts[Path(folder).name] = len(arrays)
     total = sum(counts.values())

@@ -53,6 +53,8 @@ class Options:
     seed: int = 0
     name: str = "pretrain"
     probe: tuple[str, ...] = field(default=())
+    # Collections kept out, also from folders that mix several (see images.pretraining_arrays).
+    without: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         problems = [
@@ -140,7 +142,12 @@ def _pretrain(
     keras.utils.set_random_seed(options.seed)
     folders = [Path(f) for f in options.folders]
     arrays, counts = pretraining_arrays(
-        folders, cfg.data, max_images=options.max_images, seed=options.seed, progress=progress
+        folders,
+        cfg.data,
+        max_images=options.max_images,
+        seed=options.seed,
+        progress=progress,
+        without=options.without,
     )
     if len(arrays) < options.batch_size:
         raise ValueError(
@@ -186,6 +193,7 @@ def _pretrain(
         "noise; no flips, no colour",
         "config": {"data": config["encoder"]["data"], "model": config["encoder"]["model"]},
         "images": counts,
+        "without": list(options.without),
         "n_images": len(arrays),
         "epochs": options.epochs,
         "batch_size": options.batch_size,
