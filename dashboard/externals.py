@@ -191,6 +191,9 @@ def loso_section(run: Run) -> None:
                     "sens. (95% CI)": formats.with_interval(f["sensitivity"], f["sensitivity_ci"]),
                     "spec. (95% CI)": formats.with_interval(f["specificity"], f["specificity_ci"]),
                     "fold run": f["run_id"],
+                    "encoder saw its films": {True: "yes", False: "no"}.get(
+                        f.get("encoder_saw_held_out"), "—"
+                    ),
                 }
                 for name, f in figures["folds"].items()
             ]
@@ -204,4 +207,10 @@ def loso_section(run: Run) -> None:
         f"{formats.number(figures['sensitivity_worst'])}. Each row is this run's recipe trained "
         "on the other sources only (same seed) and read on the source it never saw, at the "
         "threshold chosen on its own validation split: the held-out source chose nothing."
+        + (
+            " Where the pretrained encoder saw the held-out films (not their labels), that "
+            "row is not a hospital the model never saw."
+            if any(f.get("encoder_saw_held_out") for f in figures["folds"].values())
+            else ""
+        )
     )

@@ -119,6 +119,11 @@ def _loso_lines(loso: dict) -> list[str]:
     folds = "; ".join(
         f"{name} ({f['n']} images): AUC {_ci(f['auc'], f['auc_ci'])}, sensitivity "
         f"{_pct(f['sensitivity'])}, specificity {_pct(f['specificity'])}"
+        + (
+            " — its pretrained encoder had seen these films, not their labels"
+            if f.get("encoder_saw_held_out")
+            else ""
+        )
         for name, f in loso["folds"].items()
     )
     return [

@@ -288,3 +288,33 @@ def test_the_launch_page_fills_the_screening_presets_sources_from_the_data_roots
         str(f.resolve()) for f in folders
     ]
     assert at.checkbox(key="cfg.eval.per_source").value
+
+
+def test_a_fold_starts_from_an_encoder_that_never_saw_the_held_out_source_where_one_is_shipped(
+    tmp_path, monkeypatch
+):
+    from pipeline import encoder
+    from pipeline.runs import loso
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    seen_all = {"images": {"cxr-unlabelled": 100, "tb-cxr": 9, "nlm-224": 4, "montgomery": 1}}
+    honest = {
+        "images": {"cxr-unlabelled": 100, "tb-cxr": 9, "montgomery": 1},
+        "without": ["nlm-224"],
+    }
+    for name, made in (("enc", seen_all), ("enc-without-nlm-224", honest)):
+        (weights / f"{name}.keras").write_bytes(b"")
+        (weights / f"{name}.json").write_text(json.dumps(made))
+    monkeypatch.setattr(encoder, "SHIPPED", weights)
+    folders = [str(tmp_path / n) for n in ("tb-cxr", "nlm-224", "montgomery")]
+    by_held = {
+        Path(f.held_out).name: f
+        for f in loso.folds(preset("baseline", **{"data.path": folders, "model.init": "enc"}))
+    }
+    assert by_held["nlm-224"].config.model.init == "enc-without-nlm-224"
+    assert by_held["nlm-224"].encoder_saw_held_out is False
+    assert by_held["montgomery"].config.model.init == "enc"
+    assert by_held["montgomery"].encoder_saw_held_out is True
+    scratch = loso.folds(preset("baseline", **{"data.path": folders}))
+    assert {f.encoder_saw_held_out for f in scratch} == {None}

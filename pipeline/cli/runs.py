@@ -82,6 +82,7 @@ def loso_table(run) -> Table:  # noqa: ANN001 - db.Run
         "sensitivity (95% CI)",
         "specificity (95% CI)",
         "fold run",
+        "encoder saw its films",
         title=f"run {run.id} on hospitals it did not train on (leave-one-source-out)",
     )
     for name, f in figures["folds"].items():
@@ -92,12 +93,16 @@ def loso_table(run) -> Table:  # noqa: ANN001 - db.Run
             formats.with_interval(f["sensitivity"], f["sensitivity_ci"]),
             formats.with_interval(f["specificity"], f["specificity_ci"]),
             f["run_id"],
+            fmt(f.get("encoder_saw_held_out"))
+            if f.get("encoder_saw_held_out") is not None
+            else "—",
         )
     table.add_row(
         "mean (worst)",
         "",
         f"{fmt(figures['auc_mean'])} ({fmt(figures['auc_worst'])})",
         f"{fmt(figures['sensitivity_mean'])} ({fmt(figures['sensitivity_worst'])})",
+        "",
         "",
         "",
     )

@@ -8,6 +8,12 @@ anything. The folds are ordinary runs in the store (named ``<run> · without <so
 already trained with exactly that config (a leave-one-source-out suite's run, an earlier
 ``loso``) is reused, not trained again. The figures are stored with the run under
 ``leave_one_source_out`` once every fold has finished, never in part.
+
+A run started from a pretrained encoder (``model.init``) is only honest on a held-out source if
+its encoder never saw that source's films either: where an encoder ``<init>-without-<source>``
+is shipped (``python -m pipeline pretrain --without SOURCE --install ...``), the fold starts
+from it; otherwise the fold keeps the run's encoder and its figures say, from the encoder's
+card, whether the encoder had seen the held-out films (not their labels).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from db import Run, RunStore
+from pipeline import encoder
 from pipeline.config import RunConfig, make_config, override
 
 KEY = "leave_one_source_out"
@@ -27,10 +34,36 @@ KEY = "leave_one_source_out"
 
 @dataclass(frozen=True)
 class Fold:
-    """One source held out: the folder and the config trained without it."""
+    """One source held out: the folder and the config trained without it.
+
+    ``encoder_saw_held_out``: whether the fold's pretrained encoder had seen the held-out
+    source's films (None when it starts from scratch, or its encoder has no card to say).
+    """
 
     held_out: str
     config: RunConfig
+    encoder_saw_held_out: bool | None = None
+
+
+def fold_encoder(init: str, held_name: str) -> tuple[str, bool | None]:
+    """The encoder a fold holding out ``held_name`` starts from, and whether it saw that source.
+
+    ``<init>-without-<held_name>`` when it is shipped, else ``init`` itself; what it saw is read
+    from the encoder's card (its ``images`` per folder, and the collections it was made
+    ``without``).
+    """
+    if init == "scratch":
+        return init, None
+    honest = f"{init}-without-{held_name}"
+    chosen = honest if honest in encoder.shipped_names() else init
+    try:
+        made = encoder.card(chosen)
+    except ValueError:
+        return chosen, None
+    if not made:
+        return chosen, None
+    saw = held_name in made.get("images", {}) and held_name not in made.get("without", [])
+    return chosen, saw
 
 
 def folds(cfg: RunConfig) -> list[Fold]:
@@ -45,12 +78,14 @@ def folds(cfg: RunConfig) -> list[Fold]:
     out = []
     for held in folders:
         extra = [e for e in cfg.data.external if e not in folders]
+        init, saw = fold_encoder(cfg.model.init, Path(held).name)
         changes = {
             "data.path": [f for f in folders if f != held],
             "data.external": [held, *extra],
+            "model.init": init,
             "name": f"{cfg.name} · without {Path(held).name}",
         }
-        out.append(Fold(held, override(cfg, changes)))
+        out.append(Fold(held, override(cfg, changes), saw))
     return out
 
 
@@ -95,6 +130,8 @@ def figures(store: RunStore, pairs: list[tuple[Fold, Run]]) -> dict[str, Any]:
             "specificity": ev.specificity,
             "specificity_ci": m.get("specificity_ci"),
             "threshold": run.threshold,
+            "encoder": fold.config.model.init,
+            "encoder_saw_held_out": fold.encoder_saw_held_out,
         }
 
     def summary(key: str) -> tuple[float | None, float | None]:
