@@ -84,21 +84,44 @@ def validation_reading(run: Any) -> dict[str, float]:
     return out
 
 
-def collect(urls: list[str]) -> tuple[dict, dict]:
+# Fields that say where a run's data came from, not what its recipe is.
+_WHERE = ("name", "seed", "data.path", "data.external")
+
+
+def recipe_changes(run: Any) -> str:
+    """What the run's config changes from the ``baseline`` preset (data folders aside)."""
+    from pipeline.config import preset
+    from pipeline.experiments.spec import flatten
+
+    base = flatten(preset("baseline").model_dump(mode="json"))
+    mine = flatten(run.config)
+    changed = [
+        f"`{k}={json.dumps(v)}`" for k, v in mine.items() if k not in _WHERE and base.get(k) != v
+    ]
+    return ", ".join(changed) or "none"
+
+
+def collect(urls: list[str]) -> tuple[dict, dict, dict]:
     from db import RunStore
 
     reads: dict[tuple[str, str], dict[int, Any]] = defaultdict(dict)
     why: dict[tuple[str, str], list[dict[str, float]]] = defaultdict(list)
+    legend: dict[str, str] = {}
     for url in urls:
         store = RunStore(url)
         suites = {s.id: s.name for s in store.list_suites()}
         for run in store.list_runs(status="succeeded"):
             name = recipe(store, run, suites)
+            sources = run.config["data"]["path"]
+            trained = (
+                "one source" if isinstance(sources, str) or len(sources) == 1 else "two sources"
+            )
+            legend.setdefault(name, f"trained on {trained}; changes {recipe_changes(run)}")
             for held, e in held_out_reads(store, run).items():
                 reads[(held, name)][run.config["seed"]] = e
                 if run.suite_id:
                     why[(name, held)].append(validation_reading(run))
-    return reads, why
+    return reads, why, legend
 
 
 def tables(reads: dict, why: dict) -> list[str]:
@@ -151,18 +174,17 @@ def main() -> None:
     parser.add_argument("--markdown", help="write the section into this file (EXPERIMENTS.md)")
     args = parser.parse_args()
     urls = [f"sqlite:///{(Path(s) / 'tbxray.db').resolve()}" for s in args.store]
-    reads, why = collect(urls)
+    reads, why, legend = collect(urls)
     stores = " ".join(f"--store {s}" for s in args.store)
     lines = [
         "## leave-one-source-out",
         "",
         "Each held-out collection read by runs that never trained on it, at the threshold chosen "
-        "on their own validation split. Recipes: `one-source` is the `baseline` preset on tb-cxr "
-        "alone; `loso-pooled` the baseline on the other two collections, pooled as they come "
-        "(validation AUC and threshold on the pooled split); `loso-screening` the `screening` "
-        "recipe on the other two (sources weigh the same in the loss, checkpoint on the mean "
-        "per-source validation AUC, threshold on a validation ROC in which every source weighs "
-        "the same).",
+        "on their own validation split (3 seeds, each its own split). A `loso-*` recipe trained "
+        "on the other two of tb-cxr, nlm-224 and Montgomery; the others on tb-cxr alone. Each "
+        "recipe against the `baseline` preset:",
+        "",
+        *(f"- `{name}`: {text}" for name, text in sorted(legend.items())),
         "",
         f"Command: `.venv/bin/python -m bench.loso {stores} --markdown EXPERIMENTS.md`, "
         f"{datetime.now(UTC):%Y-%m-%d}, 2-core CPU.",
