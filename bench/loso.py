@@ -120,7 +120,10 @@ def collect(urls: list[str]) -> tuple[dict, dict, dict]:
             for held, e in held_out_reads(store, run).items():
                 reads[(held, name)][run.config["seed"]] = e
                 if run.suite_id:
-                    why[(name, held)].append(validation_reading(run))
+                    reading = validation_reading(run)
+                    seconds = [e.seconds for e in store.epochs(run.id) if e.seconds]
+                    reading["seconds"] = float(np.median(seconds)) if seconds else float("nan")
+                    why[(name, held)].append(reading)
     return reads, why, legend
 
 
@@ -157,13 +160,12 @@ def tables(reads: dict, why: dict) -> list[str]:
     lines += [
         "",
         "| recipe | held out | val AUC pooled | val AUC per source | sources told apart among "
-        "normals (AUC) | val AUC swing (sd of change per epoch) |",
-        "|---|---|---|---|---|---|",
+        "normals (AUC) | val AUC swing (sd of change per epoch) | s / epoch |",
+        "|---|---|---|---|---|---|---|",
     ]
+    keys = ("pooled", "per_source", "tell", "swing", "seconds")
     for (name, held), readings in sorted(why.items()):
-        cells = [
-            mean_sd([r[k] for r in readings]) for k in ("pooled", "per_source", "tell", "swing")
-        ]
+        cells = [mean_sd([r[k] for r in readings]) for k in keys]
         lines.append(f"| {name} | {held} | {' | '.join(cells)} |")
     return lines
 
