@@ -144,8 +144,6 @@ def test_the_screening_preset_finds_its_sources_under_the_data_roots(tmp_path, m
     args = _parser().parse_args(["train", "--preset", "screening"])
     cfg = common.build_config(args)
     assert cfg.data.sources == tuple(str(f.resolve()) for f in folders)
-    assert cfg.train.balance_sources
-    assert cfg.eval.per_source
     assert cfg.data.roi == "lung_mask"
 
     monkeypatch.setenv("TBXRAY_DATA_DIRS", str(tmp_path / "elsewhere"))
@@ -287,7 +285,7 @@ def test_the_launch_page_fills_the_screening_presets_sources_from_the_data_roots
     assert at.text_area(key="cfg.data.path").value.splitlines() == [
         str(f.resolve()) for f in folders
     ]
-    assert at.checkbox(key="cfg.eval.per_source").value
+    assert at.selectbox(key="cfg.data.roi").value == "lung_mask"
 
 
 def test_a_fold_starts_from_an_encoder_that_never_saw_the_held_out_source_where_one_is_shipped(
