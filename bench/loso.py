@@ -40,7 +40,7 @@ from bench.generalisation import mean_sd, write_section
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def recipe(store: Any, run: Any, suites: dict[str, str]) -> str:
+def recipe(run: Any, suites: dict[str, str]) -> str:
     if run.suite_id:
         return suites[run.suite_id]
     return run.name.split(" · ")[0]
@@ -111,7 +111,7 @@ def collect(urls: list[str]) -> tuple[dict, dict, dict]:
         store = RunStore(url)
         suites = {s.id: s.name for s in store.list_suites()}
         for run in store.list_runs(status="succeeded"):
-            name = recipe(store, run, suites)
+            name = recipe(run, suites)
             sources = run.config["data"]["path"]
             trained = (
                 "one source" if isinstance(sources, str) or len(sources) == 1 else "two sources"
