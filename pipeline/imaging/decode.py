@@ -13,10 +13,7 @@ error and result types are in :mod:`pipeline.imaging.decoded`.
 from __future__ import annotations
 
 import io
-import os
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import re
 from pathlib import Path
 from typing import IO
 
@@ -24,7 +21,19 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipeline.imaging.decoded import BOMB_FIX, Decoded, ImageError, check_dimensions
+from pipeline.imaging.decoded import (
+    BOMB_FIX,
+    DECODE_BUDGET,
+    MAX_SIDE,
+    DecodeBudget,
+    Decoded,
+    ImageError,
+    check_dimensions,
+    human_bytes,
+    reduction,
+)
+
+__all__ = ["DECODE_BUDGET", "MAX_SIDE", "DecodeBudget", "decode", "describe", "read_image"]
 
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
 _ALPHA_MODES = {"RGBA", "LA", "PA"}
@@ -91,13 +100,24 @@ def decode(
                     "re-export the image as an 8- or 16-bit grayscale or RGB PNG / JPEG",
                 )
             with DECODE_BUDGET.reserve(decode_cost(im), source):
+                frames = int(getattr(im, "n_frames", 1) or 1)
                 _decode_pixels(im, source)
+                size = im.size  # upright, before any reduction
                 reduced = _reduced(im)
                 return Decoded(
                     pixels=_to_gray_uint8(reduced),
                     format=str(im.format),
                     colourfulness=colourfulness(reduced) if measure_colour else 0.0,
+                    size=size,
+                    notes=(_first_frame_note(frames),) if frames > 1 else (),
                 )
+
+
+def _first_frame_note(frames: int) -> str:
+    return (
+        f"the file is an animation of {frames} frames: only its first frame was read; "
+        "upload the radiograph as a single still image (PNG, JPEG or DICOM) to be sure"
+    )
 
 
 def colourfulness(im: Image.Image, max_side: int = 256) -> float:
@@ -162,14 +182,10 @@ def _open_source(src: str | Path | bytes, source: str | None, max_bytes: int | N
     if max_bytes is not None and size > max_bytes:
         raise ImageError(
             source,
-            f"the file is {_human_bytes(size)}, over the {_human_bytes(max_bytes)} limit",
+            f"the file is {human_bytes(size)}, over the {human_bytes(max_bytes)} limit",
             "downscale it or save it as a compressed PNG / JPEG",
         )
     return io.BytesIO(src) if isinstance(src, bytes) else Path(src).open("rb")
-
-
-def _human_bytes(n: int) -> str:
-    return f"{n / 2**20:.1f} MB" if n >= 100_000 else f"{n:,} bytes"
 
 
 def _open_header(fp: IO[bytes], source: str | None, max_pixels: int | None) -> Image.Image:
@@ -184,8 +200,13 @@ def _open_header(fp: IO[bytes], source: str | None, max_pixels: int | None) -> I
             "re-export it as PNG or JPEG",
         ) from None
     except Image.DecompressionBombError as err:
-        # PIL's own limit fires inside open() for sizes far beyond ours; same problem, same fix.
-        raise ImageError(source, f"too many pixels ({err})", BOMB_FIX) from None
+        # PIL's own limit fires inside open() for sizes far beyond ours: same problem, same fix,
+        # told with this app's limit rather than Pillow's.
+        claimed = re.search(r"\((\d+) pixels\)", str(err))
+        many = f"{int(claimed.group(1)):,} pixels" if claimed else "far too many pixels"
+        limit = f"the {max_pixels:,} pixel limit" if max_pixels else "what can be decoded safely"
+        problem = f"the header claims {many}, over {limit} (a possible decompression bomb)"
+        raise ImageError(source, problem, BOMB_FIX) from None
     # A file cut short inside its header ("Truncated File Read") or with a broken one fails in
     # open(), with any of the exception types of _decode_pixels.
     except Exception as err:
@@ -218,10 +239,7 @@ def _decode_pixels(im: Image.Image, source: str | None) -> None:
 
 
 # Decoding costs memory: the raster PIL holds (width × height × bytes per pixel) plus a reduced
-# copy. Images larger than MAX_SIDE are box-reduced right after decoding (no model here uses more
-# than 1024 px), and all decodes of a process share DECODE_BUDGET bytes, so four 7000×7000
-# 16-bit uploads at once wait their turn instead of needing gigabytes together.
-MAX_SIDE = 4096
+# copy; see MAX_SIDE and DECODE_BUDGET in pipeline.imaging.decoded.
 _BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
 
 
@@ -229,53 +247,12 @@ def decode_cost(im: Image.Image) -> int:
     """Bytes of memory decoding ``im`` takes at most: PIL's raster, and an array copy of it
     (reduced to MAX_SIDE when larger)."""
     raster = im.width * im.height * _BYTES_PER_PIXEL.get(im.mode, 4)
-    return raster + raster // _reduction(im.size) ** 2
-
-
-class DecodeBudget:
-    """A byte budget shared by the decodes of a process: a decode waits until its cost fits.
-
-    A single image that costs more than the whole budget is refused with an
-    :class:`ImageError` instead of waiting forever.
-    """
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.used = 0
-        self._free = threading.Condition()
-
-    @contextmanager
-    def reserve(self, cost: int, source: str | None) -> Iterator[None]:
-        if cost > self.total:
-            raise ImageError(
-                source,
-                f"decoding it would take {_human_bytes(cost)} of memory, over the "
-                f"{_human_bytes(self.total)} "
-                "a decode may use",
-                BOMB_FIX,
-            )
-        with self._free:
-            self._free.wait_for(lambda: self.used + cost <= self.total)
-            self.used += cost
-        try:
-            yield
-        finally:
-            with self._free:
-                self.used -= cost
-                self._free.notify_all()
-
-
-DECODE_BUDGET = DecodeBudget(int(os.environ.get("TBXRAY_DECODE_BUDGET_MB", "192")) * 2**20)
-
-
-def _reduction(size: tuple[int, int]) -> int:
-    """The whole factor that brings the longer side to at most MAX_SIDE pixels (1: none)."""
-    return max(1, -(-max(size) // MAX_SIDE))
+    return raster + raster // reduction(*im.size) ** 2
 
 
 def _reduced(im: Image.Image) -> Image.Image:
     """``im`` box-filtered to at most MAX_SIDE pixels a side (else itself)."""
-    factor = _reduction(im.size)
+    factor = reduction(*im.size)
     if factor == 1:
         return im
     size = (-(-im.width // factor), -(-im.height // factor))

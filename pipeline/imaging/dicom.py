@@ -26,9 +26,11 @@ warning or a log line), and no message quotes the header beyond them.
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import IO
 
+import cv2
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
@@ -46,7 +48,13 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from pipeline.imaging.decoded import Decoded, ImageError, check_dimensions
+from pipeline.imaging.decoded import (
+    DECODE_BUDGET,
+    Decoded,
+    ImageError,
+    check_dimensions,
+    reduction,
+)
 
 # The header elements the image needs; nothing else is read from the file.
 IMAGE_TAGS = (
@@ -116,6 +124,11 @@ _PREFERRED_PLUGIN = {
     HTJ2KLosslessRPCL: "pylibjpeg",
     HTJ2K: "pylibjpeg",
 }
+# A file with none of these has no image to read.
+_IMAGE_FIELDS = ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation")
+# A UID as PS3.5 9.1 defines it: digits and dots, at most 64 characters. Anything else in the
+# transfer syntax field is never quoted back (it could be text crafted to mislead a reader).
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 # Frame rows looked up at once: NumPy's take() widens the uint16 indices to int64 first, which
 # for a whole 7.5-megapixel frame would be a 60 MB temporary.
 _ROWS_PER_LOOKUP = 256
@@ -155,25 +168,37 @@ def read(
             "it may be a report or a header-only object; " + _EXPORT,
         )
     fp.seek(0)
-    frame = _decode_frame(fp, source, header.file_meta.TransferSyntaxUID)
-    expected = (int(header.Rows), int(header.Columns))
-    if frame.shape != expected:
-        raise ImageError(source, "the DICOM pixel data is truncated or corrupt", _TRUNCATED_FIX)
-    try:
-        pixels = _to_uint8(frame, header)
-    except ValueError:  # pydicom's message for a Window Width under 1 or a malformed LUT
-        raise ImageError(
-            source,
-            "the DICOM header's display settings (window or VOI LUT) are invalid",
-            _EXPORT,
-        ) from None
+    rows, columns = int(header.Rows), int(header.Columns)
+    factor = reduction(columns, rows)
+    with DECODE_BUDGET.reserve(decode_cost(header), source):
+        frame = _decode_frame(fp, source, header.file_meta.TransferSyntaxUID)
+        if frame.shape != (rows, columns):
+            raise ImageError(source, "the DICOM pixel data is truncated or corrupt", _TRUNCATED_FIX)
+        try:
+            pixels = _to_uint8(frame, header, factor)
+        except ValueError:  # pydicom's message for a Window Width under 1 or a malformed LUT
+            raise ImageError(
+                source,
+                "the DICOM header's display settings (window or VOI LUT) are invalid",
+                _EXPORT,
+            ) from None
+        del frame
     view = str(header.get("ViewPosition", "") or "").strip().upper()
     return Decoded(
         pixels=pixels,
         format="DICOM",
         view=view if view in VIEWS else None,
         notes=notes,
+        size=(columns, rows),
     )
+
+
+def decode_cost(header: Dataset) -> int:
+    """Bytes of memory decoding the image takes at most: the decoded frame twice (a decoder's
+    output and the copy pydicom may make of it) and the 8-bit image, reduced to MAX_SIDE."""
+    rows, columns = int(header.Rows), int(header.Columns)
+    raster = rows * columns * int(header.BitsAllocated) // 8
+    return 2 * raster + rows * columns // reduction(columns, rows) ** 2
 
 
 def describe(fp: IO[bytes], source: str | None) -> tuple[int, int, str]:
@@ -239,8 +264,22 @@ def _check_header(
                 source, raw, "export the FOR PRESENTATION image from the X-ray system or PACS"
             )
         notes.append(f"{raw}; the model was trained on processed images, so the result may be off")
+    if not any(tag in header for tag in _IMAGE_FIELDS):
+        raise ImageError(
+            source,
+            "the DICOM file holds no image (its header has none of the image fields: Rows, "
+            "Columns, Bits Allocated, Photometric Interpretation)",
+            "it may be a report or a header-only object; " + _EXPORT,
+        )
     samples = int(header.get("SamplesPerPixel", 1) or 1)
     photometric = str(header.get("PhotometricInterpretation", "") or "").strip().upper()
+    if not photometric:
+        raise ImageError(
+            source,
+            "the DICOM header does not say how its pixels are to be shown (Photometric "
+            "Interpretation is missing)",
+            _EXPORT,
+        )
     if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise ImageError(
             source,
@@ -258,7 +297,8 @@ def _check_header(
             _EXPORT,
         )
     check_dimensions(int(header.Columns), int(header.Rows), source, max_pixels)
-    syntax = UID(str(header.file_meta.TransferSyntaxUID)[:64])
+    declared = str(header.file_meta.TransferSyntaxUID)
+    syntax = UID(declared if len(declared) <= 64 and _UID.fullmatch(declared) else "0")
     try:
         readable = get_decoder(syntax).is_available
     except NotImplementedError:
@@ -266,11 +306,15 @@ def _check_header(
     # 12-bit JPEG Extended is read by pylibjpeg-libjpeg alone, which is GPLv3 and not installed.
     readable = readable and not (syntax == JPEGExtended12Bit and int(header.BitsStored or 8) > 8)
     if not readable:
-        name = syntax.name if syntax.name != str(syntax) else "an unknown compression"
+        if syntax == "0":
+            what = "in a form its header does not name properly (a malformed transfer syntax)"
+        elif syntax.name != str(syntax):
+            what = f"as {syntax.name} (transfer syntax {syntax})"
+        else:
+            what = f"in an unknown form (transfer syntax {syntax})"
         raise ImageError(
             source,
-            f"this DICOM file is compressed as {name} (transfer syntax {syntax}), which none of "
-            "the installed decoders reads",
+            f"this DICOM file is compressed {what}, which none of the installed decoders reads",
             "export it uncompressed, as JPEG 2000 or as PNG",
         )
     if str(header.get("BurnedInAnnotation", "") or "").strip().upper() == "YES":
@@ -304,8 +348,10 @@ def _decode_frame(fp: IO[bytes], source: str | None, syntax: UID) -> np.ndarray:
     )
 
 
-def _to_uint8(frame: np.ndarray, header: Dataset) -> np.ndarray:
-    """Stored values -> displayed uint8 through one lookup table (see the module docstring)."""
+def _to_uint8(frame: np.ndarray, header: Dataset, factor: int = 1) -> np.ndarray:
+    """Stored values -> displayed uint8 through one lookup table (see the module docstring),
+    box-reduced by ``factor`` a band of rows at a time, so the full-size 8-bit image never
+    exists."""
     itemsize = frame.dtype.itemsize
     unsigned = np.dtype(f"u{itemsize}")
     # Table index i is the stored value whose bytes read as i unsigned: for signed data the
@@ -342,8 +388,13 @@ def _to_uint8(frame: np.ndarray, header: Dataset) -> np.ndarray:
     else:
         table = np.rint(np.clip(above * (255.0 / (hi - lo)), 0, 255)).astype(np.uint8)
     index = frame.view(unsigned)
-    out = np.empty(frame.shape, dtype=np.uint8)
-    for start in range(0, frame.shape[0], _ROWS_PER_LOOKUP):
-        rows = slice(start, start + _ROWS_PER_LOOKUP)
-        np.take(table, index[rows], out=out[rows])
+    height, width = frame.shape
+    out = np.empty((-(-height // factor), -(-width // factor)), dtype=np.uint8)
+    band = max(factor, _ROWS_PER_LOOKUP // factor * factor)
+    for start in range(0, height, band):
+        shown_band = np.take(table, index[start : start + band])
+        if factor > 1:
+            size = (out.shape[1], -(-shown_band.shape[0] // factor))
+            shown_band = cv2.resize(shown_band, size, interpolation=cv2.INTER_AREA)
+        out[start // factor : start // factor + shown_band.shape[0]] = shown_band
     return out

@@ -158,7 +158,7 @@ class Assessor:
                 "(PA or AP) is needed — upload the frontal image of the study"
             )
         gray = decoded.pixels
-        reason = ood.image_checks(gray, decoded.colourfulness)
+        reason = ood.image_checks(gray, decoded.colourfulness, decoded.size)
         if reason is not None:
             return self.not_xray(reason)
         prepared, lungs, found = self.predictor.prepare_with_lungs(gray)

@@ -53,14 +53,17 @@ MAX_ASPECT = 2.0
 _CHECK_SIDE = 128
 
 
-def image_checks(gray: np.ndarray, colour: float = 0.0) -> str | None:
+def image_checks(
+    gray: np.ndarray, colour: float = 0.0, size: tuple[int, int] | None = None
+) -> str | None:
     """Why ``gray`` (H×W uint8, as decoded) cannot be a chest X-ray, or None if it may be one.
 
     ``colour`` is the original file's colourfulness
-    (:func:`pipeline.imaging.decode.colourfulness`). The reason names the problem and
-    what to upload instead.
+    (:func:`pipeline.imaging.decode.colourfulness`); ``size`` its (width, height) before
+    decoding reduced it, which the reasons quote. The reason names the problem and what to
+    upload instead.
     """
-    height, width = gray.shape
+    width, height = size or gray.shape[::-1]
     fix = "upload a frontal chest radiograph (PNG, JPEG or DICOM)"
     if colour > MAX_COLOURFULNESS:
         return (
