@@ -116,10 +116,11 @@ def summary(latencies: list[float], errors: list[str], wall: float) -> dict:
     }
 
 
-def start_app(port: int, log: Path) -> subprocess.Popen:
+def start_app(port: int, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``python -m gradio_app`` on ``port`` (its output in ``log``), once it answers."""
     cmd = [sys.executable, "-m", "gradio_app", "--port", str(port), "--no-examples"]
     with log.open("w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:

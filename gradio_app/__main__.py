@@ -3,15 +3,21 @@
 Binds ``0.0.0.0:$PORT`` when ``PORT`` is set (a platform such as Heroku or Render) and
 ``127.0.0.1:7860`` otherwise; ``--host`` / ``--port`` override both. The run store is the usual
 one (``TBXRAY_RUNS_DIR`` / ``TBXRAY_DB_URL``). Uploads live in a private temporary folder that is
-cleaned every minute (files older than 10 minutes) and deleted when the app stops.
+cleaned every minute (files older than 10 minutes) and deleted when the app stops: on Ctrl-C
+and on SIGTERM (what systemd, Docker and hosting platforms send), the uploads first, at once,
+then the server is closed. A process killed outright cannot clean up: the folders it left (named
+with its process id) are removed when the app next starts.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
+import re
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -99,14 +105,57 @@ def _image_files(folder: str) -> list[Path]:
     return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in exts)
 
 
+# The app's temporary folders: PREFIX<pid>-<random> (gradio_app.app names them).
+_OWN_FOLDER = re.compile(r"tbxray-(?:uploads|outputs)-(\d+)-")
+
+
+def remove_stale_folders(root: Path | None = None) -> list[Path]:
+    """Remove the upload and output folders that app processes no longer running left in
+    ``root`` (the temporary folder); returns them."""
+    removed = []
+    for folder in Path(root or tempfile.gettempdir()).glob("tbxray-*-*"):
+        match = _OWN_FOLDER.match(folder.name)
+        if match and folder.is_dir() and not _alive(int(match.group(1))):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _on_terminate(*folders: Path) -> None:
+    """On SIGTERM: delete the uploads at once, then stop as on Ctrl-C."""
+
+    def stop(signum: int, frame: object) -> None:
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    uploads = Path(tempfile.mkdtemp(prefix="tbxray-uploads-"))
+    stale = remove_stale_folders()
+    if stale:
+        print(f"removed {len(stale)} folder(s) left by stopped app processes", file=sys.stderr)
+    from gradio_app.app import UPLOADS_PREFIX
+
+    uploads = Path(tempfile.mkdtemp(prefix=f"{UPLOADS_PREFIX}{os.getpid()}-"))
     # Before Gradio is imported: it reads the upload folder at import time.
     os.environ["GRADIO_TEMP_DIR"] = str(uploads)
+    _on_terminate(uploads)
     try:
         from db import StoreError
-        from gradio_app.app import build_demo, launch_options
+        from gradio_app.app import build_demo, serve
         from gradio_app.service import Limits, ModelSource
 
         limits = Limits(
@@ -138,12 +187,13 @@ def main(argv: list[str] | None = None) -> int:
             explain_concurrency=args.explain_concurrency,
             queue_size=args.queue_size,
         )
-        try:
-            demo.launch(
-                server_name=args.host, server_port=args.port, **launch_options(limits, demo)
-            )
-        except KeyboardInterrupt:  # a second Ctrl-C while the server closes: no traceback
-            print("public app stopped", file=sys.stderr)
+        _on_terminate(uploads, demo.own_files.folder)
+        # KeyboardInterrupt here: stopped while starting, or a second Ctrl-C while closing.
+        with contextlib.suppress(KeyboardInterrupt):
+            serve(demo, limits, host=args.host, port=args.port)
+        print("public app stopped", file=sys.stderr)
+    except KeyboardInterrupt:  # stopped while loading the model
+        print("public app stopped", file=sys.stderr)
     finally:
         shutil.rmtree(uploads, ignore_errors=True)
     return 0

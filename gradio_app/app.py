@@ -1,8 +1,9 @@
 """The public Gradio app: upload a chest X-ray, get a verdict, the TB probability and heatmaps.
 
-``build_demo(source)`` only builds the ``gr.Blocks`` (queue included); ``python -m gradio_app``
-launches it. Three API endpoints, each named: ``/predict`` (verdict, probability and Grad-CAM at
-once), ``/lime`` and ``/shap`` (slower explanations, on request). Predictions and explanations
+``build_demo(source)`` only builds the ``gr.Blocks`` (queue included); :func:`serve` launches
+it, for ``python -m gradio_app``, the tests and the benchmarks alike. Three API endpoints, each
+named: ``/predict`` (verdict, probability and Grad-CAM at once), ``/lime`` and ``/shap``
+(slower explanations, on request). Predictions and explanations
 run under separate concurrency ids, so a queue of slow explanations never holds up a verdict.
 
 Uploads reach the functions as a file path inside Gradio's upload folder: the app's upload
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import shutil
 import tempfile
 import time
@@ -39,10 +41,14 @@ from gradio_app import reads, render
 from gradio_app.card import banner, model_card
 from gradio_app.events import Events
 from gradio_app.flood import FairUse, Ledger
-from gradio_app.security import SecurityHeaders
-from gradio_app.service import CANNOT_ASSESS, Limits, ModelSource, no_model
+from gradio_app.security import harden
+from gradio_app.service import Limits, ModelSource, no_model
 from pipeline.imaging import decode, decoded
 
+# Temporary folders are named PREFIX<pid>-..., so a later start can remove those of a process
+# that was killed (gradio_app.__main__).
+UPLOADS_PREFIX = "tbxray-uploads-"
+OUTPUTS_PREFIX = "tbxray-outputs-"
 # Gradio finds the progress bar by a gr.Progress default; it gives every call its own.
 _PROGRESS = gr.Progress()
 # Heatmaps are S×S pixels (64-512) and uploads can be small: draw every image to fill its box.
@@ -85,7 +91,7 @@ class OwnFiles:
     """
 
     def __init__(self, keep_s: float) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="tbxray-outputs-"))
+        self.folder = Path(tempfile.mkdtemp(prefix=f"{OUTPUTS_PREFIX}{os.getpid()}-"))
         self.keep_s = keep_s
         atexit.register(shutil.rmtree, self.folder, ignore_errors=True)
 
@@ -152,6 +158,10 @@ def build_demo(
         limits.explain_in_flight,
         limits.explain_capacity,
         upload_budget=limits.upload_budget_mb * 2**20,
+        max_upload=limits.max_bytes,
+        upload_per_client=None
+        if limits.upload_per_client_mb is None
+        else int(limits.upload_per_client_mb * 2**20),
     )
 
     def predict(path: str | None) -> tuple[dict | None, str, str, str | None]:
@@ -180,7 +190,7 @@ def build_demo(
                 return None, "Upload a chest X-ray first."
             served = source.current()
             if served is None:
-                return None, no_model(source.problem).reason
+                return None, render.refusal_note(no_model(source.problem).reason)
             progress(0.0, desc=f"{method.upper()}: scoring perturbed copies of the image")
             a, overlay = served.explain(
                 Path(path),
@@ -189,7 +199,7 @@ def build_demo(
                 progress=lambda f: progress(f, desc=f"{method.upper()}: scoring"),
             )
             if overlay is None:
-                return None, f"{CANNOT_ASSESS}: {a.reason}"
+                return None, render.refusal_note(a.reason)
             return outputs.png(overlay), render.explain_note(method, a)
 
         return run
@@ -296,6 +306,7 @@ def build_demo(
     # which would skip its concurrency limits and the fair-use limits.
     demo.queue(max_size=queue_size, default_concurrency_limit=1, api_open=False)
     demo.fair_use = ledger  # read by launch_options
+    demo.own_files = outputs  # its folder is deleted on SIGTERM (__main__)
     return demo
 
 
@@ -314,19 +325,20 @@ def _explainer_column(method: str, label: str) -> tuple[gr.Button, gr.Image, gr.
 
 
 def launch_options(limits: Limits | None = None, demo: gr.Blocks | None = None) -> dict[str, Any]:
-    """``demo.launch`` settings the app needs wherever it runs (``__main__``, tests, benchmarks).
+    """``demo.launch`` settings the app needs wherever it runs (see :func:`serve`).
 
     Gradio itself refuses uploads over the size limit (the browser says so before sending);
     errors show no tracebacks; the run history, which would keep X-rays in the browser of a
-    possibly shared computer, is off. Gradio keeps a copy of every component's settings per
-    session (each API call is a session) up to ``state_session_capacity``; the app keeps no
-    per-session state, so a small capacity stops that memory growing with traffic (about
-    100 KB per request otherwise, up to the default 10,000 sessions). Every response carries
-    security headers (:mod:`gradio_app.security`); with ``demo``, its fair-use limits apply
-    (:mod:`gradio_app.flood`) and only the event calls :mod:`gradio_app.events` allows run.
+    possibly shared computer, is off, and so is Gradio's monitoring page, which would tell
+    anyone the app's request counts and timings. Gradio keeps a copy of every component's
+    settings per session (each API call is a session) up to ``state_session_capacity``; the
+    app keeps no per-session state, so a small capacity stops that memory growing with traffic
+    (about 100 KB per request otherwise, up to the default 10,000 sessions). With ``demo``, its
+    fair-use limits apply (:mod:`gradio_app.flood`) and only the event calls
+    :mod:`gradio_app.events` allows run.
     """
     limits = limits or Limits()
-    middleware = [Middleware(SecurityHeaders)]
+    middleware = []
     if demo is not None:
         middleware.append(Middleware(FairUse, ledger=demo.fair_use, events=Events(demo)))
     return {
@@ -339,4 +351,34 @@ def launch_options(limits: Limits | None = None, demo: gr.Blocks | None = None) 
         "ssr_mode": False,
         "css": CSS,
         "state_session_capacity": 256,
+        "enable_monitoring": False,
     }
+
+
+def serve(
+    demo: gr.Blocks,
+    limits: Limits | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    block: bool = True,
+    quiet: bool = False,
+) -> str:
+    """Launch ``demo`` (from :func:`build_demo`) with :func:`launch_options` and the server's
+    outermost layer (:mod:`gradio_app.security`: security headers on every response, no CORS
+    grant, no server banner, a sentence for any unhandled error); returns its URL.
+
+    ``block``: wait until the server is stopped (Ctrl-C or SIGTERM, see ``__main__``);
+    otherwise return at once and stop it later with ``demo.close()``.
+    """
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        prevent_thread_lock=True,
+        quiet=quiet,
+        **launch_options(limits, demo),
+    )
+    harden(demo.server)
+    if block:
+        demo.block_thread()
+    return demo.local_url

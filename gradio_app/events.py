@@ -42,12 +42,20 @@ NOT_THE_API = (
     "This is not one of the app's API endpoints: call /predict, /lime or /shap (the "
     "'Use via API' link at the foot of the page shows how)."
 )
+ARGUMENTS = (
+    'The call to /{name} takes one argument, the uploaded X-ray: send {{"data": [FILE]}} to '
+    '/gradio_api/call/{name}, or {{"path": FILE}} to /gradio_api/call/v2/{name}, where FILE '
+    'is {{"path": PATH, "meta": {{"_type": "gradio.FileData"}}}} with the PATH that '
+    "POST /gradio_api/upload returned ('Use via API' at the foot of the page shows how)."
+)
 NOT_AS_SENT = (
     "This request does not match what the app's page sends, so it was not run. To use the app "
     "from a program, call /predict, /lime or /shap ('Use via API' at the foot of the page)."
 )
 # Gradio's event routes, each under its API prefix: (route, endpoint name or None).
-_ROUTES = re.compile(r"/gradio_api/(?:queue/(join)|(call)/(?:v2/)?([^/]+)|(?:run|api)/([^/]+))/?$")
+_ROUTES = re.compile(r"/gradio_api/(?:queue/(join)|(call)/(v2/)?([^/]+)|(?:run|api)/([^/]+))/?$")
+# What a named (/call/v2/) call may carry besides its arguments; Gradio drops these itself.
+_V2_EXTRAS = frozenset({"oauth_token", "session_hash"})
 
 
 class RefusedError(Exception):
@@ -75,10 +83,19 @@ class Events:
         match = _ROUTES.search(path)
         if match is None:
             raise ValueError(f"{path} is not an event route")
-        join, call, name, _ = match.groups()
+        join, call, v2, name, _ = match.groups()
         if call:
             if name not in PUBLIC:
                 raise RefusedError(404, NOT_THE_API)
+            fn = next(f for f in self.fns.values() if f.api_name == name)
+            if v2:
+                names = {_parameter(fn)}
+                given = set(payload) - _V2_EXTRAS
+                data = [payload.get(_parameter(fn))] if given == names else None
+            else:
+                data = payload.get("data")
+            if not _shaped_for(fn, data):
+                raise RefusedError(422, ARGUMENTS.format(name=name))
             return PUBLIC[name]
         index = payload.get("fn_index")
         fn = self.fns.get(index) if type(index) is int else None
@@ -86,15 +103,29 @@ class Events:
         if fn is None or fn.fn is None or bool(join) != fn.queue:
             raise RefusedError(404, NOT_AS_SENT)
         if fn.api_name in PUBLIC and fn.api_visibility == "public":
+            if not _shaped_for(fn, payload.get("data")):
+                raise RefusedError(422, ARGUMENTS.format(name=fn.api_name))
             return PUBLIC[fn.api_name]
         data = payload.get("data")
-        if not (
-            isinstance(data, list)
-            and len(data) == len(fn.inputs)
-            and all(map(_as_the_page_sends, fn.inputs, data))
-        ):
+        if not _shaped_for(fn, data):
             raise RefusedError(422, NOT_AS_SENT)
         return PAGE
+
+
+def _shaped_for(fn: Any, data: Any) -> bool:
+    """Whether ``data`` is one value, shaped as the page sends it, for each input of ``fn``."""
+    return (
+        isinstance(data, list)
+        and len(data) == len(fn.inputs)
+        and all(map(_as_the_page_sends, fn.inputs, data))
+    )
+
+
+def _parameter(fn: Any) -> str:
+    """The name of the one argument of a public endpoint's function (``path``)."""
+    import inspect
+
+    return next(iter(inspect.signature(fn.fn).parameters))
 
 
 def _as_the_page_sends(block: gr.components.Component, item: Any) -> bool:

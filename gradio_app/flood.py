@@ -10,18 +10,24 @@ separately), allows
   defaults :data:`RULES`);
 - a few explanations waiting or running at once (``explain_in_flight``);
 
-and it refuses an upload that would take the stored uploads past ``upload_budget`` bytes on disk
-(Gradio deletes them after a few minutes; the budget bounds what a burst can store meanwhile),
-and stores every upload under a random name, never the uploader's file name;
+and it bounds what uploads can cost (:mod:`gradio_app.bodies` reads every body counting its
+bytes and stops at the limit, chunked or not): one file per upload request and at most
+``max_upload`` bytes in it; per client at most a quarter of the upload budget per
+:data:`VOLUME_WINDOW`; for everyone together at most ``upload_budget`` bytes stored on disk,
+counting the uploads still arriving (Gradio deletes stored uploads after a few minutes); every
+upload is stored under a random name, never the uploader's file name. Every other request body
+is bounded by :data:`gradio_app.bodies.MAX_JSON_BYTES`, and the routes of components the app
+does not have (recordings, streams, component servers) are closed;
 
 and, for everyone together, at most ``explain_capacity`` explanations waiting or running, so that
-explanations can never take the queue's room from predictions. A refused request gets HTTP 429
-and a sentence saying what to do. A call naming a file that was not uploaded here (a server path
-or a web address) gets HTTP 422 and a sentence, where Gradio answered ``{"error": null}``. An
+explanations can never take the queue's room from predictions. A refused request gets HTTP
+429 (413 when it is too large, 503 when the disk budget is full) and a sentence saying what to
+do. A call naming a file that was not uploaded here (a server path, a web address, a name with a
+NUL byte) gets HTTP 422 and a sentence, where Gradio answered ``{"error": null}`` or 500. An
 event call the app does not take from outside (:mod:`gradio_app.events`) gets HTTP 404 or 422
-and a sentence. The
-event functions call :meth:`Ledger.done` when an explanation ends; an explanation whose client
-vanished is forgotten after :data:`FORGET_S`.
+and a sentence. The event functions call :meth:`Ledger.done` when an explanation ends, and an
+explanation call that is answered with an error gives its slot back at once; an explanation
+whose client vanished is forgotten after :data:`FORGET_S`.
 """
 
 from __future__ import annotations
@@ -30,17 +36,16 @@ import json
 import re
 import threading
 import time
-import uuid
 from collections import deque
 from pathlib import Path
 from typing import Any
 
-from limits import parse_many
+from limits import parse, parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
+from gradio_app import bodies
 from gradio_app.events import Events, RefusedError
-from pipeline.data.layouts import IMAGE_SUFFIXES
 
 RULES: dict[str, str] = {
     "predict": "30/minute;300/hour",
@@ -51,6 +56,8 @@ RULES: dict[str, str] = {
 }
 EXPLAIN_IN_FLIGHT = 2
 FORGET_S = 300.0
+# Uploads are deleted 10 minutes after they arrive: a client's upload volume counts over that.
+VOLUME_WINDOW = "10 minutes"
 MESSAGES = {
     "rate": "You have sent many {kind} requests in a short time; please wait a minute and "
     "try again. (Everyone shares this service, so each visitor gets a fair share.)",
@@ -58,6 +65,17 @@ MESSAGES = {
     "before asking for another.",
     "disk": "The service is holding too many uploads right now; try again in a minute (each "
     "upload is deleted within minutes).",
+    "too_large": "This upload is {size}larger than the {limit} the service takes: downscale it "
+    "or save it as a compressed PNG / JPEG (a chest X-ray rarely needs more than 4096×4096 "
+    "pixels).",
+    "one_file": "Send one X-ray per upload (this request carried {n} files).",
+    "volume": "You have uploaded about {mb} MB in the last 10 minutes, the most one visitor may "
+    "store at once; uploads are deleted 10 minutes after they arrive, so try again in a few "
+    "minutes.",
+    "body": "This request is larger than any the app takes ({limit}): to send an X-ray, upload "
+    "the file first (POST /gradio_api/upload) and pass the path it returns.",
+    "closed": "This app takes no recordings, streams or component requests: upload a chest "
+    "X-ray file (PNG, JPEG or DICOM) instead.",
     "busy": "Many people are asking for explanations right now; the verdict and Grad-CAM still "
     "work — try LIME or SHAP again in a minute.",
 }
@@ -73,8 +91,16 @@ class Ledger:
         explain_in_flight: int = EXPLAIN_IN_FLIGHT,
         explain_capacity: int = 24,
         upload_budget: int = 512 * 2**20,
+        max_upload: int = 20 * 2**20,
+        upload_per_client: int | None = None,
     ) -> None:
         self.upload_budget = upload_budget
+        self.max_upload = max_upload
+        # Per client, counted in kB: by default a quarter of the budget, so that no one visitor
+        # can fill it.
+        per_client = upload_budget // 4 if upload_per_client is None else upload_per_client
+        self.volume = parse(f"{max(1, per_client // 2**10)}/{VOLUME_WINDOW}")
+        self.arriving = 0  # bytes of uploads being received, not yet on disk
         self.explain_in_flight = explain_in_flight
         self.explain_capacity = explain_capacity
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
@@ -108,17 +134,46 @@ class Ledger:
                 self.pending.setdefault(clients[0], deque()).append(now)
         return None
 
-    def disk_full(self, incoming: int) -> bool:
-        """Whether ``incoming`` more bytes would take the stored uploads past the budget."""
+    def space_left(self) -> int:
+        """Bytes of the upload budget not taken by stored uploads or uploads arriving."""
         from gradio.utils import get_upload_folder
 
         stored = sum(f.stat().st_size for f in Path(get_upload_folder()).rglob("*") if f.is_file())
-        return stored + incoming > self.upload_budget
+        with self.lock:
+            return self.upload_budget - stored - self.arriving
+
+    def take_space(self, n: int) -> bool:
+        """Hold ``n`` bytes of the budget for an upload arriving; False when they do not fit."""
+        left = self.space_left()
+        with self.lock:
+            if n > left:
+                return False
+            self.arriving += n
+            return True
+
+    def give_space(self, n: int) -> None:
+        with self.lock:
+            self.arriving -= n
+
+    def admit_volume(self, client: str, n: int) -> str | None:
+        """None if ``client`` may store ``n`` more bytes of uploads (they are counted), else the
+        sentence refusing them."""
+        kb = max(1, -(-n // 2**10))
+        with self.lock:
+            if self.limiter.hit(self.volume, "upload_kb", client, cost=kb):
+                return None
+            stats = self.limiter.get_window_stats(self.volume, "upload_kb", client)
+        used = (self.volume.amount - stats.remaining) / 2**10
+        return MESSAGES["volume"].format(mb=f"{used:.0f}")
 
     def done(self, host: str | None) -> None:
         """An explanation for the client at ``host`` ended (or failed)."""
+        self.release(f"ip:{host}")
+
+    def release(self, client: str) -> None:
+        """Give back one of ``client``'s explanation slots."""
         with self.lock:
-            queue = self.pending.get(f"ip:{host}")
+            queue = self.pending.get(client)
             if queue:
                 queue.popleft()
 
@@ -138,40 +193,119 @@ class FairUse:
             return
         path: str = scope["path"]
         if path.endswith("/upload"):
-            if self.ledger.disk_full(_content_length(scope)):
-                await _answer(send, 503, MESSAGES["disk"])
-                return
-            refusal = self.ledger.admit("upload", _clients(scope, None))
-            if refusal is None:
-                scope, receive = await _anonymised(scope, receive)
-        elif self.events.is_event_call(path):
-            body, receive = await _read_body(receive)
-            payload = _json_object(body)
-            refusal = _foreign_file(payload)
-            if refusal is not None:
-                await _answer(send, 422, refusal)
-                return
-            try:
-                kind = self.events.kind(path, payload)
-            except RefusedError as err:
-                await _answer(send, err.status, str(err))
-                return
-            refusal = self.ledger.admit(kind, _clients(scope, payload.get("session_hash")))
-        else:
-            refusal = None
-        if refusal is None:
+            await self._upload(scope, receive, send)
+            return
+        if _CLOSED.search(path):
+            await _answer(send, 404, MESSAGES["closed"])
+            return
+        try:
+            body, receive = await bodies.read_body(receive, bodies.MAX_JSON_BYTES)
+        except bodies.BodyTooLargeError:
+            await _answer(send, 413, MESSAGES["body"].format(limit=_mb(bodies.MAX_JSON_BYTES)))
+            return
+        if not self.events.is_event_call(path):
             await self.app(scope, receive, send)
             return
-        await _answer(send, 429, refusal)
+        payload = _json_object(body)
+        refusal = _foreign_file(payload)
+        if refusal is not None:
+            await _answer(send, 422, refusal)
+            return
+        try:
+            kind = self.events.kind(path, payload)
+        except RefusedError as err:
+            await _answer(send, err.status, str(err))
+            return
+        clients = _clients(scope, payload.get("session_hash"))
+        refusal = self.ledger.admit(kind, clients)
+        if refusal is not None:
+            await _answer(send, 429, refusal)
+            return
+        if kind != "explain":
+            await self.app(scope, receive, send)
+            return
+        # An explanation refused further in (queue full, arguments Gradio rejects) never runs
+        # the function that gives its slot back: give it back here.
+        released = False
+
+        async def watching(message: dict) -> None:
+            nonlocal released
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                released = True
+                self.ledger.release(clients[0])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watching)
+        except BaseException:
+            if not released:
+                self.ledger.release(clients[0])
+            raise
+
+    async def _upload(self, scope: dict, receive: Any, send: Any) -> None:
+        """One upload, bounded (see the module docstring), renamed and handed to Gradio."""
+        ledger = self.ledger
+        most = ledger.max_upload + bodies.MULTIPART_SLACK
+        declared = bodies.content_length(scope)
+        if declared is not None and declared > most:
+            await _too_large(send, declared, ledger.max_upload)
+            return
+        clients = _clients(scope, None)
+        refusal = ledger.admit("upload", clients)
+        if refusal is not None:
+            await _answer(send, 429, refusal)
+            return
+        held = most if declared is None else declared
+        if not ledger.take_space(held):
+            await _answer(send, 503, MESSAGES["disk"])
+            return
+        try:
+            try:
+                body, receive = await bodies.read_body(receive, most)
+            except bodies.BodyTooLargeError:
+                await _too_large(send, None, ledger.max_upload)
+                return
+            sizes = bodies.file_sizes(scope, body)
+            if len(sizes) > 1:
+                await _answer(send, 413, MESSAGES["one_file"].format(n=len(sizes)))
+                return
+            if sizes and sizes[0] > ledger.max_upload:
+                await _too_large(send, sizes[0], ledger.max_upload)
+                return
+            refusal = ledger.admit_volume(clients[0], sum(sizes))
+            if refusal is not None:
+                await _answer(send, 429, refusal)
+                return
+            scope, receive = bodies.anonymised(scope, body, receive)
+            del body
+            await self.app(scope, receive, send)
+        finally:
+            ledger.give_space(held)
 
 
 _WORDS = {"predict": "verdict", "explain": "explanation", "upload": "upload", "page": "page"}
+# Routes of components the app does not have.
+_CLOSED = re.compile(
+    r"/gradio_api/(?:process_recording|component_server|stream/|vibe-|undo-vibe|run-history)"
+)
 
 
 NOT_AN_UPLOAD = (
     "Send the X-ray itself: upload the file first (POST /gradio_api/upload) and pass the path "
     "it returns. This service does not open files on its own disk or fetch web addresses."
 )
+# Longer than any path of Gradio's upload folder.
+_MAX_PATH = 1024
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.3g} MB" if n >= 2**20 else f"{n / 2**10:.3g} kB"
+
+
+async def _too_large(send: Any, size: int | None, limit: int) -> None:
+    """413 with :data:`MESSAGES` ``too_large``; ``size`` in bytes, None when not known."""
+    told = "" if size is None else f"{_mb(size)}, "
+    await _answer(send, 413, MESSAGES["too_large"].format(size=told, limit=_mb(limit)))
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
@@ -186,7 +320,7 @@ def _json_object(body: bytes) -> dict[str, Any]:
 def _foreign_file(data: Any) -> str | None:
     """A sentence refusing ``data`` (a request body, searched all through: ``/call/v2/`` takes
     named arguments) when it names a file that was not uploaded here (a server path, a web
-    address), else None."""
+    address, a name no file system takes), else None."""
     from gradio.utils import get_upload_folder
 
     folder = Path(get_upload_folder()).resolve()
@@ -197,73 +331,35 @@ def _foreign_file(data: Any) -> str | None:
             stack.extend(item)
         elif isinstance(item, dict):
             path = item.get("path")
-            if isinstance(path, str) and not Path(path).resolve().is_relative_to(folder):
+            # A named call's argument "path" holds the file itself: searched below.
+            nested = isinstance(path, dict | list)
+            if path is not None and not nested and not _is_upload_path(path, folder):
                 return NOT_AN_UPLOAD
             stack.extend(v for v in item.values() if isinstance(v, dict | list))
     return None
 
 
+def _is_upload_path(path: Any, folder: Path) -> bool:
+    """Whether ``path`` could name a file in the upload ``folder``."""
+    if not isinstance(path, str) or not path or "\x00" in path or len(path) > _MAX_PATH:
+        return False
+    try:
+        return Path(path).resolve().is_relative_to(folder)
+    except (OSError, ValueError):
+        return False
+
+
 async def _answer(send: Any, status: int, sentence: str) -> None:
     body = json.dumps({"error": sentence, "detail": sentence}).encode()
-    headers = [(b"content-type", b"application/json")]
-    if status == 429:
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    if status in (429, 503):
         headers.append((b"retry-after", b"60"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-_FILENAME = re.compile(rb'(Content-Disposition:[^\r\n]*?filename=")([^"\r\n]*)(")', re.IGNORECASE)
-
-
-async def _anonymised(scope: dict, receive: Any) -> tuple[dict, Any]:
-    """The upload with every file renamed at random (its extension kept), so that neither the
-    uploader's file name nor anything it says is stored or sent back in a path."""
-    body, _ = await _read_body(receive)
-
-    def rename(match: re.Match[bytes]) -> bytes:
-        suffix = Path(match.group(2).decode("utf-8", "replace")).suffix.lower()
-        keep = suffix if suffix in IMAGE_SUFFIXES else ""
-        return match.group(1) + f"upload-{uuid.uuid4().hex}{keep}".encode() + match.group(3)
-
-    body = _FILENAME.sub(rename, body)
-    headers = [(k, v) for k, v in scope.get("headers", []) if k != b"content-length"]
-    headers.append((b"content-length", str(len(body)).encode()))
-    return {**scope, "headers": headers}, _replaying(body, receive)
-
-
-def _content_length(scope: dict) -> int:
-    for name, value in scope.get("headers", []):
-        if name == b"content-length" and value.isdigit():
-            return int(value)
-    return 0
-
-
-def _clients(scope: dict, session: str | None) -> list[str]:
+def _clients(scope: dict, session: Any) -> list[str]:
     """The keys a request is counted under: its IP address, and its session when it has one."""
     host = (scope.get("client") or ("unknown", 0))[0]
-    return [f"ip:{host}"] + ([f"session:{session}"] if session else [])
-
-
-async def _read_body(receive: Any) -> tuple[bytes, Any]:
-    """The whole request body, and a ``receive`` that hands it on unchanged."""
-    chunks, more = [], True
-    while more:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        more = message.get("more_body", False)
-    body = b"".join(chunks)
-    return body, _replaying(body, receive)
-
-
-def _replaying(body: bytes, receive: Any) -> Any:
-    """A ``receive`` that hands on ``body`` as the whole request, then whatever follows."""
-    sent = False
-
-    async def replay() -> dict:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
+    session = session if isinstance(session, str) and session else None
+    return [f"ip:{host}"] + ([f"session:{session[:64]}"] if session else [])

@@ -7,6 +7,7 @@ or SHAP heatmap). Pure functions of their arguments; :mod:`gradio_app.app` lays 
 from __future__ import annotations
 
 import html
+import re
 
 import numpy as np
 
@@ -110,8 +111,24 @@ def gradcam_overlay(a: Assessment) -> np.ndarray | None:
 
 
 def explain_note(method: str, a: Assessment) -> str:
-    """The note under a LIME or SHAP heatmap: the image size, P(TB), the verdict and why."""
+    """The note under a LIME or SHAP heatmap (Markdown): the image size, P(TB), the verdict
+    and why."""
     return (
         f"{method.upper()} on the image as the model sees it ({a.image.shape[0]} px); "
-        f"P(TB) = {a.probability:.3f} — {a.verdict}. {a.reason}."
+        f"P(TB) = {a.probability:.3f} — {a.verdict}. {plain(a.reason)}."
     )
+
+
+def refusal_note(reason: str) -> str:
+    """The note where a LIME or SHAP heatmap would be, when there is none (Markdown)."""
+    return f"{CANNOT_ASSESS}: {plain(reason)}"
+
+
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~&])")
+
+
+def plain(text: str) -> str:
+    """``text`` shown as it is in Markdown: every character Markdown or HTML could read as
+    markup (a link, emphasis, a tag) is escaped. Reasons can quote what a file says about
+    itself (a DICOM header's fields)."""
+    return _MARKDOWN.sub(r"\\\1", text)

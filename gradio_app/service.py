@@ -76,6 +76,8 @@ class Limits:
     explain_in_flight: int = 2
     explain_capacity: int = 24
     upload_budget_mb: int = 512  # uploads stored on disk at once, all clients together
+    # What one client may store within 10 minutes (None: a quarter of the budget).
+    upload_per_client_mb: float | None = None
     # Perturbed images an explanation scores at once: small batches let a prediction that
     # arrives meanwhile go first after at most one batch (:class:`PredictionsFirst`).
     explain_batch: int = 8

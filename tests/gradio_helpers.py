@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -22,7 +23,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from gradio_client import Client
 
-from gradio_app.app import build_demo, launch_options
+from gradio_app.app import build_demo, serve
 from gradio_app.service import Limits, ModelSource
 
 SIZE = 64
@@ -87,18 +88,27 @@ def free_port() -> int:
 def running_app(source: ModelSource, limits: Limits = LIMITS, **kwargs: object) -> Iterator[str]:
     """The app launched on a free localhost port; yields its URL and closes it afterwards."""
     demo = build_demo(source, limits, **kwargs)
-    demo.launch(
-        server_name="127.0.0.1",
-        server_port=free_port(),
-        prevent_thread_lock=True,
-        quiet=True,
-        **launch_options(limits, demo),
-    )
+    url = serve(demo, limits, port=free_port(), block=False, quiet=True)
     try:
-        yield demo.local_url
+        yield url
     finally:
         demo.close()
 
 
 def client_for(url: str) -> Client:
     return Client(url, verbose=False, download_files=False, analytics_enabled=False)
+
+
+@contextmanager
+def app_with(tmp_path: Path, limits: Limits) -> Iterator[tuple[httpx.Client, dict[str, int]]]:
+    """The app without a model and with one example, a raw HTTP client for it, and the
+    ``fn_index`` of each event by name."""
+    example = tmp_path / "example.png"
+    example.write_bytes(png(phantom_pair(0)[1]))
+    source = ModelSource(RunStore(f"sqlite:///{tmp_path / 'empty.db'}"), refresh_s=0)
+    fns = build_demo(source, limits, [example]).fns
+    with (
+        running_app(source, limits, examples=[example]) as url,
+        httpx.Client(base_url=url, timeout=30) as http,
+    ):
+        yield http, {fn.api_name: i for i, fn in fns.items()}

@@ -7,35 +7,16 @@ must keep getting these events) is driven in a real browser in ``test_gradio_bro
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
 
-from db import RunStore
-from gradio_app.app import build_demo
-from gradio_app.service import Limits, ModelSource
-from tests.gradio_helpers import LIMITS, phantom_pair, png, running_app
+from tests.gradio_helpers import LIMITS, app_with
 
 pytestmark = pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")
 API_NAMES = "/predict, /lime or /shap"
-
-
-@contextmanager
-def app_with(tmp_path: Path, limits: Limits) -> Iterator[tuple[httpx.Client, dict[str, int]]]:
-    """The app without a model and with one example, a raw HTTP client for it, and the
-    ``fn_index`` of each event by name."""
-    example = tmp_path / "example.png"
-    example.write_bytes(png(phantom_pair(0)[1]))
-    source = ModelSource(RunStore(f"sqlite:///{tmp_path / 'empty.db'}"), refresh_s=0)
-    fns = build_demo(source, limits, [example]).fns
-    with (
-        running_app(source, limits, examples=[example]) as url,
-        httpx.Client(base_url=url, timeout=30) as http,
-    ):
-        yield http, {fn.api_name: i for i, fn in fns.items()}
 
 
 @pytest.fixture
