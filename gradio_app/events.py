@@ -30,8 +30,10 @@ The page's own events are therefore kept few and made harmless:
 
 from __future__ import annotations
 
+import inspect
 import re
 from typing import Any
+from urllib.parse import parse_qs
 
 import gradio as gr
 
@@ -54,6 +56,13 @@ NOT_AS_SENT = (
 )
 # Gradio's event routes, each under its API prefix: (route, endpoint name or None).
 _ROUTES = re.compile(r"/gradio_api/(?:queue/(join)|(call)/(v2/)?([^/]+)|(?:run|api)/([^/]+))/?$")
+# The routes a client reads an answer from, as a stream: by event id, or by session.
+_STREAMS = re.compile(r"/gradio_api/(?:call/(?:v2/)?[^/]+/([^/]+)|queue/data)/?$")
+NO_ANSWER = (
+    "There is no answer waiting under this id: it was collected already, or the call never "
+    "reached the queue. Send the call again (POST /gradio_api/call/predict) and read the answer "
+    "it names once."
+)
 # What a named (/call/v2/) call may carry besides its arguments; Gradio drops these itself.
 _V2_EXTRAS = frozenset({"oauth_token", "session_hash"})
 
@@ -71,6 +80,31 @@ class Events:
 
     def __init__(self, demo: gr.Blocks) -> None:
         self.fns = dict(demo.fns)
+        self.queue = demo._queue
+
+    def stream_known(self, path: str, query: bytes) -> bool | None:
+        """For a GET of an answer stream (``/call/<name>/<event id>``, ``/queue/data``), whether
+        the queue holds the session it names — Gradio answers an unknown one with a stream that
+        it then breaks off; None for any other route."""
+        match = _STREAMS.search(path)
+        if match is None:
+            return None
+        queue = self.queue
+        if match.group(1) is not None:
+            # As Gradio finds the session of an event id (routes.simple_predict_get).
+            event_id = match.group(1)
+            event = queue.event_ids_to_events.get(event_id)
+            session = (
+                event.session_hash
+                if event is not None
+                else next(
+                    (s for s, ids in queue.pending_event_ids_session.items() if event_id in ids),
+                    event_id,
+                )
+            )
+        else:
+            session = parse_qs(query.decode("latin-1")).get("session_hash", [None])[0]
+        return session is not None and session in queue.pending_messages_per_session
 
     @staticmethod
     def is_event_call(path: str) -> bool:
@@ -123,8 +157,6 @@ def _shaped_for(fn: Any, data: Any) -> bool:
 
 def _parameter(fn: Any) -> str:
     """The name of the one argument of a public endpoint's function (``path``)."""
-    import inspect
-
     return next(iter(inspect.signature(fn.fn).parameters))
 
 

@@ -45,7 +45,7 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from gradio_app import bodies
-from gradio_app.events import Events, RefusedError
+from gradio_app.events import NO_ANSWER, Events, RefusedError
 
 RULES: dict[str, str] = {
     "predict": "30/minute;300/hour",
@@ -188,7 +188,16 @@ class FairUse:
         self.events = events
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "GET":
+            if self.events.stream_known(scope["path"], scope.get("query_string", b"")) is False:
+                await _answer(send, 404, NO_ANSWER)
+                return
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]

@@ -167,6 +167,14 @@ def test_malformed_calls_get_a_4xx_sentence_never_a_500(tmp_path):
             answer = http.post(route, json=body)
             assert answer.status_code == 422, (route, answer.text)
             assert "upload the file first" in answer.json()["error"]
+        # Reading an answer that is not there: Gradio began a stream, then broke it off.
+        for route in (
+            "/gradio_api/call/predict/nonexistent",
+            "/gradio_api/queue/data?session_hash=x",
+        ):
+            answer = http.get(route)
+            assert answer.status_code == 404, route
+            assert "no answer waiting under this id" in answer.json()["error"]
 
 
 def test_failed_explanation_calls_give_their_slot_back(tmp_path):
