@@ -9,6 +9,7 @@ and :func:`file_sizes` measures them.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from pathlib import Path
@@ -73,6 +74,61 @@ def replaying(body: bytes, receive: Any) -> Any:
         return await receive()
 
     return replay
+
+
+# RFC 2046: a multipart boundary is 1 to 70 characters.
+MAX_BOUNDARY = 70
+# Deeper than any call the app takes; Python's JSON decoder raises RecursionError near 1,000.
+MAX_JSON_DEPTH = 32
+NOT_JSON = object()
+
+
+def is_multipart(scope: dict) -> bool:
+    """Whether the request says it is multipart/form-data with a boundary of legal length."""
+    kind = dict(scope.get("headers", [])).get(b"content-type", b"")
+    boundary = _BOUNDARY.search(kind)
+    return (
+        kind.lower().startswith(b"multipart/form-data")
+        and boundary is not None
+        and 0 < len(boundary.group(1).strip(b'"')) <= MAX_BOUNDARY
+    )
+
+
+def json_body(scope: dict, body: bytes) -> Any:
+    """The parsed JSON of a request body that is meant to be JSON (any body but a form's);
+    None when empty or a form, :data:`NOT_JSON` when it is not valid JSON or nests deeper than
+    :data:`MAX_JSON_DEPTH` (Gradio's parser would fail on it with an error 500)."""
+    kind = dict(scope.get("headers", [])).get(b"content-type", b"").lower()
+    if not body.strip() or kind.startswith((b"multipart/", b"application/x-www-form-urlencoded")):
+        return None
+    if _depth(body) > MAX_JSON_DEPTH:
+        return NOT_JSON
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return NOT_JSON
+
+
+def _depth(body: bytes) -> int:
+    """How deep the brackets of a JSON text nest (strings skipped), without parsing it."""
+    depth = most = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            most = max(most, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return most
 
 
 def file_sizes(scope: dict, body: bytes) -> list[int]:

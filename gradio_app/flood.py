@@ -74,6 +74,10 @@ MESSAGES = {
     "minutes.",
     "body": "This request is larger than any the app takes ({limit}): to send an X-ray, upload "
     "the file first (POST /gradio_api/upload) and pass the path it returns.",
+    "json": "This request's body is not valid JSON (or nests deeper than any call the app "
+    "takes); the 'Use via API' link at the foot of the page shows what to send.",
+    "multipart": "Send the file as multipart/form-data, as a browser form or gradio_client "
+    "does (one part named 'files', with a boundary of at most 70 characters).",
     "closed": "This app takes no recordings, streams or component requests: upload a chest "
     "X-ray file (PNG, JPEG or DICOM) instead.",
     "busy": "Many people are asking for explanations right now; the verdict and Grad-CAM still "
@@ -212,10 +216,14 @@ class FairUse:
         except bodies.BodyTooLargeError:
             await _answer(send, 413, MESSAGES["body"].format(limit=_mb(bodies.MAX_JSON_BYTES)))
             return
+        parsed = bodies.json_body(scope, body)
+        if parsed is bodies.NOT_JSON:
+            await _answer(send, 400, MESSAGES["json"])
+            return
         if not self.events.is_event_call(path):
             await self.app(scope, receive, send)
             return
-        payload = _json_object(body)
+        payload = parsed if isinstance(parsed, dict) else {}
         refusal = _foreign_file(payload)
         if refusal is not None:
             await _answer(send, 422, refusal)
@@ -254,6 +262,9 @@ class FairUse:
     async def _upload(self, scope: dict, receive: Any, send: Any) -> None:
         """One upload, bounded (see the module docstring), renamed and handed to Gradio."""
         ledger = self.ledger
+        if not bodies.is_multipart(scope):
+            await _answer(send, 400, MESSAGES["multipart"])
+            return
         most = ledger.max_upload + bodies.MULTIPART_SLACK
         declared = bodies.content_length(scope)
         if declared is not None and declared > most:
@@ -315,15 +326,6 @@ async def _too_large(send: Any, size: int | None, limit: int) -> None:
     """413 with :data:`MESSAGES` ``too_large``; ``size`` in bytes, None when not known."""
     told = "" if size is None else f"{_mb(size)}, "
     await _answer(send, 413, MESSAGES["too_large"].format(size=told, limit=_mb(limit)))
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    """The request body as a JSON object; empty when it is not one (Gradio then refuses it)."""
-    try:
-        payload = json.loads(body or b"{}")
-    except ValueError:
-        return {}
-    return payload if isinstance(payload, dict) else {}
 
 
 def _foreign_file(data: Any) -> str | None:

@@ -167,6 +167,17 @@ def test_malformed_calls_get_a_4xx_sentence_never_a_500(tmp_path):
             answer = http.post(route, json=body)
             assert answer.status_code == 422, (route, answer.text)
             assert "upload the file first" in answer.json()["error"]
+        deep = b'{"data": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+        for route in ("/gradio_api/call/predict", "/gradio_api/queue/join", "/gradio_api/reset"):
+            answer = http.post(route, content=deep, headers={"content-type": "application/json"})
+            assert answer.status_code == 400, route
+            assert "not valid JSON" in answer.json()["error"]
+        for kind in ("multipart/form-data; boundary=" + "b" * 300, "application/octet-stream"):
+            answer = http.post(
+                "/gradio_api/upload", content=b"x" * 100, headers={"content-type": kind}
+            )
+            assert answer.status_code == 400, kind
+            assert "multipart/form-data" in answer.json()["error"]
         # Reading an answer that is not there: Gradio began a stream, then broke it off.
         for route in (
             "/gradio_api/call/predict/nonexistent",
