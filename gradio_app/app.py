@@ -39,7 +39,7 @@ from starlette.middleware import Middleware
 
 from gradio_app import reads, render
 from gradio_app.card import banner, model_card
-from gradio_app.events import Events
+from gradio_app.events import Events, Sessions
 from gradio_app.flood import FairUse, Ledger
 from gradio_app.security import harden
 from gradio_app.service import Limits, ModelSource, no_model
@@ -305,6 +305,7 @@ def build_demo(
     # api_open=False: queued events run through the queue only, never on /gradio_api/run/<name>,
     # which would skip its concurrency limits and the fair-use limits.
     demo.queue(max_size=queue_size, default_concurrency_limit=1, api_open=False)
+    demo._queue.pending_messages_per_session = Sessions(demo._queue)
     demo.fair_use = ledger  # read by launch_options
     demo.own_files = outputs  # its folder is deleted on SIGTERM (__main__)
     return demo

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections import OrderedDict
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -169,3 +170,26 @@ def _as_the_page_sends(block: gr.components.Component, item: Any) -> bool:
     if isinstance(block, gr.File):
         return item is None or (isinstance(item, dict) and isinstance(item.get("path"), str))
     return False
+
+
+class Sessions(OrderedDict):
+    """Gradio's answer queues per session, bounded as Gradio bounds them (2,000 sessions) but
+    evicting the oldest session that has nothing pending rather than the oldest of all.
+
+    Gradio keeps one entry per session until it is pushed out, and every ``/call/`` is a
+    session of its own; past 2,000 calls in the lifetime of one waiting call, Gradio dropped
+    that call's session while it waited, and every call queued after it failed with an error
+    500 (``KeyError``). Installed by :func:`gradio_app.app.build_demo` in place of Gradio's.
+    """
+
+    def __init__(self, queue: Any, max_size: int = 2000) -> None:
+        super().__init__()
+        self.queue = queue
+        self.max_size = max_size
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key not in self and len(self) >= self.max_size:
+            pending = self.queue.pending_event_ids_session
+            idle = next((k for k in self if not pending.get(k)), None)
+            del self[next(iter(self)) if idle is None else idle]
+        super().__setitem__(key, value)

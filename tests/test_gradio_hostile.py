@@ -371,3 +371,16 @@ def test_what_a_file_says_of_itself_is_shown_as_text_not_markdown():
     assert "[click here](" not in note
     assert "**now**" not in note
     assert "click here" in note
+
+
+def test_gradio_keeps_the_answer_queue_of_a_call_still_waiting_past_2000_sessions(tmp_path):
+    from gradio_app.events import Sessions
+
+    demo = build_demo(ModelSource(RunStore(f"sqlite:///{tmp_path / 's.db'}"), refresh_s=0), LIMITS)
+    queue = demo._queue
+    assert isinstance(queue.pending_messages_per_session, Sessions)
+    sessions = Sessions(queue, max_size=3)
+    queue.pending_event_ids_session.update({"waiting": {"e1"}, "done": set(), "done2": set()})
+    for key in ("waiting", "done", "done2", "new"):
+        sessions[key] = object()
+    assert list(sessions) == ["waiting", "done2", "new"]
