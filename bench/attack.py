@@ -53,6 +53,9 @@ from bench.serve import free_port, rss_mib, start_app
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+BUDGET_MB = 512  # the app's default upload budget
+
+
 def peak_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -380,6 +383,18 @@ def markdown(rows: list[dict], visitor: Visitor, stop: dict, date: str) -> list[
         f"{visitor.answers} "
         f"answers, {len(visitor.failures)} refused or failed, the slowest in "
         f"{visitor.slowest:.2f} s.",
+    ]
+    growth = {r["case"]: r["rss_peak"] - r["rss_before"] for r in rows}
+    together = max(v for k, v in growth.items() if "at once" in k)
+    alone = max(v for k, v in growth.items() if "at once" not in k)
+    fives = [r["case"] for r in rows if str(r["status"]).startswith("5")]
+    lines += [
+        "",
+        f"Targets: no 5xx ({len(fives)} cases answered 5xx); peak growth {alone:.0f} MiB for one "
+        f"request (≤ 300) and {together:.0f} MiB for four at once (≤ 600); the upload folder "
+        f"at most {max(r['folder_most_mib'] for r in rows):.0f} MiB (budget {BUDGET_MB}); "
+        f"{stop['left']} bytes of uploads left 1 s after SIGTERM; the legitimate visitor's "
+        f"slowest answer {visitor.slowest:.2f} s (≤ 2).",
     ]
     return lines
 
