@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline import quiet
+from pipeline import paths, quiet
 
 if TYPE_CHECKING:
     from gradio_app.service import ModelSource
@@ -115,20 +115,10 @@ def remove_stale_folders(root: Path | None = None) -> list[Path]:
     removed = []
     for folder in Path(root or tempfile.gettempdir()).glob("tbxray-*-*"):
         match = _OWN_FOLDER.match(folder.name)
-        if match and folder.is_dir() and not _alive(int(match.group(1))):
+        if match and folder.is_dir() and not paths.process_alive(int(match.group(1))):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _on_terminate(*folders: Path) -> None:

@@ -41,3 +41,15 @@ def run_log(run_id: str) -> Path:
 def eval_log(job_id: int) -> Path:
     """The log of a queued external evaluation."""
     return runs_dir() / "logs" / f"eval-{job_id}.log"
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs on this machine: files named after their writer's pid
+    (partial caches, the public app's upload folders) are cleaned up once it is gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True

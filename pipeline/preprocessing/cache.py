@@ -118,19 +118,9 @@ def remove_abandoned(folder: Path, older_than_s: float = ABANDONED_AFTER_S) -> l
     removed = []
     for tmp in folder.glob("*.tmp*.npy"):
         pid = tmp.suffixes[-2].removeprefix(".tmp") if len(tmp.suffixes) >= 2 else ""
-        alive = pid.isdigit() and _process_exists(int(pid))
+        alive = pid.isdigit() and paths.process_alive(int(pid))
         age = time.time() - tmp.stat().st_mtime
         if not alive and age > older_than_s:
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: it exists
-        return True
-    return True
