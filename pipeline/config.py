@@ -155,7 +155,7 @@ class AugmentConfig(_Section):
     horizontal_flip: bool = False
     zoom: float = Field(0.1, ge=0, le=0.5, description="max zoom in/out, fraction")
     brightness: float = Field(0.1, ge=0, le=0.5, description="max brightness shift, fraction")
-    # Appearance: what another machine or hospital changes (pipeline/training/appearance.py). All
+    # Appearance: what another machine or hospital changes (pipeline/imaging/appearance.py). All
     # off by default; each is drawn per image (blur and resampling per batch, on a random half).
     gamma: float = Field(0.0, ge=0, le=1, description="gamma drawn from [1/(1+g), 1+g]; 0 = off")
     contrast: float = Field(

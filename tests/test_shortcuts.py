@@ -9,8 +9,9 @@ import pytest
 
 from pipeline.config import AugmentConfig, DataConfig, preset
 from pipeline.data import synth
+from pipeline.imaging import appearance
 from pipeline.preprocessing import artefacts, cache, intensity, transform
-from pipeline.training import appearance, inputs
+from pipeline.training import inputs
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.config import AugmentConfig
-from pipeline.training import appearance as pipeline_appearance
+from pipeline.imaging import appearance as pipeline_appearance
 
 
 def class_weights(labels: np.ndarray) -> dict[int, float]:
@@ -71,7 +71,7 @@ def make_dataset(
     batch is made, and the pixels become float32 only then. training: reshuffled every epoch.
     oversample (training only): each batch draws the two classes with equal probability, an
     epoch still being ``len(indices)`` images. appearance (training only): the appearance
-    transforms of :mod:`pipeline.training.appearance` that it turns on, applied per batch. weights:
+    transforms of :mod:`pipeline.imaging.appearance` that it turns on, applied per batch. weights:
     (N,) per-image loss weights, indexed like ``labels`` (e.g. :func:`source_weights`); then batches
     also carry float32 weights (B,).
     """
