@@ -143,22 +143,27 @@ def duplicate_groups(index: DatasetIndex, limit: int = 12) -> list[list[ImageRec
 
 def lung_fields(s: Sample, per_class: int = 48) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """Lung masks of the first ``per_class`` thumbnails of each class, and one table row per
-    image: class, file, lung share of the image, left/right balance, plausible, why not."""
+    image: class, file, lung share of the image, left/right balance, the mask's quality score,
+    plausible, why not (a low-quality mask is not plausible: its outline is a guess)."""
     from pipeline.lungs.masks import plausibility
     from pipeline.lungs.segmenter import shipped
 
     seg = shipped()
     found, rows = {}, []
     for name, thumbs in s.thumbs.items():
-        found[name] = seg.segment_small(thumbs[:per_class]) if len(thumbs) else thumbs > 0
-        for record, mask in zip(s.records[name], found[name], strict=False):
-            p = plausibility(mask)
+        found[name], qualities = (
+            seg.find_small(thumbs[:per_class]) if len(thumbs) else (thumbs > 0, [])
+        )
+        for record, mask, quality in zip(s.records[name], found[name], qualities, strict=False):
+            p = plausibility(mask, quality)
             rows.append(
                 {
                     "class": name,
                     "file": os.path.basename(record.path),
                     "lung share": p.area,
                     "balance": p.balance,
+                    "quality": p.quality,
+                    "confident": p.confident,
                     "plausible": p.ok,
                     "why not": "; ".join(p.reasons),
                 }

@@ -511,6 +511,33 @@ def test_dataset_page_describes_a_folder_and_lists_bad_files(isolated_store, tmp
     assert lungs.loc["normal", "images"] == 20
     assert lungs.loc["tb", "images"] == 4
     assert 0.1 < lungs["mean_share"].min() < 0.6
+    assert (lungs["low_confidence"] == 0).all()  # phantoms' lungs are outlined with confidence
+
+
+def test_dataset_page_shows_lungs_outlined_with_low_confidence_as_such(
+    isolated_store, tmp_path, monkeypatch
+):
+    from pipeline.lungs.segmenter import Segmenter
+
+    data = tmp_path / "data"
+    synth.generate(data, 24, size=64, seed=5)
+    sure = Segmenter.probabilities
+
+    def unsure(self, batch):  # the same outlines at 0.5, but every pixel near 0.5
+        return 0.5 + 0.3 * (sure(self, batch) - 0.5)
+
+    monkeypatch.setattr(Segmenter, "probabilities", unsure)
+    at = page("views/dataset.py")
+    at.text_input(key="ds.path").input(str(data)).run()
+    at.toggle(key="ds.lungs_on").set_value(True).run()
+    assert not at.exception
+    lungs = next(d.value for d in at.dataframe if "mean_share" in d.value.columns)
+    assert lungs.loc["normal", "low_confidence"] == 20
+    assert lungs.loc["normal", "implausible"] == 20  # a guessed outline is not a plausible one
+    bad = next(d.value for d in at.dataframe if "why not" in d.value.columns)
+    assert bad["why not"].str.contains("the lung outline is uncertain").all()
+    captions = [c for img in at.image for c in img.captions]
+    assert any(c.endswith("· low-confidence lungs") for c in captions)
 
 
 def header_cut_jpeg() -> bytes:

@@ -25,6 +25,7 @@ import pytest
 from PIL import Image
 
 from db import RunStore
+from pipeline.lungs.quality import MaskQuality
 from pipeline.serving import ood
 from tests.dicom_files import dicom_bytes, displayed_as
 from tests.gradio_helpers import (
@@ -311,13 +312,36 @@ def test_the_lungs_are_outlined_and_an_upload_without_two_lungs_cannot_be_assess
     def one_lung(self, image):
         mask = np.zeros(image.shape, bool)
         mask[image.shape[0] // 4 : -image.shape[0] // 4, : image.shape[1] // 2 - 2] = True
-        return mask
+        return mask, MaskQuality(1.0, 2.0, True, "")
 
-    monkeypatch.setattr(Segmenter, "segment", one_lung)
+    monkeypatch.setattr(Segmenter, "find", one_lung)
     refused = source.current().assess(png(normal), LIMITS)
     assert refused.verdict == CANNOT_ASSESS
     assert refused.status == OUT_OF_DISTRIBUTION
     assert "lung fields" in refused.reason
+
+
+def test_lungs_outlined_only_with_low_confidence_give_cannot_assess_not_a_verdict(
+    source, monkeypatch
+):
+    """Two lungs of the right shape, but drawn where the segmenter was unsure: the verdict
+    would rest on guessed pixels, so the visitor is told that instead."""
+    from pipeline.lungs.segmenter import Segmenter
+
+    normal, _ = phantom_pair(5)
+    assert source.current().assess(png(normal), LIMITS).status == ASSESSED
+    sure = Segmenter.probabilities
+
+    def unsure(self, batch):  # the same outline at 0.5, but every pixel near 0.5
+        return 0.5 + 0.3 * (sure(self, batch) - 0.5)
+
+    monkeypatch.setattr(Segmenter, "probabilities", unsure)
+    refused = source.current().assess(png(normal), LIMITS)
+    assert refused.verdict == CANNOT_ASSESS
+    assert refused.status == OUT_OF_DISTRIBUTION
+    assert "the lung outline is uncertain" in refused.reason
+    assert "a doctor should read this X-ray" in refused.reason
+    assert "could not be found" not in refused.reason  # the shape was fine
 
 
 def test_an_x_ray_upside_down_or_cut_to_a_quadrant_cannot_be_assessed(source):

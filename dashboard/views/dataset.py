@@ -16,6 +16,8 @@ from pipeline.data import layouts, scan
 from pipeline.lungs import segmenter
 from pipeline.lungs.masks import draw_outline
 
+MAGENTA, ORANGE = (255, 0, 255), (255, 140, 0)  # a lung outline drawn with / without confidence
+
 st.title("Dataset")
 store = ui.store()
 known = ui.known_datasets(store)
@@ -151,20 +153,25 @@ if st.toggle(
 
 st.subheader("Samples")
 if lung_masks is not None:
-    st.caption("Magenta: the lung fields found by the shipped segmenter (pipeline/lungs).")
+    st.caption(
+        "Magenta: the lung fields found by the shipped segmenter (pipeline/lungs); orange: an "
+        "outline drawn with low confidence (the segmenter was unsure over much of it)."
+    )
 for cls in ("normal", "tb"):
     thumbs = s.thumbs[cls][:8]
+    captions = [os.path.basename(r.path) for r in s.records[cls][:8]]
     if lung_masks is not None:
+        sure = lung_table[lung_table["class"] == cls]["confident"].tolist()
         thumbs = [
-            draw_outline(np.stack([t] * 3, axis=-1), m)
-            for t, m in zip(thumbs, lung_masks[cls], strict=False)
+            draw_outline(np.stack([t] * 3, axis=-1), m, MAGENTA if ok else ORANGE)
+            for t, m, ok in zip(thumbs, lung_masks[cls], sure, strict=False)
+        ]
+        captions = [
+            c if ok else f"{c} · low-confidence lungs"
+            for c, ok in zip(captions, sure, strict=False)
         ]
     st.markdown(f"**{'Normal' if cls == 'normal' else 'TB'}** ({counts[cls]} images)")
-    st.image(
-        list(thumbs),
-        caption=[os.path.basename(r.path) for r in s.records[cls][:8]],
-        width=112,
-    )
+    st.image(list(thumbs), caption=captions, width=112)
 
 if lung_table is not None and len(lung_table):
     st.subheader("Lung fields")
@@ -184,6 +191,7 @@ if lung_table is not None and len(lung_table):
         images=("file", "size"),
         mean_share=("lung share", "mean"),
         implausible=("plausible", lambda v: int((~v).sum())),
+        low_confidence=("confident", lambda v: int((~v).sum())),
     )
     c_bad.dataframe(per_class, key="ds.lungstats")
     bad = lung_table[~lung_table["plausible"]]

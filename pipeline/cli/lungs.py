@@ -13,6 +13,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -23,8 +24,9 @@ console = Console(soft_wrap=True, width=max(shutil.get_terminal_size((160, 24)).
 def cmd_train(args: argparse.Namespace) -> int:
     from pipeline.lungs import segmenter
     from pipeline.lungs.data import load_pairs
-    from pipeline.lungs.train import train_and_card
+    from pipeline.lungs.train import recipe_named, train_and_card
 
+    recipe_named(args.recipe)  # a wrong name is refused before the pairs are read
     pairs = load_pairs(args.data, args.size)
     console.print(f"{len(pairs.names)} pairs from {args.data} at {args.size} px")
     # Every option spelled out, defaults included: the card's command retrains the same model.
@@ -33,6 +35,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             *("--data", args.data, "--out", args.out, "--epochs", str(args.epochs)),
             *("--holdout-epochs", str(args.holdout_epochs), "--size", str(args.size)),
             *("--base", str(args.base), "--seed", str(args.seed)),
+            *("--recipe", args.recipe),
             *(["--install"] if args.install else []),
         ]
     )
@@ -44,6 +47,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         base=args.base,
         command=command,
+        recipe=args.recipe,
         log=console.print,
     )
     table = Table("evaluation", "source", "pairs", "Dice", "IoU", "train s")
@@ -133,16 +137,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     seg = Segmenter(args.weights or WEIGHTS)
     pairs = load_pairs(args.data, seg.size)
-    result = score(seg.model, pairs)
-    table = Table("source", "pairs", "Dice", "IoU", title=f"{seg.weights} on {args.data}")
+    card = seg.card
+    held_out = card.get("held_out_source", {})
+    if held_out:
+        table = Table(
+            "held-out source",
+            "pairs",
+            "Dice",
+            "IoU",
+            title="Leave-one-source-out, from the model card: each source scored by a "
+            "segmenter trained without it (what to expect at a hospital it never saw)",
+        )
+        for s, r in held_out.items():
+            table.add_row(s, str(r["n"]), f"{r['dice']:.4f}", f"{r['iou']:.4f}")
+        mean = sum(r["dice"] for r in held_out.values()) / len(held_out)
+        table.add_row("mean of sources", "", f"{mean:.4f}", "")
+        console.print(table)
+    trained_here = card.get("training_data", {}).get("manifest_sha256") == pairs.manifest_sha256
+    if trained_here:
+        # Only the test part of the training folder was never seen: score that alone.
+        names = set(card.get("test_part", {}).get("names", []))
+        pairs = pairs.subset(np.array([n in names for n in pairs.names]))
+        title = f"{seg.weights}: its test part of {args.data} (held out of its training)"
+    else:
+        title = f"{seg.weights} on {args.data}"
+    result = score(seg.model, pairs, seg.standardisation)
+    table = Table("source", "pairs", "Dice", "IoU", title=title)
     for s in result.dice:
         table.add_row(s, str(result.n[s]), f"{result.dice[s]:.4f}", f"{result.iou[s]:.4f}")
     console.print(table)
-    if seg.card.get("training_data", {}).get("manifest_sha256") == pairs.manifest_sha256:
-        n_test = len(seg.card.get("test_part", {}).get("names", []))
+    if not trained_here and card.get("training_data"):
         console.print(
-            f"note: this is the model's training folder; only its {n_test} test-part pairs "
-            "were unseen in training, so these scores are optimistic (see the card)"
+            "note: this folder is not the model's training folder; if it shares images with "
+            "it, these scores are optimistic (see the card's training data)"
         )
     return 0
 
@@ -151,6 +178,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
 
+    from pipeline.imaging.decode import read_image
     from pipeline.imaging.decoded import ImageError
     from pipeline.lungs.masks import draw_outline, plausibility
     from pipeline.lungs.segmenter import WEIGHTS, Segmenter
@@ -158,27 +186,34 @@ def cmd_predict(args: argparse.Namespace) -> int:
     seg = Segmenter(args.weights or WEIGHTS)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    table = Table("image", "lung share", "plausible", "ms", "mask", "overlay")
+    table = Table("image", "lung share", "quality", "plausible", "ms", "mask", "overlay")
     failed = 0
     for path in args.images:
         start = time.perf_counter()
         # One unreadable file must not hide the results of the others.
         try:
-            image, mask = seg.segment_file(path)
+            image = read_image(path)
         except ImageError as err:
             failed += 1
-            table.add_row(str(path), "—", f"[red]cannot read:[/red] {err.reason}", "", "", "")
+            table.add_row(str(path), "—", "", f"[red]cannot read:[/red] {err.reason}", "", "", "")
             continue
+        mask, quality = seg.find(image)
         ms = 1000 * (time.perf_counter() - start)
         stem = Path(path).stem
         mask_file, overlay_file = out / f"{stem}-lungs.png", out / f"{stem}-outline.png"
         cv2.imwrite(str(mask_file), np.where(mask, np.uint8(255), np.uint8(0)))
         rgb = draw_outline(cv2.cvtColor(image, cv2.COLOR_GRAY2RGB), mask)
         cv2.imwrite(str(overlay_file), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        p = plausibility(mask)
+        p = plausibility(mask, quality)
         verdict = "yes" if p.ok else "[red]no[/red]: " + "; ".join(p.reasons)
         table.add_row(
-            str(path), f"{p.area:.1%}", verdict, f"{ms:.0f}", str(mask_file), str(overlay_file)
+            str(path),
+            f"{p.area:.1%}",
+            f"{quality.score:.2f}",
+            verdict,
+            f"{ms:.0f}",
+            str(mask_file),
+            str(overlay_file),
         )
     console.print(table)
     return 2 if failed else 0
@@ -207,6 +242,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=256, help="input side in pixels (default 256)")
     p.add_argument("--base", type=int, default=8, help="U-Net filters at full size (default 8)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--recipe",
+        default="strong",
+        help="what training does to a film beyond jitter: basic (brightness, contrast, blur), "
+        "strong (also gamma, noise, resampling, JPEG; the default) or equalised (strong, and "
+        "each input's histogram equalised)",
+    )
     p.add_argument("--install", action="store_true", help="replace the shipped model with it")
 
     p = inner.add_parser(

@@ -129,6 +129,31 @@ def augment(
     return np.clip(x, 0.0, 1.0), msk.astype(np.float32)
 
 
+def add_opacities(rng: np.random.Generator, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``x`` (float32 S×S in [0, 1]) with one to three opacities drawn into the lungs of
+    ``mask``: smooth, mottled patches that whiten the lung towards the brightness of the
+    mediastinum, as consolidation, a mass or fluid does. The mask is unchanged: the lung field
+    is still lung where disease has whitened it — the regions a TB classifier most needs, and
+    the ones a segmenter that learned "lung = dark" leaves out."""
+    s = x.shape[0]
+    inside = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), sigmaX=s / 100)
+    ys, xs = np.nonzero(mask > 0.5)
+    if ys.size == 0:
+        return x
+    white = float(np.percentile(x, 97))
+    yy, xx = np.mgrid[:s, :s].astype(np.float32)
+    # Mottling: low-frequency noise, the same for every patch of this image.
+    mottle = cv2.resize(rng.random((8, 8)).astype(np.float32), (s, s), cv2.INTER_CUBIC)
+    out = x.astype(np.float32)
+    for _ in range(int(rng.integers(1, 4))):
+        k = int(rng.integers(ys.size))
+        sy, sx = rng.uniform(0.05, 0.25, 2) * s
+        blob = np.exp(-0.5 * (((yy - ys[k]) / sy) ** 2 + ((xx - xs[k]) / sx) ** 2))
+        weight = rng.uniform(0.4, 0.95) * blob * inside * (0.6 + 0.4 * mottle)
+        out = out + np.clip(white - out, 0.0, None) * weight
+    return np.clip(out, 0.0, 1.0)
+
+
 def with_phantoms(pairs: Pairs, n: int, seed: int) -> Pairs:
     """``pairs`` plus ``n`` phantoms rendered at their side (one TB in six, source ``phantom``,
     named ``phantom-K``), so a model trained on them also knows the project's synthetic

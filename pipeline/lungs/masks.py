@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from pipeline.lungs.quality import MaskQuality
+
 # Plausibility limits, as shares of the image and of its height. Measured on the 482 hand-drawn
 # masks of ../shared/data/lung-masks (bench/lungs.py prints them): the lungs cover 10-59 % of the
 # image (1st-99th percentile 15-55 %), the smaller lung is at least 0.54 of the larger one, lung
@@ -68,7 +70,9 @@ class Plausibility:
     """Whether a lung mask looks like two lungs, and the numbers behind the judgement.
 
     ``area``: lungs' share of the image; ``balance``: smaller lung area / larger (0 with fewer
-    than two); ``reasons``: one phrase per failed check, empty when ``ok``.
+    than two); ``reasons``: one phrase per failed check, empty when ``ok``; ``quality``: the
+    mask's quality score (:mod:`pipeline.lungs.quality`) when it was judged, and ``confident``
+    whether it passed (a mask of the right shape can still be a guess).
     """
 
     ok: bool
@@ -76,11 +80,19 @@ class Plausibility:
     area: float
     balance: float
     reasons: tuple[str, ...]
+    quality: float | None = None
+    confident: bool = True
+
+    @property
+    def shape_ok(self) -> bool:
+        """Whether the mask looks like two lungs, its quality aside."""
+        return self.ok or (not self.confident and len(self.reasons) == 1)
 
 
-def plausibility(mask: np.ndarray) -> Plausibility:
+def plausibility(mask: np.ndarray, quality: MaskQuality | None = None) -> Plausibility:
     """Judge a post-processed mask: two lungs, one each side of the mid-line, of sensible size
-    (share of the image), at a sensible height and of comparable area."""
+    (share of the image), at a sensible height and of comparable area — and, given its
+    ``quality``, drawn with confidence."""
     m = np.asarray(mask, dtype=np.uint8)
     h, w = m.shape
     _, _, stats, centroids = cv2.connectedComponentsWithStats(m, connectivity=8)
@@ -111,7 +123,18 @@ def plausibility(mask: np.ndarray) -> Plausibility:
         reasons.append(
             f"the lungs cover {area:.0%} of the image (expected {MIN_AREA:.0%}-{MAX_AREA:.0%})"
         )
-    return Plausibility(not reasons, len(lungs), area, balance, tuple(reasons))
+    confident = quality is None or quality.ok
+    if not confident:
+        reasons.append(quality.reason)
+    return Plausibility(
+        not reasons,
+        len(lungs),
+        area,
+        balance,
+        tuple(reasons),
+        None if quality is None else quality.score,
+        confident,
+    )
 
 
 def outline(mask: np.ndarray, thickness: int = 1) -> np.ndarray:

@@ -20,6 +20,7 @@ import numpy as np
 
 from pipeline.imaging import decode
 from pipeline.lungs.masks import Plausibility, plausibility, postprocess
+from pipeline.lungs.quality import MaskQuality, mask_quality
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WEIGHTS = WEIGHTS_DIR / "lungs.keras"
@@ -31,13 +32,24 @@ class SegmenterError(ValueError):
     """The segmenter's weights cannot be used; the message is one line with the fix."""
 
 
-def normalise(batch: np.ndarray) -> np.ndarray:
+STANDARDISATIONS = ("zscore", "equalise")
+
+
+def normalise(batch: np.ndarray, standardisation: str = "zscore") -> np.ndarray:
     """uint8 or [0, 1] float (N, S, S) -> float32 (N, S, S, 1), each image mean 0 and std 1.
 
     Per-image standardisation makes the segmenter indifferent to exposure and window, which
-    differ most between sources.
+    differ most between sources. ``"equalise"`` first equalises each image's histogram, which
+    undoes any monotone change of grey levels (gamma, contrast, a detector's response curve).
     """
-    x = np.asarray(batch, dtype=np.float32)
+    x = np.asarray(batch)
+    if standardisation == "equalise":
+        if x.dtype != np.uint8:
+            x = np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+        x = np.stack([cv2.equalizeHist(img) for img in x])
+    elif standardisation != "zscore":
+        raise ValueError(f"unknown input standardisation {standardisation!r}")
+    x = x.astype(np.float32)
     mean = x.mean(axis=(1, 2), keepdims=True)
     std = x.std(axis=(1, 2), keepdims=True)
     return ((x - mean) / np.maximum(std, 1e-6))[..., np.newaxis]
@@ -72,6 +84,7 @@ class Segmenter:
         self.weights = Path(weights)
         self.model, self.card = load_shipped(self.weights, "the lung segmenter", RETRAIN)
         self.size = int(self.model.input_shape[1])
+        self.standardisation = str(self.card.get("input_standardisation", "zscore"))
         self.sha256 = file_sha256(self.weights)
         # Keras models are not documented as safe to call from several threads at once, and
         # preprocessing runs one thread per core.
@@ -79,12 +92,14 @@ class Segmenter:
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """P(lung) float32 (N, S, S) for gray images already at the model's side S."""
-        x = normalise(batch)
+        x = normalise(batch, self.standardisation)
         with self._lock:
             return np.asarray(self.model.predict_on_batch(x))[..., 0]
 
-    def segment(self, image: np.ndarray) -> np.ndarray:
-        """Lung mask (bool, same H×W as ``image``) of a gray uint8 image of any size.
+    def find(self, image: np.ndarray) -> tuple[np.ndarray, MaskQuality]:
+        """Lung mask (bool, same H×W as ``image``) of a gray uint8 image of any size, and how
+        far it can be trusted (:func:`pipeline.lungs.quality.mask_quality`, read from the
+        probability map at the model's side).
 
         The probability map is resized back to the image (linear) before the 0.5 threshold, so
         the outline is smooth at any resolution; then the two largest parts are kept and filled.
@@ -92,28 +107,33 @@ class Segmenter:
         image = np.asarray(image)
         h, w = image.shape
         prob = self.probabilities(decode.resize(image, self.size)[np.newaxis])[0]
+        quality = mask_quality(prob, prob >= 0.5, self.size / max(h, w))
         prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
-        return postprocess(prob >= 0.5)
+        return postprocess(prob >= 0.5), quality
 
-    def segment_file(self, src: str | Path | bytes) -> tuple[np.ndarray, np.ndarray]:
-        """``(gray image, lung mask)`` of an image file (8/16-bit, gray or RGB)."""
-        image = decode.read_image(src)
-        return image, self.segment(image)
+    def segment(self, image: np.ndarray) -> np.ndarray:
+        """The lung mask of :meth:`find`."""
+        return self.find(image)[0]
 
-    def segment_small(self, batch: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    def find_small(
+        self, batch: np.ndarray, batch_size: int = 32
+    ) -> tuple[np.ndarray, list[MaskQuality]]:
         """Post-processed lung masks (N, s, s) bool of same-sized gray images (N, s, s), e.g.
-        thumbnails; each is resized to the model's side and its probability map back."""
+        thumbnails, and their quality; each is resized to the model's side and its
+        probability map back."""
         batch = np.asarray(batch)
         out = np.empty(batch.shape, bool)
+        qualities = []
         side = batch.shape[1]
         for start in range(0, len(batch), batch_size):
             chunk = np.stack(
                 [decode.resize(b, self.size) for b in batch[start : start + batch_size]]
             )
             for k, prob in enumerate(self.probabilities(chunk)):
+                qualities.append(mask_quality(prob, prob >= 0.5, self.size / side))
                 small = cv2.resize(prob, (side, side), interpolation=cv2.INTER_LINEAR)
                 out[start + k] = postprocess(small >= 0.5)
-        return out
+        return out, qualities
 
 
 def shipped_sha256() -> str:
@@ -126,11 +146,12 @@ def shipped_sha256() -> str:
 
 
 def audit(seg: Segmenter, paths: list[str], progress: bool = False) -> list[Plausibility]:
-    """The plausibility of the lungs found in each image file, in order (for ``inspect``)."""
+    """The plausibility of the lungs found in each image file, their quality included, in
+    order (for ``inspect``)."""
     from tqdm import tqdm
 
     return [
-        plausibility(seg.segment(decode.read_image(p)))
+        plausibility(*seg.find(decode.read_image(p)))
         for p in tqdm(paths, desc="lungs", unit="img", disable=not progress)
     ]
 

@@ -29,7 +29,7 @@ def preprocess_image(img: np.ndarray, data: DataConfig) -> np.ndarray:
 
 class LungInput(NamedTuple):
     """A model input with its lungs: ``image`` uint8 S×S, ``lungs`` bool S×S in the same frame,
-    ``plausibility`` judged on the whole radiograph's mask."""
+    ``plausibility`` judged on the whole radiograph's mask, its quality included."""
 
     image: np.ndarray
     lungs: np.ndarray
@@ -43,7 +43,7 @@ def preprocess_with_lungs(img: np.ndarray, data: DataConfig) -> LungInput:
     refusing images without two plausible lungs.
     """
     img = artefacts.remove(img, data.artefacts)
-    lungs = segmenter.shipped().segment(img)
+    lungs, quality = segmenter.shipped().find(img)
     small, mask = roi.apply_roi(img, lungs, data.roi, data.image_size, data.roi_margin)
     small = intensity.standardise(small, data.intensity)
     out = enhance.enhance(
@@ -51,4 +51,4 @@ def preprocess_with_lungs(img: np.ndarray, data: DataConfig) -> LungInput:
     )
     if data.roi == "lung_mask":
         out[~mask] = roi.OUTSIDE
-    return LungInput(out, mask, plausibility(lungs))
+    return LungInput(out, mask, plausibility(lungs, quality))

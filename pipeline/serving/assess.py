@@ -163,7 +163,7 @@ class Assessor:
             return self.not_xray(reason)
         prepared, lungs, found = self.predictor.prepare_with_lungs(gray)
         # First the checks that do not depend on the classifier: is this a frontal chest X-ray?
-        if not found.ok:
+        if not found.shape_ok:
             return self.not_xray(
                 "the lung fields could not be found as on a chest X-ray ("
                 + "; ".join(found.reasons)
@@ -176,6 +176,13 @@ class Assessor:
             return self.not_xray(
                 f"{shown.advice} (the view check finds it {shown.name}, "
                 f"{shown.probability:.0%} sure)"
+            )
+        # Two lungs of the right shape, but drawn where the segmenter was guessing: a verdict
+        # would rest on the wrong pixels (pipeline/lungs/quality.py).
+        if not found.confident:
+            return self.not_xray(
+                f"{found.reasons[-1]}, so the model would judge it on a guessed lung outline; "
+                "a doctor should read this X-ray (a sharper, uncropped frontal film may work)"
             )
         feats, raw = self._features_and_probability(prepared)
         prob = float(self.predictor.calibrate(raw))
