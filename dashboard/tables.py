@@ -213,7 +213,8 @@ def group_summary(
             row[f"{metric}_mean"] = mean
             row[metric] = mean_std(mean, std)
         rows.append(row)
-    out = pd.DataFrame(rows)
+    columns = [by, "runs", "succeeded", *(c for m in metrics for c in (f"{m}_mean", m))]
+    out = pd.DataFrame(rows, columns=columns)
     return out.sort_values("auc_mean", ascending=False, na_position="last", kind="stable")
 
 

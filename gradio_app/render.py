@@ -7,11 +7,11 @@ or SHAP heatmap). Pure functions of their arguments; :mod:`gradio_app.app` lays 
 from __future__ import annotations
 
 import html
-import re
 
 import numpy as np
 
 from gradio_app.service import ASSESSED, CANNOT_ASSESS, REFUSED, Assessment, Limits
+from pipeline import formats
 from pipeline.explain.heatmaps import LEGEND
 from pipeline.serving.predictor import NEGATIVE, POSITIVE
 
@@ -115,20 +115,10 @@ def explain_note(method: str, a: Assessment) -> str:
     and why."""
     return (
         f"{method.upper()} on the image as the model sees it ({a.image.shape[0]} px); "
-        f"P(TB) = {a.probability:.3f} — {a.verdict}. {plain(a.reason)}."
+        f"P(TB) = {a.probability:.3f} — {a.verdict}. {formats.plain(a.reason)}."
     )
 
 
 def refusal_note(reason: str) -> str:
     """The note where a LIME or SHAP heatmap would be, when there is none (Markdown)."""
-    return f"{CANNOT_ASSESS}: {plain(reason)}"
-
-
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~&])")
-
-
-def plain(text: str) -> str:
-    """``text`` shown as it is in Markdown: every character Markdown or HTML could read as
-    markup (a link, emphasis, a tag) is escaped. Reasons can quote what a file says about
-    itself (a DICOM header's fields)."""
-    return _MARKDOWN.sub(r"\\\1", text)
+    return f"{CANNOT_ASSESS}: {formats.plain(reason)}"

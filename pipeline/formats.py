@@ -6,6 +6,7 @@ interval (``0.912 [0.880, 0.940]``) and a duration (``42 s``, ``3 min 07 s``, ``
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from numbers import Real
 
@@ -51,3 +52,13 @@ def duration(seconds: float | None) -> str:
     if s < 3600:
         return f"{s // 60} min {s % 60:02d} s"
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~&])")
+
+
+def plain(text: str) -> str:
+    """``text`` shown as it is in Markdown: every character Markdown or HTML could read as
+    markup (a link, emphasis, a tag) is escaped. Reasons and errors can quote what a file or
+    a user wrote (a DICOM header's fields, a filter expression)."""
+    return _MARKDOWN.sub(r"\\\1", text)

@@ -8,6 +8,7 @@ works on its own copy of that store, so what one test enqueues or promotes no ot
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -90,6 +91,26 @@ def test_a_bad_filter_expression_is_explained_under_its_input(ids, expression, m
     at.text_input(key="lb.expr").input(expression).run()
     assert message in texts(at, "error")
     assert at.dataframe[0].value.empty
+
+
+def test_a_filter_error_quotes_the_expression_as_typed_not_as_markdown(ids):
+    """Streamlit reads an error as Markdown: ``__import__`` showed as a bold "import"."""
+    at = page()
+    at.text_input(key="lb.expr").input("__import__('os')").run()
+    (error,) = [e.value for e in at.error]
+    assert re.search(r"(?<!\\)[_*`]", error) is None  # nothing left for Markdown to read
+    assert "__import__('os')" in re.sub(r"\\(.)", r"\1", error)  # what the reader sees
+
+
+def test_grouping_runs_that_no_filter_leaves_says_so(ids):
+    at = page()
+    at.selectbox(key="lb.group").set_value("image_size").run()
+    at.text_input(key="lb.expr").input("auc > 0.99").run()
+    assert not at.exception
+    assert "No run is left by the filters above to group." in texts(at, "info")
+    at.text_input(key="lb.expr").input("auc >").run()  # an invalid filter: no rows either
+    assert not at.exception
+    assert "cannot parse" in texts(at, "error")
 
 
 def test_ticked_rows_open_a_run_or_compare_runs(ids):

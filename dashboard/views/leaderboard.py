@@ -14,6 +14,7 @@ import streamlit as st
 
 from dashboard import charts, filters, manage, pretraining, tables, ui
 from db import RUN_STATUSES
+from pipeline import formats
 
 st.title("Leaderboard")
 store = ui.store()
@@ -97,7 +98,7 @@ def apply_filters(frame: pd.DataFrame) -> pd.DataFrame:
 try:
     shown = apply_filters(frame)
 except filters.ExpressionError as err:
-    st.error(f"Filter expression: {err}", icon=":material/error:")
+    st.error(f"Filter expression: {formats.plain(str(err))}", icon=":material/error:")
     shown = frame.iloc[0:0]
 
 all_columns = [c for c in frame.columns if c not in ("id",)]
@@ -225,7 +226,9 @@ run_table()
 st.subheader("Group by a config field")
 groupable = ["suite", "status", *tables.config_columns(frame)]
 by = st.selectbox("Group by", groupable, index=None, key="lb.group", placeholder="no grouping")
-if by:
+if by and shown.empty:
+    st.info("No run is left by the filters above to group.")
+elif by:
     summary = tables.group_summary(shown, by)
     st.dataframe(
         summary[[by, "runs", "succeeded", *tables.METRICS[:5]]],
