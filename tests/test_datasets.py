@@ -107,6 +107,21 @@ def test_two_folders_for_one_class_is_ambiguous(tmp_path):
         scan(root)
 
 
+def test_a_broken_link_is_listed_as_a_bad_file_and_the_folder_still_scans(tmp_path, capsys):
+    from pipeline.cli import main
+
+    root = _class_folders(tmp_path / "data")
+    (root / "Normal" / "moved.png").symlink_to(tmp_path / "elsewhere" / "moved.png")
+    # The whole scan stopped at the link: "[Errno 2] No such file or directory".
+    assert main(["inspect", "--data", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "1 bad files (skipped)" in out
+    assert "Normal/moved.png" in out and "a broken link" in out
+    index = scan(root)
+    assert [Path(b.path).name for b in index.bad_files] == ["moved.png"]
+    assert index.counts()["normal"] == len(list((root / "Normal").glob("n*.png")))
+
+
 def test_nlm_names_give_the_labels(tmp_path):
     # Montgomery layout: images in CXR_png/, doctors' notes beside them.
     root = tmp_path / "MontgomerySet"

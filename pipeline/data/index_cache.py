@@ -24,8 +24,10 @@ def _listing_key(root: Path, label_map: dict[str, int] | None) -> str:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(filenames):
-            st = os.stat(os.path.join(dirpath, name))
-            rel = os.path.relpath(os.path.join(dirpath, name), root)
+            path = os.path.join(dirpath, name)
+            # A broken link has no file to stat: the link itself is what the key sees.
+            st = os.stat(path) if os.path.exists(path) else os.lstat(path)
+            rel = os.path.relpath(path, root)
             h.update(f"{rel}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:24]
 

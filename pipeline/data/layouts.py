@@ -149,7 +149,7 @@ def _class_folder_files(folders: dict[Path, int]) -> list[tuple[Path, int]]:
     """Every non-hidden file directly in each class folder, with the folder's label."""
     pairs = []
     for folder, label in folders.items():
-        files = [p for p in _visible(folder) if p.is_file()]
+        files = [p for p in _visible(folder) if _is_file(p)]
         if not files:
             raise DatasetLayoutError(
                 f"class folder {folder} is empty; put the {CLASS_NAMES[label]} images in it"
@@ -170,7 +170,7 @@ def _nested_dirs_as_bad(folders: dict[Path, int]) -> list[BadFile]:
 
 def _nlm_files(folder: Path) -> tuple[list[tuple[Path, int]], list[BadFile]] | None:
     """Images named ``*_0[.ext]`` / ``*_1[.ext]`` directly in ``folder``, or None when none are."""
-    pictures = [p for p in _visible(folder) if p.is_file() and _is_picture(p)]
+    pictures = [p for p in _visible(folder) if _is_file(p) and _is_picture(p)]
     labelled, bad = [], []
     for p in pictures:
         match = _NLM_NAME.search(p.stem if p.suffix.lower() in IMAGE_SUFFIXES else p.name)
@@ -213,13 +213,19 @@ def _describe_unknown(base: Path) -> str:
 
 def _listing(folder: Path) -> str:
     dirs = [d.name + "/" for d in _subdirs(folder)]
-    files = [p for p in _visible(folder) if p.is_file()]
+    files = [p for p in _visible(folder) if _is_file(p)]
     shown = ", ".join(dirs) if dirs else "no sub-folders"
     return f"{shown} and {len(files)} files"
 
 
 def _folder_key(name: str) -> str:
     return re.sub(r"[-\s]+", "_", name.strip().lower())
+
+
+def _is_file(path: Path) -> bool:
+    """A file, or a link to one that is no longer there: the scan lists the broken link among
+    the bad files instead of dropping it without a word."""
+    return path.is_file() or (path.is_symlink() and not path.exists())
 
 
 def _subdirs(folder: Path) -> list[Path]:

@@ -225,6 +225,12 @@ class _Found:
 def _read_one(item: tuple[Path, int]) -> _Found | BadFile:
     """Read, validate and hash one file; a file PIL refuses becomes a BadFile, never a crash."""
     path, label = item
+    if path.is_symlink() and not path.exists():
+        return BadFile(
+            str(path),
+            f"a broken link: it points to {os.readlink(path)}, which is not there; copy the "
+            "image itself into the folder or remove the link",
+        )
     try:
         data = path.read_bytes()
     except OSError as err:
