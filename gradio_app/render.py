@@ -65,20 +65,21 @@ def gauge_html(a: Assessment) -> str:
     if a.probability is None or a.status != ASSESSED or a.threshold is None:
         return ""
     p, t = a.probability, a.threshold
+    shown_p, shown_t = formats.probability_and_threshold(p, t)
     side = "at or above" if p >= t else "below"
     colour = _STYLES[a.verdict][1]
     return (
         "<div style='padding:8px 0'>"
-        f"<div style='font-size:1.15em'><b>P(TB) = {p:.2f}</b> — {side} the threshold "
-        f"{t:.2f} this verdict uses</div>"
+        f"<div style='font-size:1.15em'><b>P(TB) = {shown_p}</b> — {side} the threshold "
+        f"{shown_t} this verdict uses</div>"
         "<div style='position:relative;height:14px;margin:8px 0 4px;background:#e5e5e5;"
         "border-radius:7px' role='img' "
-        f"aria-label='P(TB) {p:.2f}, threshold {t:.2f}'>"
+        f"aria-label='P(TB) {shown_p}, threshold {shown_t}'>"
         f"<div style='width:{p:.1%};height:100%;background:{colour};border-radius:7px'></div>"
         f"<div style='position:absolute;left:{t:.1%};top:-4px;width:2px;height:22px;"
         "background:#222'></div></div>"
         "<div style='display:flex;justify-content:space-between;color:#666;font-size:0.85em'>"
-        f"<span>0</span><span>threshold {t:.2f}</span><span>1</span></div></div>"
+        f"<span>0</span><span>threshold {shown_t}</span><span>1</span></div></div>"
     )
 
 
@@ -111,11 +112,11 @@ def gradcam_overlay(a: Assessment) -> np.ndarray | None:
 
 
 def explain_note(method: str, a: Assessment) -> str:
-    """The note under a LIME or SHAP heatmap (Markdown): the image size, P(TB), the verdict
-    and why."""
+    """The note under a LIME or SHAP heatmap (Markdown): the image size, the verdict and why
+    (P(TB) against the threshold, as the verdict reads them)."""
     return (
-        f"{method.upper()} on the image as the model sees it ({a.image.shape[0]} px); "
-        f"P(TB) = {a.probability:.3f} — {a.verdict}. {formats.plain(a.reason)}."
+        f"{method.upper()} on the image as the model sees it ({a.image.shape[0]} px): "
+        f"{a.verdict}. {formats.plain(a.reason)}."
     )
 
 

@@ -23,6 +23,16 @@ def number(value: float | None, digits: int = 3) -> str:
     return MISSING if missing(value) else f"{value:.{digits}f}"
 
 
+def probability_and_threshold(probability: float, threshold: float) -> tuple[str, str]:
+    """P(TB) and the threshold it is read against, with the same number of decimals — three,
+    or more (up to six) until the two no longer read the same: ``0.0192`` beside ``0.0186``,
+    never ``0.02`` beside ``0.0186`` or ``0.019`` beside ``0.019``."""
+    digits = 3
+    while digits < 6 and f"{probability:.{digits}f}" == f"{threshold:.{digits}f}":
+        digits += 1
+    return f"{probability:.{digits}f}", f"{threshold:.{digits}f}"
+
+
 def interval(bounds: Sequence[float | None] | None, digits: int = 3) -> str:
     """``[0.880, 0.940]``; ``—`` unless both bounds are there."""
     if not bounds or any(missing(b) for b in bounds):

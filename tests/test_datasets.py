@@ -116,7 +116,8 @@ def test_a_broken_link_is_listed_as_a_bad_file_and_the_folder_still_scans(tmp_pa
     assert main(["inspect", "--data", str(root)]) == 0
     out = capsys.readouterr().out
     assert "1 bad files (skipped)" in out
-    assert "Normal/moved.png" in out and "a broken link" in out
+    assert "Normal/moved.png" in out
+    assert "a broken link" in out
     index = scan(root)
     assert [Path(b.path).name for b in index.bad_files] == ["moved.png"]
     assert index.counts()["normal"] == len(list((root / "Normal").glob("n*.png")))

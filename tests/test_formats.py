@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.formats import duration, interval, number, with_interval
+from pipeline.formats import duration, interval, number, probability_and_threshold, with_interval
 
 
 @pytest.mark.parametrize(
@@ -25,3 +25,18 @@ def test_a_metric_with_its_interval_and_without_one():
     assert interval((0.1, None)) == "—"
     assert number(np.float32("nan")) == "—"
     assert number(0.01856, 4) == "0.0186"
+
+
+@pytest.mark.parametrize(
+    ("probability", "threshold", "shown"),
+    [
+        (0.734, 0.723, ("0.734", "0.723")),
+        (0.0192, 0.0186, ("0.0192", "0.0186")),  # was "0.02" beside "0.0186"
+        (0.01901, 0.01899, ("0.01901", "0.01899")),
+        (0.5, 0.5, ("0.500000", "0.500000")),
+    ],
+)
+def test_p_tb_and_its_threshold_read_with_the_digits_that_tell_them_apart(
+    probability, threshold, shown
+):
+    assert probability_and_threshold(probability, threshold) == shown

@@ -25,6 +25,7 @@ import pytest
 from PIL import Image
 
 from db import RunStore
+from pipeline.formats import probability_and_threshold
 from pipeline.lungs.quality import MaskQuality
 from pipeline.serving import ood
 from tests.dicom_files import dicom_bytes, displayed_as
@@ -97,8 +98,10 @@ def test_a_tb_phantom_scores_above_its_lesion_free_twin(client, tmp_path):
             assert result["verdict"] in VERDICTS[:2]
             assert heat is not None  # the Grad-CAM overlay comes with the verdict
         # P(TB) is shown against the threshold the verdict used, never as "Normal 76 %".
-        assert f"P(TB) = {a['probability']:.2f}" in label_a
-        assert f"threshold {a['threshold']:.2f}" in label_a
+        shown_p, shown_t = probability_and_threshold(a["probability"], a["threshold"])
+        assert f"P(TB) = {shown_p}" in label_a
+        assert f"threshold {shown_t}" in label_a
+        assert f"P(TB) = {shown_p} is" in a["reason"]  # the reason reads the same numbers
         side = "at or above" if a["probability"] >= a["threshold"] else "below"
         assert side in label_a
         assert "Normal" not in label_a

@@ -12,6 +12,7 @@ import numpy as np
 import streamlit as st
 
 from dashboard import ui
+from pipeline.formats import probability_and_threshold
 from pipeline.imaging import decode
 
 st.title("Explain")
@@ -66,7 +67,7 @@ else:
         list(subset.index),
         format_func=lambda i: (
             f"{test.at[i, 'path']} · {'TB' if test.at[i, 'label'] else 'normal'}"
-            f" · P(TB) {test.at[i, 'score']:.2f}"
+            f" · P(TB) {probability_and_threshold(test.at[i, 'score'], run.threshold)[0]}"
         ),
         key="ex.image",
     )
@@ -130,10 +131,11 @@ def in_lungs(result: heatmaps.Explanation) -> str:
     return "" if lungs is None else f", {energy_inside(result.heatmap, lungs):.0%} in the lungs"
 
 
+shown_p, shown_t = probability_and_threshold(probability, predictor.threshold)
 row = ui.metric_row()
 row.metric(
     "P(TB)",
-    f"{probability:.3f}",
+    shown_p,
     help="the network's raw output, not a calibrated probability"
     if predictor.calibrator is None
     else f"calibrated ({predictor.calibrator.kind} scaling fitted on the validation split)",
@@ -143,7 +145,7 @@ called = "TB" if probability >= predictor.threshold else "normal"
 row.metric("verdict", called if assessed.status == ASSESSED else "none", width="content")
 row.metric(
     "threshold",
-    f"{predictor.threshold:.4f}",
+    shown_t,
     help="chosen on the run's validation split",
     width="content",
 )

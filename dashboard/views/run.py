@@ -255,7 +255,7 @@ if run.status == "succeeded":
         for i, row in enumerate(shown.itertuples()):
             caption = (
                 f"{'TB, called normal' if row.label == 1 else 'normal, called TB'} · "
-                f"P(TB) {row.score:.2f}"
+                f"P(TB) {formats.probability_and_threshold(row.score, run.threshold)[0]}"
             )
             try:
                 img = decode.read_image(row.file)

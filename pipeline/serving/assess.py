@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import formats
 from pipeline.explain import heatmaps
 from pipeline.imaging import decode, dicom
 from pipeline.imaging.decoded import Decoded, ImageError
@@ -199,11 +200,11 @@ class Assessor:
         threshold = self.predictor.threshold
         verdict = self.predictor.verdict(prob)
         side = "at or above" if verdict == POSITIVE else "below"
+        shown_p, shown_t = formats.probability_and_threshold(prob, threshold)
         return Assessment(
             verdict=verdict,
             status=ASSESSED,
-            reason=f"P(TB) = {prob:.3f} is {side} the threshold {threshold:.3f}, "
-            f"{self.threshold_origin}",
+            reason=f"P(TB) = {shown_p} is {side} the threshold {shown_t}, {self.threshold_origin}",
             run_id=self.run_id,
             probability=prob,
             threshold=threshold,
