@@ -476,6 +476,11 @@ def test_promote_warns_asks_who_and_why_then_changes_the_served_run(ids):
     assert (promotion.note, promotion.promoted_by) == ("better contrast", "Dr Lee")
     assert "is now served" in texts(at, "success")
     assert at.button(key="pub.promote").disabled
+    # The threshold it is served at still reads as chosen (it fell back to "Choose an option").
+    assert at.selectbox(key="pub.calibration").value is not None
+    assert at.selectbox(key="pub.calibration").format_func(
+        at.selectbox(key="pub.calibration").value
+    ).startswith("validated on the run's own data")
     history = at.dataframe[-1].value
     assert list(history["by"]) == ["Dr Lee"]
 
@@ -498,7 +503,7 @@ def test_calibrate_a_run_for_a_site_then_publish_it_at_that_threshold(ids, tmp_p
     assert f"{cal.threshold:.4f}" == shown["site threshold"]
 
     pub = page("views/publish.py", run=ids["plain"])
-    pub.selectbox(key="pub.calibration").set_value(cal)
+    pub.selectbox(key="pub.calibration").set_value(cal.id)
     pub.text_input(key="pub.who").input("Dr Lee")
     pub.text_input(key="pub.note").input("site threshold for Clinic C")
     pub.checkbox(key="pub.confirm").check().run()

@@ -11,6 +11,8 @@ from pipeline import formats
 from pipeline.config import make_config
 from pipeline.data import synth
 
+VALIDATED = "validated"
+
 st.title("Publish")
 store = ui.store()
 
@@ -94,19 +96,22 @@ if candidate.who_met is False:
         "This run does not meet the WHO target (sensitivity ≥ 0.90, specificity ≥ 0.70) on its "
         "test set."
     )
-choices: list[Calibration | None] = [None, *store.calibrations(candidate.id)]
-calibration = st.selectbox(
+# Options are calibration ids, and VALIDATED for the run's own threshold: a None option would
+# read as "nothing chosen" once Streamlit stores it, and show "Choose an option" after a rerun.
+calibrations = {c.id: c for c in store.calibrations(candidate.id)}
+chosen = st.selectbox(
     "Threshold the public gets",
-    choices,
+    [VALIDATED, *calibrations],
     format_func=lambda c: (
         f"validated on the run's own data: {formats.number(candidate.threshold, 4)}"
-        if c is None
-        else f"calibrated for {c.site} ({c.created_at:%Y-%m-%d}, {c.n_images} images): "
-        f"{formats.number(c.threshold, 4)}"
+        if c == VALIDATED
+        else f"calibrated for {calibrations[c].site} ({calibrations[c].created_at:%Y-%m-%d}, "
+        f"{calibrations[c].n_images} images): {formats.number(calibrations[c].threshold, 4)}"
     ),
     key="pub.calibration",
     help="Site calibrations are made on the run page (Calibrate).",
 )
+calibration: Calibration | None = calibrations.get(chosen)
 external = store.external_evals(candidate.id)
 synthetic = any(synth.is_synthetic(f) for f in make_config(candidate.config).data.sources)
 cautions = []
