@@ -349,6 +349,30 @@ def test_compare_shows_only_differing_config_fields(ids):
     assert {"data.enhancement", "seed", "name"} == set(diff.index)
 
 
+def test_compare_warns_when_the_runs_were_tested_on_different_images(ids):
+    store = RunStore()
+    # Seeds 0 and 1 split the phantoms differently: two test sets.
+    at = page("views/compare.py", runs=f"{ids['plain']},{ids['clahe']}")
+    (warning,) = [w.value for w in at.warning]
+    assert "tested on different images" in warning
+    assert "plain · " in warning
+    assert "clahe · " in warning
+    # A run scored on the very same test images as "plain" compares without the warning.
+    plain = store.get_run(ids["plain"])
+    twin = store.create_run(plain.config, name="twin")
+    store.start_run(twin.id, worker="test")
+    store.finish_run(
+        twin.id,
+        metrics=plain.metrics,
+        artifacts_dir=plain.artifacts_dir,
+        data_fingerprint=plain.data_fingerprint,
+        versions={},
+        duration_s=1.0,
+    )
+    at = page("views/compare.py", runs=f"{ids['plain']},{twin.id}")
+    assert not at.warning
+
+
 def test_compare_suite_summary_and_factor_chart(ids, phantoms):
     store = RunStore()
     spec = suites.SUITES["pooling"]
@@ -478,9 +502,11 @@ def test_promote_warns_asks_who_and_why_then_changes_the_served_run(ids):
     assert at.button(key="pub.promote").disabled
     # The threshold it is served at still reads as chosen (it fell back to "Choose an option").
     assert at.selectbox(key="pub.calibration").value is not None
-    assert at.selectbox(key="pub.calibration").format_func(
-        at.selectbox(key="pub.calibration").value
-    ).startswith("validated on the run's own data")
+    assert (
+        at.selectbox(key="pub.calibration")
+        .format_func(at.selectbox(key="pub.calibration").value)
+        .startswith("validated on the run's own data")
+    )
     history = at.dataframe[-1].value
     assert list(history["by"]) == ["Dr Lee"]
 

@@ -2,6 +2,8 @@
 experiment suite's progress (cancel the rest) and settings against a metric with error bars over
 seeds."""
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
@@ -17,6 +19,28 @@ METRIC_NAMES = {
     "ext_auc": "external AUC (mean)",
     "ext_sens": "external sensitivity (worst)",
 }
+
+
+def different_test_sets(chosen: list, labels: list[str]) -> str | None:
+    """A warning when the runs' test metrics were measured on different images (another
+    dataset, or another split of it), naming who was tested on what; None when all share one."""
+    groups: dict[frozenset, list[str]] = {}
+    for run, label in zip(chosen, labels, strict=True):
+        rows = ui.predictions(run)
+        files = frozenset(rows.loc[rows["split"] == "test", "file"])
+        if files:
+            data = run.config.get("data", {}).get("path", "?")
+            names = ", ".join(Path(p).name for p in (data if isinstance(data, list) else [data]))
+            groups.setdefault(files, []).append(f"{label} ({len(files)} images of {names})")
+    if len(groups) <= 1:
+        return None
+    described = "; ".join(" and ".join(runs) for runs in groups.values())
+    return (
+        "These runs were tested on different images, so their test metrics do not rank them "
+        f"like for like: {described}. Compare runs of one dataset and split, or their AUC on a "
+        "shared external folder."
+    )
+
 
 st.title("Compare")
 store = ui.store()
@@ -55,6 +79,9 @@ with tab_runs:
         st.info("Pick at least two runs (tick them on the Leaderboard, or choose them here).")
     else:
         labels = tables.run_labels(chosen)
+        warning = different_test_sets(chosen, labels)
+        if warning:
+            st.warning(warning, icon=":material/warning:")
         st.subheader("Metrics")
         rows = {
             "status": [r.status for r in chosen],
