@@ -151,7 +151,7 @@ def add_opacities(rng: np.random.Generator, x: np.ndarray, mask: np.ndarray) -> 
         blob = np.exp(-0.5 * (((yy - ys[k]) / sy) ** 2 + ((xx - xs[k]) / sx) ** 2))
         weight = rng.uniform(0.4, 0.95) * blob * inside * (0.6 + 0.4 * mottle)
         out = out + np.clip(white - out, 0.0, None) * weight
-    return np.clip(out, 0.0, 1.0)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
 def with_phantoms(pairs: Pairs, n: int, seed: int) -> Pairs:

@@ -146,7 +146,7 @@ class _Batches(keras.utils.PyDataset):
             import tensorflow as tf
 
             key = tf.constant([self.seed, self.epoch * len(self) + i], tf.int64)
-            batch = tf.constant(x[..., np.newaxis] * 255.0)
+            batch = tf.constant(x[..., np.newaxis] * 255.0, tf.float32)
             x = appearance_aug.augment(batch, self.recipe.appearance, key).numpy()[..., 0] / 255.0
         y = np.stack([p[1] for p in pairs])[..., np.newaxis]
         return normalise(x, self.recipe.standardisation), y
