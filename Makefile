@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-requirements
 PHANTOMS := data/phantoms
+DASHBOARD_PORT ?= 8501
+PUBLIC_PORT ?= 7860
 
 .PHONY: setup browser postgres demo test lint format clean
 
@@ -35,7 +37,7 @@ demo: setup  ## phantom dataset, the baseline trained on it, then dashboard + pu
 	$(PY) -m pipeline synth --out $(PHANTOMS) --n 600
 	$(PY) -m pipeline train --preset baseline --data $(PHANTOMS) --name demo-baseline
 	$(PY) -m pipeline runs
-	$(PY) -m pipeline up
+	$(PY) -m pipeline up --dashboard-port $(DASHBOARD_PORT) --public-port $(PUBLIC_PORT)
 
 lint: setup  ## ruff lint + format check
 	$(VENV)/bin/ruff check .

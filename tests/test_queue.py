@@ -299,3 +299,23 @@ def test_stopping_pipeline_up_stops_its_worker_once_and_cleanly(sig):
     assert "Traceback" not in out
     assert out.count("worker demo: stopped (SIGINT); was idle") == 1
     assert store.workers() == []
+
+
+def test_pipeline_up_names_a_port_in_use_before_starting_anything(capsys):
+    """With a dashboard already on its port, `pipeline up` started the rest, printed a
+    "started" line for the one that then died, and stopped with a traceback."""
+    import socket
+
+    from pipeline.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["up", "--dashboard-port", str(port), "--public-port", "0"]) == 2
+    captured = capsys.readouterr()
+    assert "started" not in captured.out
+    err = captured.err.strip()
+    assert "\n" not in err
+    assert f"port {port} for the dashboard is already in use" in err
+    assert "--dashboard-port N (make demo DASHBOARD_PORT=N)" in err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -49,11 +50,40 @@ def services(
     return out
 
 
+class PortTakenError(ValueError):
+    """A service's port is already in use; the message says which and how to choose another."""
+
+
+def check_ports(to_start: list[Service]) -> None:
+    """Refuse to start anything when a service's port is taken (a dashboard already running, or
+    another program): otherwise the others start, that one dies, and all are stopped again."""
+    for service, option, variable in (
+        ("dashboard", "--dashboard-port", "DASHBOARD_PORT"),
+        ("public app", "--public-port", "PUBLIC_PORT"),
+    ):
+        found = next((s for s in to_start if s.name == service), None)
+        if found is None:
+            continue
+        port = int(found.argv[found.argv.index("--port") + 1])
+        with socket.socket() as probe:
+            # As the servers do: a port left in TIME_WAIT by a lab just stopped is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                raise PortTakenError(
+                    f"port {port} for the {service} is already in use (is the lab already "
+                    f"running?): stop what uses it, or choose another port with {option} N "
+                    f"(make demo {variable}=N)"
+                ) from None
+
+
 def up(to_start: list[Service], poll_s: float = 1.0) -> int:
     """Start every service, wait until one exits or Ctrl-C, then stop the others.
 
     Returns 0 after Ctrl-C or SIGTERM, else the exit status of the service that stopped first.
     """
+    check_ports(to_start)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     running: list[tuple[Service, subprocess.Popen[bytes]]] = []
     # Ctrl-C (even where a shell started us with SIGINT ignored) and a process manager's SIGTERM
