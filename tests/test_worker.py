@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from db import RunStore
+from pipeline import formats
 from pipeline.cli import main
 from pipeline.config import preset
 from pipeline.paths import LOG_NAME
@@ -55,6 +56,11 @@ def test_two_workers_drain_the_queue_each_run_exactly_once(phantoms):
         assert log_path(r) == Path(r.artifacts_dir) / LOG_NAME
         assert log.count(f"run {r.id} (") == 1
         assert f"on worker {r.worker}" in log
+        # A few lines a reader can follow, no redrawn progress frames, and how it ended.
+        assert "\r" not in log
+        assert log.count("preprocess") <= 3
+        assert log.strip().splitlines()[-1].startswith(f"run {r.id} succeeded in ")
+        assert f"test AUC {formats.with_interval(r.auc, (r.auc_lo, r.auc_hi))}" in log
     trained = sum(out.count("training run") for out in outputs)
     assert trained == 8
     # Both workers said goodbye when the queue was empty: no presence is left behind.

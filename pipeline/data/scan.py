@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from pipeline.data import duplicates, layouts
 from pipeline.data.layouts import CLASS_NAMES, BadFile, DatasetLayoutError
 from pipeline.imaging import decode
 from pipeline.imaging.decoded import ImageError
+from pipeline.progress import bar as progress_bar
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,9 @@ def scan(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(_read_one, candidates)
         if progress:
-            results = tqdm(results, total=len(candidates), desc=f"scan {base.name}", unit="img")
+            results = progress_bar(
+                results, total=len(candidates), desc=f"scan {base.name}", unit="img"
+            )
         outcomes = list(results)
 
     found = [o for o in outcomes if not isinstance(o, BadFile)]

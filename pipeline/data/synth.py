@@ -29,7 +29,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
+
+from pipeline.progress import bar as progress_bar
 
 LESION_KINDS: tuple[str, ...] = ("nodule", "cavity", "infiltrate")
 CLASS_DIRS: dict[str, str] = {"normal": "Normal", "tb": "Tuberculosis"}
@@ -138,7 +139,9 @@ def generate(
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         results = pool.map(work, *zip(*jobs, strict=True))
         rows = list(
-            tqdm(results, total=len(jobs), desc="phantoms", unit="img", disable=not progress)
+            progress_bar(
+                results, total=len(jobs), desc="phantoms", unit="img", disable=not progress
+            )
         )
 
     with (out / MANIFEST).open("w", newline="") as f:

@@ -148,11 +148,11 @@ def shipped_sha256() -> str:
 def audit(seg: Segmenter, paths: list[str], progress: bool = False) -> list[Plausibility]:
     """The plausibility of the lungs found in each image file, their quality included, in
     order (for ``inspect``)."""
-    from tqdm import tqdm
+    from pipeline.progress import bar as progress_bar
 
     return [
         plausibility(*seg.find(decode.read_image(p)))
-        for p in tqdm(paths, desc="lungs", unit="img", disable=not progress)
+        for p in progress_bar(paths, desc="lungs", unit="img", disable=not progress)
     ]
 
 

@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from pipeline import paths
 from pipeline.config import DataConfig
@@ -27,6 +26,7 @@ from pipeline.data import scan
 from pipeline.imaging import decode
 from pipeline.lungs import segmenter
 from pipeline.preprocessing import intensity, transform
+from pipeline.progress import bar as progress_bar
 
 # Bump when the preprocessing code changes what it writes, so old caches are not reused.
 CACHE_VERSION = 2
@@ -84,7 +84,7 @@ def cached_arrays(
             with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
                 jobs = pool.map(work, range(len(index.records)))
                 total = len(index.records)
-                for _ in tqdm(jobs, total=total, desc="preprocess", disable=not progress):
+                for _ in progress_bar(jobs, total=total, desc="preprocess", disable=not progress):
                     pass
     return np.load(path, mmap_mode="r")
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from db import EvalJob, Run, RunStore, StoreError
-from pipeline import paths
+from pipeline import formats, paths
 from pipeline.config import make_config
 from pipeline.heartbeat import beating
 from pipeline.stop import StopRequested
@@ -140,18 +140,34 @@ def execute(store: RunStore, run: Run, options: WorkerOptions) -> Run:
                 heartbeat_s=options.heartbeat_s,
             )
         except callbacks.RunCancelled:
-            print(f"run {run.id} cancelled", flush=True)
+            pass  # stored as cancelled by train.run; the closing line says so
         except Exception:
             # train.run stores its own failures; an error before it started (an invalid stored
             # config) must not leave the run 'running' until it is reaped as a dead worker's.
             traceback.print_exc()
             if store.get_run(run.id).status == "running":
                 store.fail_run(run.id, traceback.format_exc())
-            print(f"run {run.id} failed", flush=True)
-    done = store.get_run(run.id)
+        done = store.get_run(run.id)
+        print(closing_line(done), flush=True)
     if done.artifacts_dir:
         shutil.move(log, Path(done.artifacts_dir) / paths.LOG_NAME)
     return done
+
+
+def closing_line(run: Run) -> str:
+    """The last line of a run's log: how it ended and, when it succeeded, its test figures."""
+    if run.status == "succeeded":
+        return (
+            f"run {run.id} succeeded in {formats.duration(run.duration_s)}: test AUC "
+            f"{formats.with_interval(run.auc, (run.auc_lo, run.auc_hi))}, sensitivity "
+            f"{formats.number(run.sensitivity)} and specificity {formats.number(run.specificity)}"
+            f" at the validated threshold {formats.number(run.threshold, 4)}, "
+            f"{run.metrics.get('epochs_trained', '—')} epochs"
+        )
+    if run.status == "failed":
+        last = (run.error or "").strip().splitlines()
+        return f"run {run.id} failed: {last[-1] if last else 'no error recorded'}"
+    return f"run {run.id} {run.status}"
 
 
 def evaluate(store: RunStore, job: EvalJob, options: WorkerOptions) -> EvalJob:

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from pipeline.config import DataConfig
 from pipeline.data.scan import DatasetIndex
 from pipeline.evaluation.calibration import Calibrator
 from pipeline.preprocessing import cache
 from pipeline.preprocessing.enhance import PCADenoiser
+from pipeline.progress import bar as progress_bar
 
 Progress = Callable[[int, int], None]
 
@@ -67,7 +67,7 @@ class Scorer:
         report(0, len(index.labels))
         arrays = self.denoise(cache.cached_arrays(index, self.data, progress=progress))
         scores = []
-        for i in tqdm(
+        for i in progress_bar(
             range(0, len(arrays), batch_size), desc="score", unit="batch", disable=not progress
         ):
             scores.append(self.predict_prepared(arrays[i : i + batch_size]))

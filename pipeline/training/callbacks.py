@@ -8,10 +8,10 @@ from typing import Any
 
 import keras
 import numpy as np
-from tqdm import tqdm
 
 from db import RunStore
 from pipeline.evaluation import by_source
+from pipeline.progress import bar as progress_bar
 
 
 class RunCancelled(Exception):  # noqa: N818 - a signal, not an error
@@ -33,7 +33,7 @@ class StoreLogger(keras.callbacks.Callback):
     ) -> None:
         super().__init__()
         self.store, self.run_id, self.shown = store, run_id, shown
-        self.bar = tqdm(total=epochs, desc=desc, unit="epoch", disable=not progress)
+        self.bar = progress_bar(total=epochs, desc=desc, unit="epoch", disable=not progress)
         self.t0 = time.perf_counter()
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
