@@ -123,6 +123,27 @@ def test_a_broken_link_is_listed_as_a_bad_file_and_the_folder_still_scans(tmp_pa
     assert index.counts()["normal"] == len(list((root / "Normal").glob("n*.png")))
 
 
+def test_a_lung_mask_set_is_named_as_such_not_read_as_labelled_x_rays(tmp_path):
+    from pipeline.data.catalog import find_datasets
+
+    # File names as in lung-masks: "_0" / "_1" endings that read as NLM labels.
+    root = tmp_path / "lung-masks"
+    names = ["montgomery-MCUCXR_0001_0", "montgomery-MCUCXR_0104_1", "jsrt-JPCLN001"]
+    for i, name in enumerate(names):
+        _write(root / "images" / f"{name}.png", _xray(i))
+        _write(root / "masks" / f"{name}.png", (_xray(i) > 128).astype(np.uint8) * 255)
+    (root / "manifest.csv").write_text(
+        "image,mask,source\n"
+        + "".join(f"images/{n}.png,masks/{n}.png,{n.split('-')[0]}\n" for n in names)
+    )
+    for folder in (root, root / "images", root / "masks"):
+        with pytest.raises(DatasetLayoutError, match="set of X-rays with lung masks") as err:
+            scan(folder)
+        assert "python -m pipeline lungs train --data" in str(err.value)
+    # The Dataset and Launch pages offer only folders that scan as normal / TB X-rays.
+    assert find_datasets([tmp_path]) == []
+
+
 def test_nlm_names_give_the_labels(tmp_path):
     # Montgomery layout: images in CXR_png/, doctors' notes beside them.
     root = tmp_path / "MontgomerySet"

@@ -13,8 +13,9 @@ from pipeline.data import layouts, scan
 # Bump when scanning finds other images in the same files, or the index's classes move, so old
 # indexes are not reused (2: DICOM files are read; an index cached before listed them as bad
 # files. 3: the index classes live in pipeline.data.scan; an index pickled before names a
-# module that is gone).
-INDEX_VERSION = 3
+# module that is gone. 4: an image / lung-mask set is refused, and a broken link is a bad file;
+# an index cached before read a mask set's images folder as NLM-labelled X-rays).
+INDEX_VERSION = 4
 
 
 def _listing_key(root: Path, label_map: dict[str, int] | None) -> str:

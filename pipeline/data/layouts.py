@@ -18,6 +18,7 @@ Accepted layouts, detected automatically (:func:`find_files`, used by
 
 from __future__ import annotations
 
+import csv
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -82,6 +83,9 @@ def find_files(
     if label_map is not None:
         folders = _label_map_folders(base, label_map)
         return "label_map", _class_folder_files(folders), _nested_dirs_as_bad(folders)
+    mask_set = _mask_set(base)
+    if mask_set is not None:
+        raise DatasetLayoutError(mask_set)
     found = _layout_in(base, one_class)
     if found is not None:
         return found
@@ -95,6 +99,27 @@ def find_files(
     if nested:
         return next(iter(nested.values()))
     raise DatasetLayoutError(_describe_unknown(base))
+
+
+def _mask_set(base: Path) -> str | None:
+    """Why ``base`` is not TB-labelled X-rays when it is an image / lung-mask set (its
+    ``manifest.csv`` has a ``mask`` column), or that set's images or masks folder, whose file
+    names (``montgomery-MCUCXR_0001_0.png``) would otherwise read as NLM labels; else None."""
+    for folder in (base, base.parent):
+        manifest = folder / "manifest.csv"
+        try:
+            with manifest.open(newline="") as f:
+                header = next(csv.reader(f), [])
+        except OSError:
+            continue
+        if "mask" in header and (folder == base or base.name in {"images", "masks"}):
+            return (
+                f"{folder} is a set of X-rays with lung masks, for the lung segmenter "
+                f"(python -m pipeline lungs train --data {folder}), not X-rays labelled normal "
+                "or TB; choose a folder of normal and TB images instead (e.g. "
+                "../shared/data/tb-cxr)"
+            )
+    return None
 
 
 def _layout_in(
