@@ -103,7 +103,7 @@ def find_files(
 
 def _mask_set(base: Path) -> str | None:
     """Why ``base`` is not TB-labelled X-rays when it is an image / lung-mask set (its
-    ``manifest.csv`` has a ``mask`` column), or that set's images or masks folder, whose file
+    ``manifest.csv`` pairs an ``image`` with a ``mask`` and has no ``label``), or that set's images or masks folder, whose file
     names (``montgomery-MCUCXR_0001_0.png``) would otherwise read as NLM labels; else None."""
     for folder in (base, base.parent):
         manifest = folder / "manifest.csv"
@@ -112,7 +112,8 @@ def _mask_set(base: Path) -> str | None:
                 header = next(csv.reader(f), [])
         except OSError:
             continue
-        if "mask" in header and (folder == base or base.name in {"images", "masks"}):
+        pairs = {"image", "mask"} <= set(header) and "label" not in header
+        if pairs and (folder == base or base.name in {"images", "masks"}):
             return (
                 f"{folder} is a set of X-rays with lung masks, for the lung segmenter "
                 f"(python -m pipeline lungs train --data {folder}), not X-rays labelled normal "
