@@ -33,9 +33,11 @@ postgres:  ## install Debian's postgresql server programs for the store tests (n
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql \
 		|| echo "postgresql could not be installed: the PostgreSQL store tests will be skipped"; }
 
-demo: setup  ## phantom dataset, the baseline trained on it, then dashboard + public app + worker
+demo: setup  ## phantom dataset, the baseline trained on it and promoted, then dashboard + public app + worker
 	$(PY) -m pipeline synth --out $(PHANTOMS) --n 600
 	$(PY) -m pipeline train --preset baseline --data $(PHANTOMS) --name demo-baseline
+	$(PY) -m pipeline promote demo-baseline --by "make demo" \
+		--note "the demo: a baseline trained on phantoms, promoted so the public app serves it"
 	$(PY) -m pipeline runs
 	$(PY) -m pipeline up --dashboard-port $(DASHBOARD_PORT) --public-port $(PUBLIC_PORT)
 

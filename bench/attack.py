@@ -407,7 +407,9 @@ def main() -> None:
     from db import RunStore
 
     if RunStore().served_run() is None:
-        raise SystemExit("the store has no run to serve: train a baseline first (make demo)")
+        raise SystemExit(
+            "the store serves no run: promote one first (python -m pipeline promote RUN)"
+        )
     tmp = Path(tempfile.mkdtemp(prefix="bench-attack-"))
     port = free_port()
     url = f"http://127.0.0.1:{port}"

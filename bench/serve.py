@@ -148,7 +148,9 @@ def main() -> None:
 
     run = RunStore().served_run()
     if run is None:
-        raise SystemExit("the store has no run to serve: train a baseline first (see BENCHMARKS)")
+        raise SystemExit(
+            "the store serves no run: promote one first (python -m pipeline promote RUN)"
+        )
     data = Path(run.config["data"]["path"])
     split = json.loads((Path(run.artifacts_dir) / "split.json").read_text())
     blobs = [(data / p).read_bytes() for p in split["test"]]

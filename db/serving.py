@@ -91,25 +91,13 @@ class ServingMixin(StoreBase):
             return [promotion_record(r) for r in s.scalars(query)]
 
     def served_run(self) -> Run | None:
-        """The run the public app should serve, or None when no model is available yet.
-
-        The newest promotion whose run still exists and succeeded; before any promotion, the
-        newest succeeded run named (or configured) as a baseline.
+        """The run the public app serves: that of the newest promotion whose run still exists
+        and succeeded. None before any promotion — a run is served only when someone promotes
+        it (on the Publish page or with ``python -m pipeline promote``), never for its name.
         """
         with self.session() as s:
             promoted = s.execute(_SERVED_PROMOTION).first()
-            if promoted is not None:
-                return run_record(promoted.RunRow)
-            succeeded = s.scalars(
-                select(RunRow)
-                .where(RunRow.status == "succeeded", RunRow.kind == "train")
-                .order_by(RunRow.created_at.desc(), RunRow.id)
-            )
-            for row in succeeded:
-                run = run_record(row)
-                if "baseline" in run.name.lower() or run.config.get("name") == "baseline":
-                    return run
-        return None
+            return None if promoted is None else run_record(promoted.RunRow)
 
     def served_calibration(self) -> Calibration | None:
         """The site calibration the public app applies: that of the promotion it serves, if any."""

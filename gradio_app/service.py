@@ -106,9 +106,8 @@ def no_model(problem: str | None = None) -> Assessment:
         reason="no model is available yet: "
         + (
             problem
-            or "no run has been promoted and no baseline run has finished training; train one "
-            "(python -m pipeline train --preset baseline) or promote a run from the dashboard, "
-            "then try again"
+            or "no run has been promoted to the public app yet; promote one on the dashboard's "
+            "Publish page or with python -m pipeline promote RUN, then try again"
         ),
     )
 

@@ -60,7 +60,8 @@ def train_tiny_run(root: Path, name: str = "baseline-tiny", epochs: int = 25) ->
                 "augment.brightness": 0,
             },
         )
-        train.run(cfg, store)
+        run = train.run(cfg, store)
+    store.promote(run.id, note="the tests' tiny phantom model", promoted_by="tests")
     return store
 
 

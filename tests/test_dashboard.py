@@ -509,6 +509,9 @@ def test_promote_warns_asks_who_and_why_then_changes_the_served_run(ids):
     )
     history = at.dataframe[-1].value
     assert list(history["by"]) == ["Dr Lee"]
+    assert list(history["why"]) == ["better contrast"]
+    assert history["threshold"].iloc[0] == pytest.approx(store.get_run(ids["clahe"]).threshold)
+    assert list(history["calibrated for"]) == ["— (validated)"]
 
 
 def test_calibrate_a_run_for_a_site_then_publish_it_at_that_threshold(ids, tmp_path):

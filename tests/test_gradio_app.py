@@ -610,6 +610,8 @@ def test_without_a_model_the_app_says_so(tmp_path):
         result, *_ = predict(client_for(local_url), png(phantom_pair(0)[0]), tmp_path)
     assert result["verdict"] == CANNOT_ASSESS
     assert "no model is available yet" in result["reason"]
+    assert "no run has been promoted to the public app yet" in result["reason"]
+    assert "python -m pipeline promote RUN" in result["reason"]
 
 
 def test_model_card_names_the_run_its_figures_and_its_limits(source):

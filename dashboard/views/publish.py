@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import ui
-from db import Calibration, ExternalSummary, Run, StoreError
+from db import Calibration, ExternalSummary, Promotion, Run, StoreError
 from pipeline import formats
 from pipeline.config import make_config
 from pipeline.data import synth
@@ -165,6 +165,19 @@ if st.button(
         )
         st.rerun()
 
+
+def served_at(promotion: Promotion, run: Run | None) -> dict[str, object]:
+    """The threshold a promotion served, and the site calibration it came from (if any)."""
+    if promotion.calibration_id is None:
+        threshold = None if run is None else run.threshold
+        return {"threshold": threshold, "calibrated for": "— (validated)"}
+    try:
+        cal = store.get_calibration(promotion.calibration_id)
+    except StoreError:
+        return {"threshold": None, "calibrated for": f"(deleted, #{promotion.calibration_id})"}
+    return {"threshold": cal.threshold, "calibrated for": f"{cal.site} (#{cal.id})"}
+
+
 st.subheader("History")
 if promotions:
     names = {r.id: r for r in store.list_runs()}
@@ -176,7 +189,7 @@ if promotions:
                     "run": names[p.run_id].name if p.run_id in names else "(deleted)",
                     "id": p.run_id,
                     "AUC": names[p.run_id].auc if p.run_id in names else None,
-                    "site calibration": p.calibration_id,
+                    **served_at(p, names.get(p.run_id)),
                     "by": p.promoted_by,
                     "why": p.note,
                 }

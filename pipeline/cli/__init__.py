@@ -200,7 +200,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_id")
 
     p = add("promote", sites.cmd_promote, "make a run the one the public app serves")
-    p.add_argument("run_id")
+    p.add_argument("run_id", help="a run id (or its start), or a name: its newest succeeded run")
     p.add_argument("--calibration", type=int, help="serve this site calibration's threshold")
     p.add_argument("--note", default="", help="why (shown in the promotion history)")
     p.add_argument("--by", help="who promotes it (default: your login name)")

@@ -139,8 +139,18 @@ def cmd_calibrations(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
+    from db import RunNotFound
+
     store = open_store()
-    run = store.get_run(args.run_id)
+    try:
+        run = store.get_run(args.run_id)
+    except RunNotFound:
+        # A run's name also picks it: the newest succeeded run of that name, said so below.
+        named = [r for r in store.list_runs(status="succeeded") if r.name == args.run_id]
+        if not named:
+            raise
+        run = named[0]
+        console.print(f"'{args.run_id}' is the name of run {run.id}, its newest succeeded run")
     by = args.by or getpass.getuser()
     promotion = store.promote(
         run.id, note=args.note, calibration_id=args.calibration, promoted_by=by
