@@ -58,12 +58,11 @@ promotions = store.promotions()
 if served is None:
     st.info("The public app has no model to serve yet: promote a succeeded run below.")
 else:
-    promoted = next((p for p in promotions if p.run_id == served.id), None)
+    # A run is served only through a promotion (db.serving.served_run).
+    promoted = next(p for p in promotions if p.run_id == served.id)
     how = (
-        f"promoted {promoted.promoted_at:%Y-%m-%d %H:%M} UTC"
+        f"promoted {promoted.promoted_at:%Y-%m-%d %H:%M} UTC by {promoted.promoted_by or '—'}"
         + (f": {promoted.note}" if promoted.note else "")
-        if promoted
-        else "the newest baseline run (nothing promoted yet)"
     )
     st.markdown(f"**{served.name}** · {how}")
     card(served)
