@@ -60,10 +60,9 @@ if served is None:
 else:
     # A run is served only through a promotion (db.serving.served_run).
     promoted = next(p for p in promotions if p.run_id == served.id)
-    how = (
-        f"promoted {promoted.promoted_at:%Y-%m-%d %H:%M} UTC by {promoted.promoted_by or '—'}"
-        + (f": {promoted.note}" if promoted.note else "")
-    )
+    by = promoted.promoted_by or "—"
+    why = f": {promoted.note}" if promoted.note else ""
+    how = f"promoted {promoted.promoted_at:%Y-%m-%d %H:%M} UTC by {by}{why}"
     st.markdown(f"**{served.name}** · {how}")
     card(served)
     served_cal = store.served_calibration()

@@ -103,8 +103,9 @@ def find_files(
 
 def _mask_set(base: Path) -> str | None:
     """Why ``base`` is not TB-labelled X-rays when it is an image / lung-mask set (its
-    ``manifest.csv`` pairs an ``image`` with a ``mask`` and has no ``label``), or that set's images or masks folder, whose file
-    names (``montgomery-MCUCXR_0001_0.png``) would otherwise read as NLM labels; else None."""
+    ``manifest.csv`` pairs an ``image`` with a ``mask`` and has no ``label``), or that set's
+    images or masks folder, whose file names (``montgomery-MCUCXR_0001_0.png``) would
+    otherwise read as NLM labels; else None."""
     for folder in (base, base.parent):
         manifest = folder / "manifest.csv"
         try:
