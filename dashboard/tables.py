@@ -24,6 +24,8 @@ from pipeline.runs import loso
 # its dotted name with the rest of the config.
 KEY_CONFIG: dict[str, str] = {
     "dataset": "data.path",
+    "roi": "data.roi",
+    "init": "model.init",
     "image_size": "data.image_size",
     "enhancement": "data.enhancement",
     "optimizer": "optim.name",
@@ -82,6 +84,9 @@ DEFAULT_COLUMNS: tuple[str, ...] = (
     "tags",
     "note",
     "suite",
+    "dataset",
+    "roi",
+    "init",
     "image_size",
     "enhancement",
     "optimizer",
@@ -148,6 +153,7 @@ def leaderboard(
             "epoch": run.current_epoch,
             "suite": suites.get(run.suite_id, "") if run.suite_id else "",
             "suite_id": run.suite_id or "",
+            "data_id": (run.data_fingerprint or "")[:10],
             "created": pd.Timestamp(run.created_at),
             **{m: getattr(run, m) for m in METRICS},
             "auc_lo": run.auc_lo,
@@ -174,6 +180,23 @@ def leaderboard(
     for column in (*METRICS, *EXTERNAL, "auc_lo", "auc_hi", "duration_s", "epoch"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     return frame
+
+
+def dataset_scopes(frame: pd.DataFrame) -> pd.Series:
+    """Each run's dataset as a reader picks it: ``tb-cxr · 3fa2c19d0b``, the folder's name and
+    the identity of its contents (a run's data fingerprint: the same images and labels give the
+    same one wherever the folder lies; a changed folder another). A run not finished yet has
+    none: it goes with the finished runs of its folder's name, or reads ``… · not scanned yet``."""
+    known = frame.loc[frame["data_id"] != "", ["dataset", "data_id"]]
+    usual = known.groupby("dataset")["data_id"].agg(lambda ids: ids.value_counts().index[0])
+    ids = frame["data_id"].where(frame["data_id"] != "", frame["dataset"].map(usual))
+    return pd.Series(
+        [
+            f"{name} · {data_id}" if isinstance(data_id, str) else f"{name} · not scanned yet"
+            for name, data_id in zip(frame["dataset"], ids, strict=True)
+        ],
+        index=frame.index,
+    )
 
 
 def dataset_name(path: str | list[str]) -> str:

@@ -62,6 +62,35 @@ def test_leaderboard_lists_every_run_with_status_and_live_epoch(ids):
     assert "5 of 5 runs" in texts(at, "caption")
 
 
+def test_leaderboard_opens_on_one_dataset_at_a_time(ids, tmp_path):
+    store = RunStore()
+    plain = store.get_run(ids["plain"])
+    other = {**plain.config, "data": {**plain.config["data"], "path": str(tmp_path / "tb-cxr")}}
+    newest = store.create_run(other, name="on tb-cxr")
+    store.start_run(newest.id, worker="test")
+    store.finish_run(
+        newest.id,
+        metrics=plain.metrics,
+        artifacts_dir=plain.artifacts_dir,
+        data_fingerprint="f" * 64,
+        versions={},
+        duration_s=1.0,
+    )
+    at = page()
+    # The newest run's dataset first: its runs only, named by folder and contents.
+    assert at.selectbox(key="lb.dataset").value == "tb-cxr · ffffffffff"
+    assert list(at.dataframe[0].value.index) == [newest.id]
+    assert at.dataframe[0].value.loc[newest.id, "dataset"] == "tb-cxr"
+    phantoms = f"{Path(plain.config['data']['path']).name} · {plain.data_fingerprint[:10]}"
+    assert phantoms in at.selectbox(key="lb.dataset").options
+    # The phantom runs, queued and failed ones included (they go with their folder's name).
+    at.selectbox(key="lb.dataset").set_value(phantoms).run()
+    assert set(at.dataframe[0].value.index) == set(ids.values())
+    at.selectbox(key="lb.dataset").set_value("all datasets").run()
+    assert set(at.dataframe[0].value.index) == {*ids.values(), newest.id}
+    assert {"roi", "init"} <= set(at.dataframe[0].value.columns)
+
+
 def test_filter_expression_and_sort(ids):
     at = page()
     at.text_input(key="lb.expr").input('enhancement == "clahe" and auc >= 0').run()

@@ -49,6 +49,18 @@ if frame.empty:
     pretraining.section(store)
     st.stop()
 
+# One dataset at a time, as experiments separate runs in MLflow: runs on other data rank on other
+# test images. It opens on the dataset of the newest run; "all datasets" shows every run.
+ALL_DATASETS = "all datasets"
+scopes = tables.dataset_scopes(frame.sort_values("created", ascending=False))
+scope = st.selectbox(
+    "Dataset",
+    [ALL_DATASETS, *dict.fromkeys(scopes)],
+    index=1,
+    key="lb.dataset",
+    help="a dataset is the folder's name and the identity of its images and labels (the same "
+    "files anywhere give the same one); runs still queued go with their folder's name",
+)
 # The date range needs about 220 px and the toggle's label 160: three filters a row, and the
 # toggle beside the expression, keep both whole at 1024 px.
 c_status, c_suite, c_date = st.columns([2, 2, 3], vertical_alignment="bottom")
@@ -81,6 +93,8 @@ expression = c_expr.text_input(
 
 def apply_filters(frame: pd.DataFrame) -> pd.DataFrame:
     """The rows the filter widgets keep; a bad expression is reported under its input."""
+    if scope != ALL_DATASETS:
+        frame = frame[tables.dataset_scopes(frame) == scope]
     if not archived:
         frame = frame[~frame["archived"]]
     if statuses:
