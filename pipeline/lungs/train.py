@@ -55,7 +55,7 @@ RECIPES = {
     "basic": Recipe(None),
     "strong": Recipe(_STRONG),
     "opacities": Recipe(_STRONG, opacities=0.5),
-    "equalised": Recipe(_STRONG, "equalise", opacities=0.5),
+    "equalised": Recipe(_STRONG, "equalise"),
 }
 
 
