@@ -54,8 +54,10 @@ def mask_quality(prob: np.ndarray, mask: np.ndarray, upscaled: float = 1.0) -> M
         np.asarray(mask, dtype=np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
     )
     outline = sum(cv2.arcLength(c, True) for c in contours)
+    if not outline:
+        return MaskQuality(1.0, 0.0, True, "")  # no lungs drawn: the shape checks say so
     unsure = int(np.count_nonzero((p > UNSURE_LOW) & (p < UNSURE_HIGH)))
-    band = unsure / outline / max(upscaled, 1.0) if outline else float("inf")
+    band = unsure / outline / max(upscaled, 1.0)
     score = float(min(1.0, SURE_BAND_PX / band)) if band > 0 else 1.0
     ok = score >= MIN_QUALITY
     reason = (
