@@ -262,7 +262,7 @@ def test_a_wrong_recipe_is_refused_in_one_line_naming_the_choices(phantoms, tmp_
     err = capsys.readouterr().err.strip()
     assert "\n" not in err
     assert "'extreme' is not a recipe" in err
-    assert "basic, strong, equalised" in err
+    assert "basic, strong, opacities, equalised" in err
 
 
 def test_equalised_input_is_the_same_under_another_gamma():
