@@ -289,3 +289,19 @@ def test_compare_shows_suite_progress_and_cancels_the_rest(store, isolated_store
         "cancelled",
         "succeeded",
     ]
+
+
+def test_promote_by_name_picks_the_newest_succeeded_run_of_that_name(
+    store, isolated_store, capsys
+):
+    finished(store, "release", isolated_store)
+    newest = finished(store, "release", isolated_store)
+    finished(store, "release", isolated_store, status="failed")
+    assert main(["promote", "release", "--by", "Dr Lee", "--note", "the release"]) == 0
+    out = capsys.readouterr().out
+    assert f"'release' is the name of run {newest}, its newest succeeded run" in out
+    assert store.served_run().id == newest
+    assert main(["promote", "no-such-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no run with id, id prefix or name 'no-such-run'" in err
+    assert "\n" not in err

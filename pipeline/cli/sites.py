@@ -144,11 +144,17 @@ def cmd_promote(args: argparse.Namespace) -> int:
     store = open_store()
     try:
         run = store.get_run(args.run_id)
-    except RunNotFound:
+    except RunNotFound as err:
+        if err.matches:
+            raise  # an id prefix of several runs: its message lists them
         # A run's name also picks it: the newest succeeded run of that name, said so below.
         named = [r for r in store.list_runs(status="succeeded") if r.name == args.run_id]
         if not named:
-            raise
+            raise RunNotFound(
+                f"no run with id, id prefix or name '{args.run_id}' (a name picks its newest "
+                "succeeded run); `python -m pipeline runs` lists them",
+                args.run_id,
+            ) from None
         run = named[0]
         console.print(f"'{args.run_id}' is the name of run {run.id}, its newest succeeded run")
     by = args.by or getpass.getuser()
