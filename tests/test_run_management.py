@@ -291,9 +291,7 @@ def test_compare_shows_suite_progress_and_cancels_the_rest(store, isolated_store
     ]
 
 
-def test_promote_by_name_picks_the_newest_succeeded_run_of_that_name(
-    store, isolated_store, capsys
-):
+def test_promote_by_name_picks_the_newest_succeeded_run_of_that_name(store, isolated_store, capsys):
     finished(store, "release", isolated_store)
     newest = finished(store, "release", isolated_store)
     finished(store, "release", isolated_store, status="failed")
